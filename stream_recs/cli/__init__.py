@@ -1,0 +1,37 @@
+"""The ``stream-recs`` command line: one group, subcommands grouped by concern.
+
+- ``cli/kafka.py``: the embedded broker (``kafka up|down|status``) and ``topics apply``;
+- ``cli/model.py``: ``train``, ``evaluate``, ``tune``;
+- ``cli/stream.py``: ``worker``, ``produce``, ``tail``, ``publish-model``, ``forget``.
+
+Submodules import heavy libraries (torch, faust) inside their commands, so ``stream-recs kafka
+status`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+
+import click
+
+_COMMAND_MODULES = ("kafka", "model", "stream")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+def main(verbose: int) -> None:
+    """Sequence-aware streaming recommender on Kafka."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+for _name in _COMMAND_MODULES:
+    try:
+        _module = importlib.import_module(f"{__name__}.{_name}")
+    except ModuleNotFoundError as exc:  # a command module not written yet
+        if exc.name != f"{__name__}.{_name}":
+            raise
+        continue
+    for _command in _module.COMMANDS:
+        main.add_command(_command)

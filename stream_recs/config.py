@@ -1,0 +1,123 @@
+"""Settings from ``STREAM_RECS_*`` environment variables, with CLI flags layered on top.
+
+One frozen ``Settings`` object describes where Kafka is, how the clients authenticate, the topic
+names and the worker's knobs. ``kafka_client_kwargs`` turns it into kafka-python keyword
+arguments, so every client (admin, producer, consumer) is configured the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+ENV_PREFIX = "STREAM_RECS_"
+
+
+def default_home() -> Path:
+    """Where the broker jars, the local broker's data and cached models live (outside the repo)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "stream-recs"
+
+
+@dataclass(frozen=True)
+class Security:
+    """Kafka client security settings, passed through unchanged to every client."""
+
+    protocol: str = "PLAINTEXT"  # PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL
+    sasl_mechanism: str | None = None  # PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512
+    sasl_username: str | None = None
+    sasl_password: str | None = field(default=None, repr=False)
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Names of the project's topics (DESIGN.md section 4)."""
+
+    clicks: str = "clicks"
+    recommendations: str = "recommendations"
+    dead_letters: str = "dead-letters"
+    model_updates: str = "model-updates"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a command needs to know about its environment."""
+
+    bootstrap_servers: str | None = None  # None: use (and start) the embedded local broker
+    home: Path = field(default_factory=default_home)
+    security: Security = field(default_factory=Security)
+    topics: Topics = field(default_factory=Topics)
+    partitions: int = 4
+    replication_factor: int = 1
+
+    @property
+    def embedded(self) -> bool:
+        """True when no external cluster is configured and the local broker is used."""
+        return self.bootstrap_servers is None
+
+
+def _env(name: str) -> str | None:
+    value = os.environ.get(ENV_PREFIX + name.upper())
+    return value if value not in (None, "") else None
+
+
+def _coerce(value: str, kind: type) -> object:
+    if kind is int:
+        return int(value)
+    if kind is float:
+        return float(value)
+    if kind is Path:
+        return Path(value).expanduser()
+    return value
+
+
+def _from_env(cls: type, prefix: str = "") -> dict[str, object]:
+    out: dict[str, object] = {}
+    hints = {f.name: f.type for f in fields(cls)}
+    for name, hint in hints.items():
+        raw = _env(prefix + name)
+        if raw is None:
+            continue
+        kind = {"int": int, "float": float, "Path": Path}.get(str(hint).split(" ")[0], str)
+        out[name] = _coerce(raw, kind)
+    return out
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment; non-None ``overrides`` (CLI flags) win.
+
+    ``KAFKA_BOOTSTRAP_SERVERS`` is honoured as well as ``STREAM_RECS_BOOTSTRAP_SERVERS``.
+    """
+    values = _from_env(Settings)
+    values.pop("security", None)
+    values.pop("topics", None)
+    if "bootstrap_servers" not in values and os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        values["bootstrap_servers"] = os.environ["KAFKA_BOOTSTRAP_SERVERS"]
+    values["security"] = Security(**_from_env(Security, "security_"))
+    values["topics"] = Topics(**_from_env(Topics, "topic_"))
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return Settings(**values)
+
+
+def kafka_client_kwargs(settings: Settings, bootstrap: str) -> dict[str, object]:
+    """kafka-python keyword arguments (bootstrap plus security) for any client type."""
+    sec = settings.security
+    kwargs: dict[str, object] = {"bootstrap_servers": bootstrap.split(","), "security_protocol": sec.protocol}
+    if sec.sasl_mechanism:
+        kwargs["sasl_mechanism"] = sec.sasl_mechanism
+        kwargs["sasl_plain_username"] = sec.sasl_username
+        kwargs["sasl_plain_password"] = sec.sasl_password
+    for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+        if getattr(sec, name):
+            kwargs[name] = getattr(sec, name)
+    return kwargs
+
+
+def replace(settings: Settings, **changes: object) -> Settings:
+    """A copy of ``settings`` with ``changes`` applied (None values ignored)."""
+    return dataclasses.replace(settings, **{k: v for k, v in changes.items() if v is not None})
