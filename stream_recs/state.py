@@ -1,0 +1,201 @@
+"""Per-user session state (DESIGN.md section 2): its transitions and its compact binary encoding.
+
+A ``SessionState`` is immutable; each transition returns a new one. What it holds:
+
+- ``history``: the last ``history_len`` item indices the user interacted with (oldest first,
+  across sessions), in the vocabulary tagged ``vocab``; ``session_len`` of its newest entries are
+  the current session (what a hidden state is rebuilt from after a model swap);
+- ``hidden``: the GRU state after the last event, float16 bytes (GRU states lie in [-1, 1], where
+  float16 keeps about 3 decimal digits), tagged ``model``; empty when the session has no model
+  step yet (the model's zero state);
+- ``last_recs``: item indices (same vocabulary) the model recommended after the last event, best
+  first, so the next event can be scored online (hit or not, at which rank);
+- ``last_ts`` (event time, drives the session gap), ``touched`` (processing time, whole seconds,
+  drives the TTL: replayed old events must not expire at once), ``session`` (fingerprint of the
+  producer's session_id, 0 when none was given).
+
+Version tags are fingerprints, not strings: ``model`` = ``fingerprint(model.version)``, ``vocab``
+= ``vocabulary_fingerprint(model.item_ids)``, so a state stays small whatever the names. Retraining
+on the same vocabulary keeps ``history`` valid (only ``hidden`` is rebuilt); a vocabulary change
+needs the old vocabulary to translate ``history``, which ``scoring.Recommender`` keeps.
+
+Encoding (little-endian): a 37-byte header (format, index width, last_ts f64, session u64, model
+u32, vocab u32, touched u32, hidden/history/session/recs lengths), the hidden state as float16,
+then history and last_recs as uint16 (uint32 when an index exceeds 65535). At d=64, history 50
+and K=20 that is 37 + 128 + 100 + 40 = 305 bytes (445 with uint32 indices).
+
+Forgetting a user is deleting their key from the sessions table: nothing else in the process
+keeps per-user data (popularity counts are per item).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+FORMAT = 1
+_HEADER = struct.Struct("<BBdQIIIHHHB")
+_MAX_RECS = 255
+
+
+def fingerprint(text: str) -> int:
+    """Stable non-zero 32-bit tag of a string (0 means "none" in a state)."""
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=4).digest(), "little") or 1
+
+
+def session_fingerprint(session_id: str | None) -> int:
+    """64-bit tag of a producer session id; 0 when the event carried none."""
+    if session_id is None:
+        return 0
+    digest = hashlib.blake2b(session_id.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") or 1
+
+
+def vocabulary_fingerprint(item_ids: Sequence[str]) -> int:
+    """Tag of an ordered item vocabulary: equal tags mean indices are interchangeable."""
+    digest = hashlib.blake2b(digest_size=4)
+    for item in item_ids:
+        digest.update(item.encode())
+        digest.update(b"\x00")
+    return int.from_bytes(digest.digest(), "little") or 1
+
+
+@dataclass(frozen=True, slots=True)
+class SessionState:
+    """One user's state; see the module docstring for the meaning of each field."""
+
+    last_ts: float
+    touched: int
+    session: int = 0
+    model: int = 0
+    vocab: int = 0
+    hidden: bytes = b""
+    history: tuple[int, ...] = ()
+    session_len: int = 0
+    last_recs: tuple[int, ...] = ()
+
+    # --- transitions ----------------------------------------------------------------------
+    def is_new_session(self, ts: float, session: int, gap: float) -> bool:
+        """Does an event at ``ts`` with session tag ``session`` open a new session?
+
+        Yes after more than ``gap`` seconds of inactivity, or when the event names a session
+        different from this one. An event without a session id continues the current one.
+        Out-of-order events (``ts`` before ``last_ts``) continue the session.
+        """
+        if session and session != self.session:
+            return True
+        return ts - self.last_ts > gap
+
+    def expired(self, now: float, ttl: float) -> bool:
+        """Has the user been idle (processing time) for more than ``ttl`` seconds?"""
+        return now - self.touched > ttl
+
+    def new_session(self, session: int) -> SessionState:
+        """Start a session: the hidden state and last recommendations go, history stays."""
+        return replace(self, session=session, model=0, hidden=b"", session_len=0, last_recs=())
+
+    def append(self, item: int, ts: float, now: float, history_len: int) -> SessionState:
+        """Record an interaction with vocabulary index ``item``; history keeps the newest N."""
+        history = (*self.history, item)[-history_len:]
+        return replace(
+            self,
+            history=history,
+            session_len=min(self.session_len + 1, len(history)),
+            last_ts=max(self.last_ts, ts),
+            touched=int(now),
+        )
+
+    def touch(self, ts: float, now: float) -> SessionState:
+        """Record an event whose item has no index (unknown to the model): times only."""
+        return replace(self, last_ts=max(self.last_ts, ts), touched=int(now))
+
+    def with_hidden(self, hidden: bytes, model: int) -> SessionState:
+        """The GRU state (float16 bytes) after the last event, by the model tagged ``model``."""
+        return replace(self, hidden=hidden, model=model)
+
+    def with_recs(self, recs: Sequence[int]) -> SessionState:
+        """Remember what was recommended (model indices, best first; empty for a fallback)."""
+        return replace(self, last_recs=tuple(recs[:_MAX_RECS]))
+
+    def translate(self, vocab: int, mapping: np.ndarray | None) -> SessionState:
+        """Re-index ``history`` into vocabulary ``vocab``.
+
+        ``mapping[old] = new`` index, -1 for an item the new vocabulary lacks (dropped; the
+        current session shrinks accordingly). ``mapping=None`` means the old vocabulary is
+        unknown: history is lost. The hidden state and last recommendations are dropped: they
+        belong to another model.
+        """
+        if mapping is None:
+            return replace(self, vocab=vocab, model=0, hidden=b"", history=(), session_len=0, last_recs=())
+        old = np.asarray(self.history, dtype=np.int64)
+        new = mapping[old] if len(old) else old
+        keep = new >= 0
+        in_session = int(keep[len(keep) - self.session_len :].sum()) if self.session_len else 0
+        return replace(
+            self,
+            vocab=vocab,
+            model=0,
+            hidden=b"",
+            history=tuple(new[keep].tolist()),
+            session_len=in_session,
+            last_recs=(),
+        )
+
+    # --- encoding -------------------------------------------------------------------------
+    def encode(self) -> bytes:
+        """Compact bytes for the sessions table (see the module docstring for the layout)."""
+        indices = self.history + self.last_recs
+        wide = bool(indices) and max(indices) > 0xFFFF
+        dtype = np.uint32 if wide else np.uint16
+        header = _HEADER.pack(
+            FORMAT,
+            4 if wide else 2,
+            self.last_ts,
+            self.session,
+            self.model,
+            self.vocab,
+            self.touched,
+            len(self.hidden) // 2,
+            len(self.history),
+            self.session_len,
+            len(self.last_recs),
+        )
+        return b"".join(
+            (
+                header,
+                self.hidden,
+                np.asarray(self.history, dtype=dtype).tobytes(),
+                np.asarray(self.last_recs, dtype=dtype).tobytes(),
+            )
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> SessionState:
+        """Inverse of ``encode``; raises ``ValueError`` for bytes it did not produce."""
+        if len(data) < _HEADER.size:
+            raise ValueError(f"session state is {len(data)} bytes, shorter than its header")
+        fmt, width, last_ts, session, model, vocab, touched, n_hidden, n_hist, n_sess, n_recs = (
+            _HEADER.unpack_from(data)
+        )
+        if fmt != FORMAT or width not in (2, 4):
+            raise ValueError(f"unknown session state format {fmt} (index width {width})")
+        end_hidden = _HEADER.size + 2 * n_hidden
+        end_hist = end_hidden + width * n_hist
+        if len(data) != end_hist + width * n_recs or n_sess > n_hist:
+            raise ValueError("session state length does not match its header")
+        dtype = np.uint32 if width == 4 else np.uint16
+        return cls(
+            last_ts=last_ts,
+            touched=touched,
+            session=session,
+            model=model,
+            vocab=vocab,
+            hidden=bytes(data[_HEADER.size : end_hidden]),
+            history=tuple(np.frombuffer(data, dtype, n_hist, end_hidden).tolist()),
+            session_len=n_sess,
+            last_recs=tuple(np.frombuffer(data, dtype, n_recs, end_hist).tolist()),
+        )
