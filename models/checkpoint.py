@@ -1,0 +1,119 @@
+"""Checkpoints: a directory with ``model.safetensors`` (weights) and ``meta.json`` (item ids,
+hyper-parameters, data fingerprint, metrics, version, sha256 of the weights file).
+
+Loading never unpickles: weights come from safetensors, metadata from JSON, and the weights file
+must match the recorded sha256 and the shapes implied by the metadata, else :class:`CheckpointError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .gru4rec import GRU4Rec
+
+FORMAT = "stream-recs-gru4rec/1"
+WEIGHTS_FILE = "model.safetensors"
+META_FILE = "meta.json"
+ARCHITECTURE_KEYS = ("hidden_size", "n_layers", "dropout_embed", "dropout_hidden")
+
+
+class CheckpointError(Exception):
+    """A checkpoint is missing, truncated, tampered with or inconsistent."""
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_model(
+    model: GRU4Rec, path: str | Path, *, hyperparameters: dict | None = None,
+    fingerprint: str | None = None, metrics: dict | None = None,
+) -> Path:
+    """Write ``model`` to the directory ``path`` (created if needed); returns the directory.
+
+    Files are written to temporaries and renamed, weights first, so a reader sees either the
+    old or the new checkpoint (the sha256 in meta.json ties the pair together).
+    """
+    directory = Path(path)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
+    os.close(fd)
+    save_file(tensors, tmp)
+    sha = _sha256(Path(tmp))
+    os.replace(tmp, directory / WEIGHTS_FILE)
+    meta = {
+        "format": FORMAT,
+        "version": model.version,
+        "architecture": {
+            "hidden_size": model.hidden_size,
+            "n_layers": model.n_layers,
+            "dropout_embed": model.dropout_embed.p,
+            "dropout_hidden": model.dropout_hidden.p,
+        },
+        "hyperparameters": hyperparameters or {},
+        "data_fingerprint": fingerprint,
+        "metrics": metrics or {},
+        "weights_sha256": sha,
+        "item_ids": model.item_ids,
+    }
+    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(meta, handle, indent=1)
+    os.replace(tmp, directory / META_FILE)
+    return directory
+
+
+def read_meta(path: str | Path) -> dict:
+    """The checkpoint's metadata (validated for format and required fields)."""
+    meta_path = Path(path) / META_FILE
+    try:
+        meta = json.loads(meta_path.read_text())
+    except FileNotFoundError as exc:
+        raise CheckpointError(f"{meta_path} is missing") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{meta_path} is not valid JSON (truncated?): {exc}") from exc
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{meta_path}: not a {FORMAT} checkpoint")
+    for key in ("version", "architecture", "weights_sha256", "item_ids"):
+        if key not in meta:
+            raise CheckpointError(f"{meta_path}: field {key!r} is missing")
+    return meta
+
+
+def load_model(path: str | Path) -> GRU4Rec:
+    """Load a checkpoint directory written by :func:`save_model`; the model is in eval mode."""
+    directory = Path(path)
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory} is not a checkpoint directory")
+    meta = read_meta(directory)
+    weights = directory / WEIGHTS_FILE
+    if not weights.is_file():
+        raise CheckpointError(f"{weights} is missing")
+    if _sha256(weights) != meta["weights_sha256"]:
+        raise CheckpointError(f"{weights} does not match the sha256 in {META_FILE} (tampered?)")
+    try:
+        tensors = load_file(weights)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{weights} cannot be read: {exc}") from exc
+    arch = meta["architecture"]
+    try:
+        model = GRU4Rec(
+            meta["item_ids"], version=str(meta["version"]),
+            **{k: arch[k] for k in ARCHITECTURE_KEYS},
+        )
+        model.load_state_dict(tensors, strict=True)
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{directory}: weights do not fit the metadata: {exc}") from exc
+    return model.eval()

@@ -1,0 +1,197 @@
+"""Offline evaluation: full ranking over every item, conservative ranks, next-item protocols.
+
+A *case* is (prefix of item codes, target item code, user code). A *predictor* is anything with
+``score_prefixes(prefixes, users) -> np.ndarray [n, n_items]`` over the dataset's item codes; the
+GRU model, the baselines and any future model are all evaluated by the same code.
+
+Protocols:
+- ``loo``: per user, by time: last item test, second-last validation, the rest training; the
+  prefix is the user's last ``max_len`` items before the target (comparable with RecBole's
+  sequential setting);
+- ``session``: a global time split: sessions starting in the last ``test_days`` are test, the
+  rest training; every next item of a test session is predicted from the session prefix (state
+  starting at zero). Test items never seen in training are dropped from test sessions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from stream_recs.datasets import Events, to_sequences
+
+KS = (10, 20)
+METRICS = ("recall", "precision", "f1", "mrr", "ndcg")
+
+
+@dataclass
+class Cases:
+    """Evaluation cases over the dataset's item codes."""
+
+    prefixes: list[np.ndarray]
+    targets: np.ndarray
+    users: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+
+@dataclass
+class Split:
+    """Training events plus validation and test cases of one protocol."""
+
+    train: Events
+    valid: Cases
+    test: Cases
+
+
+def conservative_ranks(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """1-based rank of each target; items tied with the target count as ranked above it, so
+    constant scores give the worst rank. A NaN target score or a target < 0 ranks last."""
+    scores = np.asarray(scores)
+    rows = np.arange(len(targets))
+    target_scores = scores[rows, np.maximum(targets, 0)]
+    ranks = (scores >= target_scores[:, None]).sum(1)
+    ranks[(targets < 0) | np.isnan(target_scores)] = scores.shape[1]
+    return ranks
+
+
+def metrics_from_ranks(ranks: np.ndarray, ks: Sequence[int] = KS) -> dict[str, float]:
+    """Recall, Precision, F1, MRR, NDCG at each K for single-target cases."""
+    ranks = np.asarray(ranks, np.float64)
+    out: dict[str, float] = {}
+    for k in ks:
+        hit = ranks <= k
+        recall = hit.mean() if len(ranks) else 0.0
+        precision = recall / k
+        out[f"recall@{k}"] = float(recall)
+        out[f"precision@{k}"] = float(precision)
+        out[f"f1@{k}"] = float(2 * precision * recall / (precision + recall)) if recall else 0.0
+        out[f"mrr@{k}"] = float(np.where(hit, 1.0 / ranks, 0.0).mean()) if len(ranks) else 0.0
+        out[f"ndcg@{k}"] = (
+            float(np.where(hit, 1.0 / np.log2(ranks + 1.0), 0.0).mean()) if len(ranks) else 0.0
+        )
+    return out
+
+
+def evaluate(predictor, cases: Cases, ks: Sequence[int] = KS, batch_size: int = 512) -> dict:
+    """Metrics of ``predictor`` over ``cases`` (full ranking), plus the number of cases."""
+    ranks = []
+    for start in range(0, len(cases), batch_size):
+        end = start + batch_size
+        scores = predictor.score_prefixes(cases.prefixes[start:end], cases.users[start:end])
+        ranks.append(conservative_ranks(scores, cases.targets[start:end]))
+    all_ranks = np.concatenate(ranks) if ranks else np.zeros(0)
+    return {**metrics_from_ranks(all_ranks, ks), "cases": len(all_ranks)}
+
+
+# --- protocols ------------------------------------------------------------------------------
+def leave_one_out(events: Events, max_len: int = 50) -> Split:
+    """Per-user time split: last item test, second-last validation, earlier items training."""
+    order = np.lexsort((np.arange(len(events)), events.ts, events.user))
+    user = events.user[order]
+    last = np.ones(len(order), bool)
+    last[:-1] = user[1:] != user[:-1]
+    second = np.zeros(len(order), bool)
+    second[:-1] = last[1:] & (user[1:] == user[:-1])
+    train_rows = np.sort(order[~(last | second)])
+    valid, test = _loo_cases(events, order, second, max_len), _loo_cases(events, order, last, max_len)
+    return Split(events.take(train_rows), valid, test)
+
+
+def _loo_cases(events: Events, order: np.ndarray, is_target: np.ndarray, max_len: int) -> Cases:
+    items, user = events.item[order], events.user[order]
+    starts = np.flatnonzero(np.r_[True, user[1:] != user[:-1]])
+    first_of = np.repeat(starts, np.diff(np.r_[starts, len(order)]))
+    prefixes, targets, users = [], [], []
+    for pos in np.flatnonzero(is_target):
+        lo = max(first_of[pos], pos - max_len)
+        if pos > lo:
+            prefixes.append(items[lo:pos])
+            targets.append(items[pos])
+            users.append(user[pos])
+    return Cases(prefixes, np.asarray(targets, np.int64), np.asarray(users, np.int64))
+
+
+def session_split(
+    events: Events, test_days: float = 1.0, valid_days: float = 1.0,
+    session_gap: float | None = 1800.0, max_len: int = 50,
+) -> Split:
+    """Global time split by session start: the last ``test_days`` test, the ``valid_days``
+    before them validation, the rest training."""
+    seqs = to_sequences(events, session_gap)
+    end = float(events.ts.max())
+    test_from = end - test_days * 86_400.0
+    valid_from = test_from - valid_days * 86_400.0
+    train_seq = seqs.start_ts < valid_from
+    seq_id = _event_sequence_ids(events, session_gap)
+    first_ts = np.full(seq_id.max() + 1, np.inf)
+    np.minimum.at(first_ts, seq_id, events.ts)
+    train = events.take(np.flatnonzero(first_ts[seq_id] < valid_from))
+    known = np.zeros(len(events.item_ids), bool)
+    known[train.item] = True
+
+    def cases(mask: np.ndarray) -> Cases:
+        prefixes, targets, users = [], [], []
+        for k in np.flatnonzero(mask):
+            seq = seqs.items[k][known[seqs.items[k]]]
+            for j in range(1, len(seq)):
+                prefixes.append(seq[max(0, j - max_len):j])
+                targets.append(seq[j])
+                users.append(seqs.users[k])
+        return Cases(prefixes, np.asarray(targets, np.int64), np.asarray(users, np.int64))
+
+    valid = cases(~train_seq & (seqs.start_ts < test_from))
+    return Split(train, valid, cases(seqs.start_ts >= test_from))
+
+
+def _event_sequence_ids(events: Events, session_gap: float | None) -> np.ndarray:
+    """Sequence number of every event row, consistent with :func:`to_sequences`."""
+    group = events.user if events.session is None else events.session
+    order = np.lexsort((np.arange(len(events)), events.ts, group))
+    user, ts = events.user[order], events.ts[order]
+    new = np.ones(len(order), bool)
+    new[1:] = user[1:] != user[:-1]
+    if events.session is not None:
+        new[1:] |= events.session[order][1:] != events.session[order][:-1]
+    elif session_gap is not None:
+        new[1:] |= (ts[1:] - ts[:-1]) > session_gap
+    ids = np.empty(len(order), np.int64)
+    ids[order] = np.cumsum(new) - 1
+    return ids
+
+
+# --- the GRU model as a predictor -----------------------------------------------------------
+class ModelPredictor:
+    """Scores prefixes with a GRU4Rec through its incremental API (state starts at zero)."""
+
+    def __init__(self, model, item_ids: Sequence[str]):
+        self.model = model.eval()
+        lookup = [model.item_index(i) for i in item_ids]
+        self.to_model = np.array([-1 if i is None else i for i in lookup], np.int64)
+        known = self.to_model >= 0
+        self.columns = torch.from_numpy(np.flatnonzero(known))
+        self.model_columns = torch.from_numpy(self.to_model[known])
+        self.n_items = len(item_ids)
+
+    @torch.inference_mode()
+    def score_prefixes(self, prefixes: Sequence[np.ndarray], users=None) -> np.ndarray:
+        mapped = [p[p >= 0] for p in (self.to_model[np.asarray(p, np.int64)] for p in prefixes)]
+        hidden = self.model.init_hidden(len(mapped))
+        lengths = np.array([len(p) for p in mapped])
+        width = int(lengths.max()) if len(mapped) else 0
+        grid = np.zeros((len(mapped), width), np.int64)  # right-aligned prefixes
+        for row, p in enumerate(mapped):
+            if len(p):
+                grid[row, width - len(p):] = p
+        for t in range(width):
+            active = torch.from_numpy(np.flatnonzero(t >= width - lengths))
+            step_items = torch.from_numpy(grid[:, t])[active]
+            hidden[active] = self.model.step(hidden[active], step_items)
+        model_scores = self.model.score(hidden)
+        scores = torch.full((len(mapped), self.n_items), float("-inf"))
+        scores[:, self.columns] = model_scores[:, self.model_columns]
+        return scores.numpy()

@@ -1,0 +1,204 @@
+"""Training loop: session-parallel mini-batches, sampled negatives, XE-logQ or BPR-max loss,
+row-sparse Adagrad with momentum, one-step or windowed truncated backprop through time.
+
+With ``bptt=1`` the hidden state is detached after every step (GRU4Rec's default). With
+``bptt=T`` the loss of T consecutive steps is summed and back-propagated through those T steps
+(lanes that start a new sequence inside the window still begin from a zero state), which suits
+long user histories trained without session resets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .batching import session_parallel
+from .gru4rec import GRU4Rec
+from .losses import LOSSES, bpr_max, cross_entropy_logq, sampled_columns
+from .optim import AdagradMomentum
+from .sampling import PopularitySampler
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of one training run (the checkpoint stores them)."""
+
+    hidden_size: int = 64
+    n_layers: int = 1
+    batch_size: int = 64
+    learning_rate: float = 0.05
+    momentum: float = 0.0
+    dropout_embed: float = 0.0
+    dropout_hidden: float = 0.0
+    loss: str = "xe"
+    n_sample: int = 2048  # extra shared negatives; >= n_items means a full softmax
+    alpha: float = 0.5  # sampling P(i) ~ support(i)^alpha
+    logq: bool = True
+    bpreg: float = 1.0
+    final_act: str = "linear"
+    bptt: int = 1
+    epochs: int = 10
+    seed: int = 0
+    max_len: int = 50  # inference: the state is rebuilt from at most this many recent items
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}")
+        if self.bptt < 1 or self.batch_size < 1 or self.epochs < 0:
+            raise ValueError("bptt, batch_size must be >= 1 and epochs >= 0")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+
+def item_support(sequences: Sequence[np.ndarray], n_items: int) -> np.ndarray:
+    """How often each item occurs in the training sequences."""
+    if not sequences:
+        return np.zeros(n_items)
+    return np.bincount(np.concatenate(sequences), minlength=n_items).astype(np.float64)
+
+
+class Trainer:
+    """Owns the optimiser, sampler and loss of one model; ``fit`` runs epochs."""
+
+    def __init__(self, model: GRU4Rec, sequences: Sequence[np.ndarray], config: TrainConfig):
+        self.model = model
+        self.sequences = list(sequences)
+        self.config = config
+        torch.manual_seed(config.seed)
+        self.optimizer = AdagradMomentum(
+            model.parameters(), lr=config.learning_rate, momentum=config.momentum
+        )
+        support = item_support(self.sequences, model.n_items)
+        self.full_softmax = config.n_sample >= model.n_items
+        self.sampler = None
+        if config.n_sample > 0 and not self.full_softmax:
+            self.sampler = PopularitySampler(support, config.n_sample, config.alpha, seed=config.seed)
+        with np.errstate(divide="ignore"):
+            # in-batch columns are drawn ~ support, extra ones ~ support^alpha
+            self.log_support = torch.from_numpy(np.log(support / max(support.sum(), 1.0))).float()
+        self.log_sample = None if self.sampler is None else self.sampler.log_probs()
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Loss of output vectors ``[n, d]`` against their next items ``[n]``."""
+        cfg, model = self.config, self.model
+        if self.full_softmax:
+            scores = model.logits(outputs)
+            if cfg.loss == "xe":
+                return cross_entropy_logq(scores, targets)
+            return bpr_max(scores, targets, cfg.bpreg, final_act=cfg.final_act)
+        extra = None if self.sampler is None else self.sampler.sample()
+        columns, pos, exclude = sampled_columns(targets, extra)
+        scores = model.logits(outputs, columns)
+        if cfg.loss == "xe":
+            logq = None
+            if cfg.logq:
+                logq = self.log_support[targets]
+                if extra is not None:
+                    logq = torch.cat((logq, self.log_sample[extra]))
+            return cross_entropy_logq(scores, pos, logq, exclude)
+        return bpr_max(scores, pos, cfg.bpreg, exclude, cfg.final_act)
+
+    def _update(self, outputs: list[torch.Tensor], targets: list[torch.Tensor]) -> tuple[float, int]:
+        """One optimiser step on the summed window; returns (mean loss, number of events)."""
+        batch_targets = torch.cat(targets)
+        loss = self.loss(torch.cat(outputs), batch_targets)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        value = loss.detach().item()
+        if not math.isfinite(value):
+            raise FloatingPointError("loss is not finite; lower the learning rate")
+        return value, len(batch_targets)
+
+    def train_epoch(self, progress: Callable[[int, float], None] | None = None) -> dict:
+        """One pass over all sequences. ``progress(events, loss)`` is called after each update."""
+        model, cfg = self.model, self.config
+        model.train()
+        hidden = model.init_hidden(min(cfg.batch_size, max(len(self.sequences), 1)))
+        outputs: list[torch.Tensor] = []
+        targets: list[torch.Tensor] = []
+        total_loss, n_events = 0.0, 0
+        started = time.perf_counter()
+        for step in session_parallel(self.sequences, cfg.batch_size):
+            if step.keep is not None:
+                hidden = hidden[step.keep]
+            if step.reset.any():
+                hidden = hidden.masked_fill(step.reset[:, None], 0.0)
+            hidden, out = model(hidden, step.inputs)
+            outputs.append(out)
+            targets.append(step.targets)
+            if len(outputs) == cfg.bptt:
+                value, n = self._update(outputs, targets)
+                hidden = hidden.detach()
+                outputs, targets = [], []
+                total_loss += value * n
+                n_events += n
+                if progress is not None:
+                    progress(n, value)
+        if outputs:
+            value, n = self._update(outputs, targets)
+            total_loss += value * n
+            n_events += n
+            if progress is not None:
+                progress(n, value)
+        seconds = time.perf_counter() - started
+        return {
+            "loss": total_loss / max(n_events, 1),
+            "events": n_events,
+            "seconds": seconds,
+            "events_per_s": n_events / max(seconds, 1e-9),
+        }
+
+
+def train_model(
+    sequences: Sequence[np.ndarray],
+    item_ids: Sequence[str],
+    config: TrainConfig,
+    version: str,
+    show_progress: bool = True,
+    on_epoch: Callable[[int, GRU4Rec, dict], None] | None = None,
+) -> tuple[GRU4Rec, list[dict]]:
+    """Build and train a model on item-index ``sequences``; returns it with per-epoch stats.
+
+    The progress bar shows the running loss and events/s; ``on_epoch(epoch, model, stats)`` runs
+    after every epoch (e.g. validation).
+    """
+    from tqdm import tqdm
+
+    torch.manual_seed(config.seed)
+    model = GRU4Rec(
+        item_ids, hidden_size=config.hidden_size, n_layers=config.n_layers,
+        dropout_embed=config.dropout_embed, dropout_hidden=config.dropout_hidden, version=version,
+    )
+    trainer = Trainer(model, sequences, config)
+    n_targets = sum(max(len(s) - 1, 0) for s in trainer.sequences)
+    history = []
+    for epoch in range(config.epochs):
+        with tqdm(total=n_targets, desc=f"epoch {epoch + 1}/{config.epochs}", unit="ev",
+                  disable=not show_progress, leave=False) as bar:
+            started = time.perf_counter()
+
+            def progress(n: int, loss: float, bar=bar, started=started) -> None:
+                bar.update(n)
+                rate = bar.n / max(time.perf_counter() - started, 1e-9)
+                bar.set_postfix(loss=f"{loss:.4f}", ev_s=f"{rate:,.0f}", refresh=False)
+
+            stats = trainer.train_epoch(progress)
+        stats["epoch"] = epoch + 1
+        history.append(stats)
+        if show_progress:
+            tqdm.write(f"epoch {epoch + 1}: loss {stats['loss']:.4f}, "
+                       f"{stats['events_per_s']:,.0f} events/s, {stats['seconds']:.1f}s")
+        if on_epoch is not None:
+            on_epoch(epoch, model, stats)
+            model.train()
+    return model.eval(), history

@@ -1,0 +1,102 @@
+"""Hyper-parameter search (Optuna, TPE) over the ranges of the GRU4Rec papers, plus the tuned
+defaults the CLI uses.
+
+Each trial trains on the split's training part and scores the validation cases after every
+epoch (median pruning stops bad trials early); the objective is the best validation value seen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from .train import TrainConfig
+
+# Best MovieLens-100K settings found by `stream-recs tune` (leave-one-out validation), see
+# bench/quality.py for the measured test results; they are the defaults for every dataset.
+TUNED: dict[str, dict] = {
+    "xe": {},
+    "bpr-max": {"final_act": "elu-0.5"},
+}
+
+
+def defaults_for(loss: str) -> dict:
+    """Default training hyper-parameters for ``loss``."""
+    return {"loss": loss, **TUNED[loss]}
+
+
+def suggest(trial, loss: str, tune_epochs: bool) -> dict:
+    """One point of the search space (units 64-512, batch 32-256, lr 0.01-0.25, ...)."""
+    params = {
+        "loss": loss,
+        "hidden_size": trial.suggest_int("hidden_size", 64, 512, step=32),
+        "batch_size": trial.suggest_int("batch_size", 32, 256, step=16),
+        "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.25, log=True),
+        "momentum": trial.suggest_float("momentum", 0.0, 0.9),
+        "dropout_embed": trial.suggest_float("dropout_embed", 0.0, 0.5),
+        "dropout_hidden": trial.suggest_float("dropout_hidden", 0.0, 0.7),
+        "alpha": trial.suggest_float("alpha", 0.0, 1.0),
+        "bptt": trial.suggest_categorical("bptt", [1, 2, 4, 8, 16, 32]),
+    }
+    if loss == "bpr-max":
+        params["bpreg"] = trial.suggest_float("bpreg", 0.0, 2.0)
+        params["final_act"] = trial.suggest_categorical(
+            "final_act", ["linear", "elu-0.5", "elu-1"]
+        )
+    if tune_epochs:
+        params["epochs"] = trial.suggest_int("epochs", 5, 30)
+    return params
+
+
+def run_study(
+    split, item_ids: Sequence[str], *, loss: str = "xe", metric: str = "ndcg@10",
+    n_trials: int = 30, timeout: float | None = None, epochs: int | None = None,
+    session_gap: float | None = None, max_len: int = 50, seed: int = 0,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Search; returns best value, best parameters and every trial."""
+    import optuna
+
+    from stream_recs.datasets import to_sequences
+
+    from .evaluate import ModelPredictor, evaluate
+    from .train import train_model
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    model_items = sorted({split.train.item_ids[i] for i in set(split.train.item.tolist())})
+    index = {item: i for i, item in enumerate(model_items)}
+    sequences = to_sequences(split.train, session_gap, index).items
+
+    def objective(trial) -> float:
+        params = suggest(trial, loss, epochs is None)
+        if epochs is not None:
+            params["epochs"] = epochs
+        config = TrainConfig.from_dict({**params, "seed": seed, "max_len": max_len})
+        best = 0.0
+
+        def on_epoch(epoch, model, stats) -> None:
+            nonlocal best
+            value = evaluate(ModelPredictor(model, item_ids), split.valid)[metric]
+            best = max(best, value)
+            trial.report(value, epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+
+        train_model(sequences, model_items, config, "tuning", show_progress=False,
+                    on_epoch=on_epoch)
+        log(f"trial {trial.number}: {metric} {best:.4f} {params}")
+        return best
+
+    study = optuna.create_study(
+        direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=3),
+    )
+    study.optimize(objective, n_trials=n_trials, timeout=timeout)
+    return {
+        "metric": metric,
+        "best_value": study.best_value,
+        "best_params": study.best_params,
+        "trials": [
+            {"number": t.number, "value": t.value, "state": t.state.name, "params": t.params}
+            for t in study.trials
+        ],
+    }

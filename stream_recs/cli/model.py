@@ -1,0 +1,223 @@
+"""``stream-recs train | evaluate | tune``: train a GRU4Rec checkpoint, evaluate it next to the
+baselines on a full-ranking protocol, search hyper-parameters with Optuna.
+
+Heavy imports (torch, numpy, optuna) happen inside the commands so other commands stay fast.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+_DATASETS = ("movielens-100k", "synthetic")
+
+
+def _data_options(func):
+    """--dataset NAME | --events PATH, plus the synthetic generator's size options."""
+    options = [
+        click.option("--dataset", type=click.Choice(_DATASETS), help="A built-in dataset."),
+        click.option("--events", "events_path", type=click.Path(exists=True, dir_okay=False),
+                     help="An event log (CSV or JSONL: user_id, item_id, timestamp[, session_id])."),
+        click.option("--n-events", default=200_000, show_default=True,
+                     help="synthetic: number of events."),
+        click.option("--n-users", default=5_000, show_default=True, help="synthetic: users."),
+        click.option("--n-items", default=2_000, show_default=True, help="synthetic: items."),
+        click.option("--data-seed", default=0, show_default=True, help="synthetic: seed."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _load(dataset, events_path, n_events, n_users, n_items, data_seed):
+    from stream_recs.datasets import load_dataset, read_events
+
+    if bool(dataset) == bool(events_path):
+        raise click.UsageError("give exactly one of --dataset and --events")
+    if events_path:
+        return read_events(events_path)
+    options = {}
+    if dataset == "synthetic":
+        options = {"n_events": n_events, "n_users": n_users, "n_items": n_items, "seed": data_seed}
+    return load_dataset(dataset, **options)
+
+
+def _gap(value: str) -> float | None:
+    return None if value.lower() == "none" else float(value)
+
+
+def _split(events, protocol: str, max_len: int, session_gap: float | None, test_days: float):
+    from stream_recs.models.evaluate import leave_one_out, session_split
+
+    if protocol == "loo":
+        return leave_one_out(events, max_len)
+    return session_split(events, test_days=test_days, valid_days=test_days,
+                         session_gap=session_gap, max_len=max_len)
+
+
+@click.command()
+@_data_options
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Checkpoint directory to write.")
+@click.option("--holdout", type=click.Choice(["none", "loo", "session"]), default="none",
+              show_default=True, help="Train only on the training part of this protocol's split.")
+@click.option("--loss", type=click.Choice(["xe", "bpr-max"]), default="xe", show_default=True)
+@click.option("--session-gap", default="none", show_default=True,
+              help="Seconds of inactivity that start a new sequence, or 'none' (one per user).")
+@click.option("--max-len", default=50, show_default=True, help="Items that rebuild a state.")
+@click.option("--epochs", type=int, help="Training epochs (default: the tuned value).")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--test-days", default=1.0, show_default=True, help="session holdout: test days.")
+@click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
+              help="Override a training hyper-parameter (repeatable), e.g. --param bptt=8.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def train(dataset, events_path, n_events, n_users, n_items, data_seed, out_dir, holdout, loss,
+          session_gap, max_len, epochs, seed, test_days, params, quiet):
+    """Train a GRU4Rec model and write a checkpoint directory."""
+    import dataclasses
+    import time
+
+    from stream_recs.datasets import to_sequences
+    from stream_recs.models import save_model
+    from stream_recs.models.train import TrainConfig, train_model
+    from stream_recs.models.tune import defaults_for
+
+    events = _load(dataset, events_path, n_events, n_users, n_items, data_seed)
+    gap = _gap(session_gap)
+    if holdout != "none":
+        events = _split(events, holdout, max_len, gap, test_days).train
+    values = {**defaults_for(loss), "loss": loss, "max_len": max_len, "seed": seed}
+    if epochs is not None:
+        values["epochs"] = epochs
+    values.update(_parse_params(params))
+    config = TrainConfig.from_dict(values)
+    item_ids = sorted(set(events.item_ids[i] for i in set(events.item.tolist())))
+    index = {item: i for i, item in enumerate(item_ids)}
+    sequences = to_sequences(events, gap, index).items
+    fingerprint = events.fingerprint()
+    version = f"gru4rec-{fingerprint[:8]}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    started = time.perf_counter()
+    model, history = train_model(sequences, item_ids, config, version, show_progress=not quiet)
+    seconds = time.perf_counter() - started
+    hyper = {**dataclasses.asdict(config), "session_gap": gap}
+    n_ev = sum(h["events"] for h in history)
+    metrics = {"train_seconds": round(seconds, 2),
+               "train_events_per_s": round(n_ev / max(sum(h["seconds"] for h in history), 1e-9)),
+               "final_loss": history[-1]["loss"] if history else None}
+    save_model(model, out_dir, hyperparameters=hyper, fingerprint=fingerprint, metrics=metrics)
+    click.echo(f"trained {len(item_ids)} items, {len(sequences)} sequences, {config.epochs} "
+               f"epochs in {seconds:.1f}s ({metrics['train_events_per_s']:,} events/s); "
+               f"wrote {out_dir} (version {version})")
+
+
+def _parse_params(params) -> dict:
+    import json
+
+    out = {}
+    for item in params:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="--param")
+        try:
+            out[name.replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            out[name.replace("-", "_")] = value
+    return out
+
+
+@click.command()
+@click.option("--model", "model_dir", required=True, type=click.Path(exists=True, file_okay=False))
+@_data_options
+@click.option("--protocol", type=click.Choice(["loo", "session"]), default="loo", show_default=True)
+@click.option("--part", type=click.Choice(["test", "valid"]), default="test", show_default=True)
+@click.option("--max-len", default=50, show_default=True)
+@click.option("--session-gap", default="1800", show_default=True,
+              help="session protocol: inactivity gap in seconds (ignored when session ids exist).")
+@click.option("--test-days", default=1.0, show_default=True, help="session protocol: test days.")
+@click.option("--baselines/--no-baselines", default=True, show_default=True)
+@click.option("--report", "report_dir", type=click.Path(file_okay=False),
+              help="Also write results.json and results.png here.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def evaluate(model_dir, dataset, events_path, n_events, n_users, n_items, data_seed, protocol,
+             part, max_len, session_gap, test_days, baselines, report_dir, as_json):
+    """Full-ranking evaluation of a checkpoint (and the baselines) on one protocol."""
+    import json
+    from pathlib import Path
+
+    from stream_recs.models import load_model
+    from stream_recs.models.evaluate import ModelPredictor
+    from stream_recs.models.evaluate import evaluate as run_eval
+    from stream_recs.models.report import table, write_chart, write_json
+
+    events = _load(dataset, events_path, n_events, n_users, n_items, data_seed)
+    split = _split(events, protocol, max_len, _gap(session_gap), test_days)
+    cases = split.test if part == "test" else split.valid
+    model = load_model(model_dir)
+    results = {"GRU4Rec (ours)": run_eval(ModelPredictor(model, events.item_ids), cases)}
+    if baselines:
+        for predictor in _baselines(split, protocol, len(events.item_ids), _gap(session_gap)):
+            results[predictor.name] = run_eval(predictor, cases)
+    payload = {"protocol": protocol, "part": part, "model": str(model_dir),
+               "model_version": model.version, "dataset": dataset or events_path,
+               "cases": len(cases), "results": results}
+    if report_dir:
+        Path(report_dir).mkdir(parents=True, exist_ok=True)
+        write_json(Path(report_dir) / "results.json", payload)
+        write_chart(Path(report_dir) / "results.png", results,
+                    f"{dataset or events_path}: {protocol} protocol, {part} ({len(cases)} cases)")
+    if as_json:
+        click.echo(json.dumps(payload, indent=1))
+    else:
+        click.echo(f"{protocol} protocol, {part} part, {len(cases)} cases, full ranking")
+        click.echo(table(results))
+
+
+def _baselines(split, protocol, n_items, gap):
+    from stream_recs.datasets import to_sequences
+    from stream_recs.models.baselines import VSKNN, Markov, MostPopular
+
+    seqs = to_sequences(split.train, None if protocol == "loo" else gap)
+    return [
+        MostPopular(seqs.items, n_items),
+        Markov(seqs.items, n_items),
+        VSKNN(seqs.items, n_items, users=seqs.users, exclude_same_user=protocol == "loo"),
+    ]
+
+
+@click.command()
+@_data_options
+@click.option("--protocol", type=click.Choice(["loo", "session"]), default="loo", show_default=True)
+@click.option("--metric", type=click.Choice(["mrr@20", "ndcg@10"]), default="ndcg@10",
+              show_default=True, help="Validation metric to maximise.")
+@click.option("--loss", type=click.Choice(["xe", "bpr-max"]), default="xe", show_default=True)
+@click.option("--trials", default=30, show_default=True)
+@click.option("--timeout", type=float, help="Stop after this many seconds.")
+@click.option("--epochs", type=int, help="Fixed epochs per trial (default: tuned too).")
+@click.option("--session-gap", default="none", show_default=True)
+@click.option("--max-len", default=50, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--out", "out_path", type=click.Path(dir_okay=False),
+              help="Write the best parameters and all trials as JSON.")
+def tune(dataset, events_path, n_events, n_users, n_items, data_seed, protocol, metric, loss,
+         trials, timeout, epochs, session_gap, max_len, seed, out_path):
+    """Optuna search over the GRU4Rec ranges, optimising a validation metric."""
+    import json
+
+    from stream_recs.models.tune import run_study
+
+    events = _load(dataset, events_path, n_events, n_users, n_items, data_seed)
+    gap = _gap(session_gap)
+    split = _split(events, protocol, max_len, gap, 1.0)
+    result = run_study(split, events.item_ids, loss=loss, metric=metric, n_trials=trials,
+                       timeout=timeout, epochs=epochs, session_gap=gap, max_len=max_len,
+                       seed=seed, log=lambda line: click.echo(line, err=True))
+    if out_path:
+        with open(out_path, "w") as handle:
+            json.dump(result, handle, indent=1)
+    json.dump({"best_value": result["best_value"], "best_params": result["best_params"]},
+              sys.stdout, indent=1)
+    click.echo()
+
+
+COMMANDS = [train, evaluate, tune]
