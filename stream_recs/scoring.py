@@ -1,0 +1,472 @@
+"""Recommendations for a micro-batch of events: session transitions, one batched GRU step, scoring.
+
+The wiring calls, per micro-batch of valid events::
+
+    result = recommender.step_batch(events, {user: state_or_None, ...}, now=time.time())
+    # result.recommendations[i] answers events[i]; result.states[user] is the state to write back;
+    # result.ranks[i]: online evaluation of events[i] (None: not evaluated, 0: miss, r: rank)
+
+and ``recommender.swap_model(model)`` on a hot swap. What happens to each event, in input order
+(events of one user are applied one after the other, as if they came in separate batches):
+
+1. a state idle longer than ``ttl`` (processing time) is ignored (a new user);
+2. online evaluation: if the event continues a session whose last answer came from the model,
+   its rank is the position of its item in that answer (0 when absent or unknown to the model);
+3. a new session (gap longer than ``session_gap`` or another ``session_id``) resets the hidden
+   state; history is kept for masking and explanations;
+4. a state written under another vocabulary is re-indexed (the old vocabulary must be known: the
+   previous live ones are kept, older ones can be given with ``register_vocabulary``; otherwise
+   its history is dropped). A hidden state from another model version is rebuilt, lazily, by
+   replaying the current session's history through the live model (all such users at once);
+5. the item is appended to history (when the model knows it) and the GRU advances: one batched
+   step per "wave" (the n-th events of all users in the batch), so usually one step per batch;
+6. strategy ``model`` when a model is live and the session has at least one known item: scores
+   ``E @ H.T + b`` for all events in one matmul, the padding ids (``never_recommend``) and the
+   user's recent items (``mask_recent``: True = whole history, n = last n, False = none) masked,
+   top-K per row, and for each item ``because`` = the history item with the most similar
+   embedding (cosine). Otherwise ``popular``: the items with the largest exponentially decayed
+   counts this worker saw (``popularity_half_life`` seconds), minus the event's item and the
+   masked history, ``because`` None.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from stream_recs.events import Event
+from stream_recs.messages import RecItem, Recommendation
+from stream_recs.models.gru4rec import GRU4Rec
+from stream_recs.state import (
+    SessionState,
+    fingerprint,
+    session_fingerprint,
+    vocabulary_fingerprint,
+)
+
+MODEL = "model"
+POPULAR = "popular"
+DEFAULT_NEVER_RECOMMEND = ("[PAD]", "<pad>", "[UNK]", "<unk>")
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    """What ``step_batch`` produced, aligned with its input events."""
+
+    recommendations: list[Recommendation]
+    states: dict[str, SessionState]
+    ranks: list[int | None]
+    inference_seconds: float
+
+
+class Popularity:
+    """Exponentially decayed item counts: the fallback when the model cannot answer.
+
+    Each item seen at time t adds ``2 ** ((t - t_ref) / half_life)``; the weights are rescaled
+    when they grow large, so nothing is touched per item on decay. At most ``max_items`` are
+    tracked; when full, the less popular half is forgotten.
+    """
+
+    def __init__(self, half_life: float = 3600.0, max_items: int = 200_000) -> None:
+        self.half_life = half_life
+        self.max_items = max_items
+        self._slot: dict[str, int] = {}
+        self._ids: list[str] = []
+        self._counts = np.zeros(1024)
+        self._t_ref: float | None = None
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def add(self, item_ids: Sequence[str], now: float) -> None:
+        """Count one occurrence of each of ``item_ids`` at time ``now``."""
+        if not item_ids:
+            return
+        if self._t_ref is None:
+            self._t_ref = now
+        weight = 2.0 ** ((now - self._t_ref) / self.half_life)
+        if weight > 1e100:
+            self._counts /= weight
+            self._t_ref, weight = now, 1.0
+        slots = [self._slot_of(item) for item in item_ids]
+        np.add.at(self._counts, slots, weight)
+
+    def top(self, n: int) -> list[tuple[str, float]]:
+        """The ``n`` most popular items with their share of the decayed total, best first."""
+        size = len(self._ids)
+        if size == 0 or n <= 0:
+            return []
+        counts = self._counts[:size]
+        n = min(n, size)
+        best = np.argpartition(-counts, n - 1)[:n] if n < size else np.arange(size)
+        best = best[np.argsort(-counts[best], kind="stable")]
+        total = counts.sum()
+        return [(self._ids[i], float(counts[i] / total)) for i in best.tolist()]
+
+    def _slot_of(self, item: str) -> int:
+        slot = self._slot.get(item)
+        if slot is None:
+            if len(self._ids) >= self.max_items:
+                self._prune()
+            slot = len(self._ids)
+            if slot == len(self._counts):
+                self._counts = np.concatenate([self._counts, np.zeros(slot)])
+            self._slot[item] = slot
+            self._ids.append(item)
+        return slot
+
+    def _prune(self) -> None:
+        size = len(self._ids)
+        keep = np.sort(np.argsort(-self._counts[:size], kind="stable")[: self.max_items // 2])
+        self._ids = [self._ids[i] for i in keep.tolist()]
+        kept = self._counts[keep]
+        self._counts = np.zeros(max(1024, 2 * len(kept)))
+        self._counts[: len(kept)] = kept
+        self._slot = {item: i for i, item in enumerate(self._ids)}
+
+
+def _as_stored(hidden: torch.Tensor) -> torch.Tensor:
+    """Round a hidden state to what the state store keeps (float16), so that answers do not
+    depend on where micro-batch boundaries fall (a replayed batch may be cut differently)."""
+    return hidden.half().float()
+
+
+class _Vocabulary:
+    __slots__ = ("fp", "ids", "index")
+
+    def __init__(self, item_ids: Sequence[str]) -> None:
+        self.ids = list(item_ids)
+        self.index = {item: i for i, item in enumerate(self.ids)}
+        self.fp = vocabulary_fingerprint(self.ids)
+
+
+class _Live:
+    """The live model and what is derived from it once per swap."""
+
+    def __init__(self, model: GRU4Rec, never_recommend: Collection[str]) -> None:
+        model.eval()
+        self.model = model
+        self.version = model.version
+        self.fp = fingerprint(model.version)
+        self.vocab = _Vocabulary(model.item_ids)
+        weight, bias = model.output_embeddings()
+        self.weight = weight.float().contiguous()
+        self.bias = bias.float().clone()
+        for item in never_recommend:
+            index = self.vocab.index.get(item)
+            if index is not None:
+                self.bias[index] = float("-inf")
+        self.unit = self.weight / self.weight.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        self.state_size = model.state_size
+
+
+@dataclass(slots=True)
+class _Plan:
+    """One event after its Python-side transitions, before the tensor work."""
+
+    event: Event
+    row: int
+    wave: int
+    item: int | None  # index in the live vocabulary, None when unknown or no model
+    reset: bool  # the hidden state starts from zero before this event
+    use_model: bool
+    history: tuple[int, ...]  # after this event, in the live vocabulary (masking, because)
+    masked_ids: frozenset[str] = frozenset()  # popular fallback: ids not to recommend
+    ref: int | tuple[tuple[int, ...], int] | None = None  # previous answer: batch pos or (recs, vocab)
+    out: int = -1  # row in the batch's output matrix (model events)
+    recs: list[int] | None = None  # model answer, live indices
+
+
+class Recommender:
+    """Turns micro-batches of events and their users' states into recommendations and new states.
+
+    Holds no per-user data: states come in and go out with each batch.
+    """
+
+    def __init__(
+        self,
+        model: GRU4Rec | None,
+        *,
+        k: int = 20,
+        session_gap: float = 1800.0,
+        history_len: int = 50,
+        mask_recent: bool | int = True,
+        ttl: float = 30 * 86400.0,
+        popularity_half_life: float = 3600.0,
+        never_recommend: Collection[str] = DEFAULT_NEVER_RECOMMEND,
+        max_vocabularies: int = 4,
+    ) -> None:
+        if k < 1 or history_len < 1:
+            raise ValueError("k and history_len must be positive")
+        self.k = k
+        self.session_gap = session_gap
+        self.history_len = history_len
+        self.mask_recent = history_len if mask_recent is True else int(mask_recent)
+        self.ttl = ttl
+        self.never_recommend = frozenset(never_recommend)
+        self.popularity = Popularity(popularity_half_life)
+        self.max_vocabularies = max_vocabularies
+        self._vocabularies: OrderedDict[int, _Vocabulary] = OrderedDict()
+        self._mappings: dict[tuple[int, int], np.ndarray] = {}
+        self._live: _Live | None = None
+        self.swap_model(model)
+
+    # --- model management -----------------------------------------------------------------
+    @property
+    def model_version(self) -> str | None:
+        """Version of the live model, None when only the fallback serves."""
+        return self._live.version if self._live else None
+
+    def swap_model(self, model: GRU4Rec | None) -> None:
+        """Make ``model`` live (None: popularity only). States catch up lazily, per user."""
+        self._live = _Live(model, self.never_recommend) if model is not None else None
+        if self._live is not None:
+            self._remember(self._live.vocab)
+
+    def register_vocabulary(self, item_ids: Sequence[str]) -> None:
+        """Make an older model's vocabulary known, so states written under it can be translated
+        (e.g. at start-up, from the previous checkpoint's metadata)."""
+        self._remember(_Vocabulary(item_ids))
+
+    def _remember(self, vocab: _Vocabulary) -> None:
+        self._vocabularies[vocab.fp] = vocab
+        self._vocabularies.move_to_end(vocab.fp)
+        while len(self._vocabularies) > self.max_vocabularies:
+            self._vocabularies.popitem(last=False)
+
+    def _mapping(self, old_fp: int, live: _Live) -> np.ndarray | None:
+        old = self._vocabularies.get(old_fp)
+        if old is None:
+            return None
+        key = (old_fp, live.vocab.fp)
+        mapping = self._mappings.get(key)
+        if mapping is None:
+            index = live.vocab.index
+            mapping = np.array([index.get(item, -1) for item in old.ids], dtype=np.int64)
+            self._mappings = {key: mapping}  # one translation at a time is all a swap needs
+        return mapping
+
+    # --- the batch ------------------------------------------------------------------------
+    def step_batch(
+        self, events: Sequence[Event], states: Mapping[str, SessionState | None], now: float
+    ) -> BatchResult:
+        """Recommendations for ``events`` (in order) given their users' states before the batch."""
+        live = self._live
+        self.popularity.add([e.item_id for e in events], now)
+        plans, current, starts = self._plan(events, states, now, live)
+        started = time.perf_counter()
+        hidden, answers = None, {}
+        if live is not None and any(p.use_model for p in plans):
+            hidden, outputs = self._run_model(plans, starts, live)
+            answers = self._score([p for p in plans if p.use_model], outputs, live)
+        inference = time.perf_counter() - started
+        recommendations = self._answer(plans, answers, live)
+        ranks = [self._rank(p, plans, live) for p in plans]
+        return BatchResult(recommendations, self._new_states(plans, current, hidden, live), ranks, inference)
+
+    def _plan(self, events, states, now, live):
+        """Python-side transitions of every event; no tensor work."""
+        current: dict[str, SessionState] = {}
+        rows: dict[str, int] = {}
+        last_pos: dict[str, int] = {}
+        starts: list[SessionState] = []  # per row: the state its hidden row starts from
+        plans: list[_Plan] = []
+        live_vocab = live.vocab.fp if live else 0
+        for pos, event in enumerate(events):
+            user = event.user_id
+            session = session_fingerprint(event.session_id)
+            first = user not in rows
+            state = states.get(user) if first else current[user]
+            if first and state is not None and state.expired(now, self.ttl):
+                state = None
+            ref = None
+            if state is None:
+                state = SessionState(event.ts, int(now), session=session, vocab=live_vocab)
+                reset = True
+            elif state.is_new_session(event.ts, session, self.session_gap):
+                state, reset = state.new_session(session), True
+            else:
+                reset = False
+                ref = last_pos[user] if not first else (state.last_recs, state.vocab)
+            if live is not None and state.vocab != live_vocab:
+                state = state.translate(live_vocab, self._mapping(state.vocab, live))
+            if first:
+                rows[user] = len(starts)
+                starts.append(state)
+            item = live.vocab.index.get(event.item_id) if live else None
+            if item is not None:
+                state = state.append(item, event.ts, now, self.history_len)
+            else:
+                state = state.touch(event.ts, now)
+            use_model = live is not None and state.session_len > 0
+            plan = _Plan(
+                event=event,
+                row=rows[user],
+                wave=0 if first else plans[last_pos[user]].wave + 1,
+                item=item,
+                reset=reset,
+                use_model=use_model,
+                history=state.history,
+                ref=ref,
+            )
+            if not use_model:
+                plan.masked_ids = self._masked_ids(event.item_id, state)
+            plans.append(plan)
+            current[user] = state
+            last_pos[user] = pos
+        return plans, current, starts
+
+    def _vocabulary(self, fp: int) -> _Vocabulary | None:
+        live = self._live
+        return live.vocab if live is not None and live.vocab.fp == fp else self._vocabularies.get(fp)
+
+    def _masked_ids(self, item_id: str, state: SessionState) -> frozenset[str]:
+        vocab = self._vocabulary(state.vocab)
+        recent = state.history[-self.mask_recent :] if vocab and self.mask_recent else ()
+        return frozenset((item_id, *(vocab.ids[i] for i in recent), *self.never_recommend))
+
+    @torch.inference_mode()
+    def _run_model(
+        self, plans: list[_Plan], starts: list[SessionState], live: _Live
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """GRU steps for every wave: (final hidden rows, output vector per model event)."""
+        size = live.state_size
+        hidden = live.model.init_hidden(len(starts))
+        loaded, replay = [], []
+        for row, state in enumerate(starts):
+            if not state.session_len:
+                continue
+            if state.model == live.fp and len(state.hidden) == 2 * size:
+                loaded.append(row)
+            else:
+                replay.append(row)
+        if loaded:
+            raw = b"".join(starts[row].hidden for row in loaded)
+            values = np.frombuffer(raw, dtype=np.float16).reshape(len(loaded), size)
+            hidden[loaded] = torch.from_numpy(values.astype(np.float32))
+        if replay:
+            sequences = [starts[row].history[-starts[row].session_len :] for row in replay]
+            hidden[replay] = self._replay(live, sequences)
+        model_plans = [p for p in plans if p.use_model]
+        for out, plan in enumerate(model_plans):
+            plan.out = out
+        outputs = torch.empty(len(model_plans), live.model.hidden_size)
+        for wave in range(max(p.wave for p in plans) + 1):
+            in_wave = [p for p in plans if p.wave == wave]
+            reset = [p.row for p in in_wave if p.reset and wave > 0]
+            if reset:
+                hidden[reset] = 0.0
+            stepping = [p for p in in_wave if p.item is not None]
+            if stepping:
+                rows = [p.row for p in stepping]
+                items = torch.tensor([p.item for p in stepping])
+                hidden[rows] = _as_stored(live.model.step(hidden[rows], items))
+            answering = [p for p in in_wave if p.use_model]
+            if answering:
+                rows = [p.row for p in answering]
+                outputs[[p.out for p in answering]] = live.model.output_of(hidden[rows])
+        return hidden, outputs
+
+    @staticmethod
+    def _replay(live: _Live, sequences: list[tuple[int, ...]]) -> torch.Tensor:
+        """Hidden states after feeding each sequence from the zero state, all at once."""
+        longest = max(len(s) for s in sequences)
+        items = torch.zeros(len(sequences), longest, dtype=torch.long)
+        starts = torch.tensor([longest - len(s) for s in sequences])
+        for i, seq in enumerate(sequences):
+            items[i, longest - len(seq) :] = torch.tensor(seq)
+        hidden = live.model.init_hidden(len(sequences))
+        for t in range(longest):
+            active = (starts <= t).nonzero()[:, 0]
+            hidden[active] = _as_stored(live.model.step(hidden[active], items[active, t]))
+        return hidden
+
+    def _answer(
+        self, plans: list[_Plan], answers: dict[int, tuple[RecItem, ...]], live: _Live | None
+    ) -> list[Recommendation]:
+        widest = max((len(p.masked_ids) for p in plans if not p.use_model), default=-1)
+        candidates = self.popularity.top(self.k + widest) if widest >= 0 else []
+        recommendations = []
+        for plan in plans:
+            if plan.use_model:
+                items, strategy, version = answers[plan.out], MODEL, live.version
+            else:
+                items = tuple(
+                    RecItem(item, score, None) for item, score in candidates if item not in plan.masked_ids
+                )[: self.k]
+                strategy, version = POPULAR, None
+            event = plan.event
+            recommendations.append(
+                Recommendation(event.event_id, event.user_id, items, strategy, version, event.ts)
+            )
+        return recommendations
+
+    @torch.inference_mode()
+    def _score(
+        self, plans: list[_Plan], outputs: torch.Tensor, live: _Live
+    ) -> dict[int, tuple[RecItem, ...]]:
+        """Top-K and explanations for the model events; sets ``plan.recs``."""
+        scores = torch.addmm(live.bias[:, None], live.weight, outputs.T).T.contiguous()
+        if self.mask_recent:
+            rows, cols = [], []
+            for plan in plans:
+                recent = plan.history[-self.mask_recent :]
+                rows.extend([plan.out] * len(recent))
+                cols.extend(recent)
+            scores[rows, cols] = float("-inf")
+        k = min(self.k, scores.shape[1])
+        values, top = torch.topk(scores, k, dim=1)
+        longest = max(len(p.history) for p in plans)
+        history = torch.zeros(len(plans), longest, dtype=torch.long)
+        padding = torch.ones(len(plans), longest, dtype=torch.bool)
+        for plan in plans:
+            history[plan.out, : len(plan.history)] = torch.tensor(plan.history)
+            padding[plan.out, : len(plan.history)] = False
+        similarity = torch.bmm(live.unit[top], live.unit[history].transpose(1, 2))
+        closest = similarity.masked_fill_(padding[:, None, :], float("-inf")).argmax(dim=2)
+        because = history.gather(1, closest)
+        ids = live.vocab.ids
+        answers = {}
+        for plan, vals, items, why in zip(
+            plans, values.tolist(), top.tolist(), because.tolist(), strict=True
+        ):
+            keep = [j for j, v in enumerate(vals) if v != float("-inf")]
+            plan.recs = [items[j] for j in keep]
+            answers[plan.out] = tuple(RecItem(ids[items[j]], vals[j], ids[why[j]]) for j in keep)
+        return answers
+
+    def _rank(self, plan: _Plan, plans: list[_Plan], live: _Live | None) -> int | None:
+        """Online evaluation of ``plan``'s event against the answer that preceded it."""
+        if plan.ref is None:
+            return None
+        if isinstance(plan.ref, int):
+            recs, item = plans[plan.ref].recs, plan.item
+            if recs is None:
+                return None
+        else:
+            recs, vocab_fp = plan.ref
+            vocab = self._vocabulary(vocab_fp)
+            if not recs or vocab is None:
+                return None
+            item = vocab.index.get(plan.event.item_id)
+        return recs.index(item) + 1 if item in recs else 0
+
+    def _new_states(self, plans, current, hidden, live) -> dict[str, SessionState]:
+        last: dict[str, _Plan] = {p.event.user_id: p for p in plans}
+        if hidden is not None:
+            packed = hidden.numpy().astype(np.float16)
+        states = {}
+        for user, plan in last.items():
+            state = current[user]
+            if live is not None:
+                if state.session_len and hidden is not None:
+                    state = state.with_hidden(packed[plan.row].tobytes(), live.fp)
+                else:
+                    state = state.with_hidden(b"", 0)
+            states[user] = state.with_recs(plan.recs or ())
+        return states
