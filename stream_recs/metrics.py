@@ -1,0 +1,316 @@
+"""Prometheus metrics of a worker (names are a contract: alert rules and dashboards use them).
+
+``Metrics`` owns its ``CollectorRegistry``; the agent calls ``record_batch`` after producing a
+batch's recommendations, ``record_dead_letter`` per rejected record, and the setters when
+partitions, sessions or the model change. ``start_server`` serves ``/metrics`` over HTTP.
+``summarize`` turns one or two scrapes into the figures the demo prints (events/s, latency
+percentiles from histogram buckets, online HR@K and MRR).
+
+Online accuracy: for an event continuing a session whose last answer came from the model, rank
+r >= 1 when its item was at position r of that answer, 0 when it was not; HR@K = hits /
+evaluated and MRR = sum(1/r) / evaluated.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import start_http_server as _start_http_server
+from prometheus_client.parser import text_string_to_metric_families
+
+from stream_recs.events import REASONS
+
+if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
+
+    from stream_recs.scoring import BatchResult
+
+PREFIX = "stream_recs_"
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+END_TO_END_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+INFERENCE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+OUTCOMES = ("recommended", "dead_lettered")
+STRATEGIES = ("model", "popular")
+
+
+def online_counts(ranks: Iterable[int | None]) -> tuple[int, int, float]:
+    """(evaluated, hits, sum of reciprocal ranks) of per-event ranks (None: not evaluated)."""
+    evaluated = hits = 0
+    reciprocal = 0.0
+    for rank in ranks:
+        if rank is None:
+            continue
+        evaluated += 1
+        if rank > 0:
+            hits += 1
+            reciprocal += 1.0 / rank
+    return evaluated, hits, reciprocal
+
+
+class Metrics:
+    """The worker's metrics, in a registry of their own."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        reg = self.registry
+        self.events = Counter(f"{PREFIX}events", "Events by outcome.", ["outcome"], registry=reg)
+        self.recommendations = Counter(
+            f"{PREFIX}recommendations", "Recommendations by strategy.", ["strategy"], registry=reg
+        )
+        self.dead_letters = Counter(
+            f"{PREFIX}dead_letters", "Dead-lettered records by reason.", ["reason"], registry=reg
+        )
+        self.processing = Histogram(
+            f"{PREFIX}processing_seconds",
+            "Per event: batch received to recommendation produced.",
+            buckets=LATENCY_BUCKETS,
+            registry=reg,
+        )
+        self.end_to_end = Histogram(
+            f"{PREFIX}end_to_end_seconds",
+            "Per event: event timestamp to recommendation produced.",
+            buckets=END_TO_END_BUCKETS,
+            registry=reg,
+        )
+        self.batch_size = Histogram(
+            f"{PREFIX}batch_size",
+            "Events per micro-batch.",
+            buckets=BATCH_SIZE_BUCKETS,
+            registry=reg,
+        )
+        self.inference = Histogram(
+            f"{PREFIX}inference_seconds",
+            "Per batch: GRU steps, scoring and top-K.",
+            buckets=INFERENCE_BUCKETS,
+            registry=reg,
+        )
+        self.active_sessions = Gauge(f"{PREFIX}active_sessions", "Users with a session state.", registry=reg)
+        self.lag = Gauge(
+            f"{PREFIX}consumer_lag",
+            "Records behind the partition end.",
+            ["topic", "partition"],
+            registry=reg,
+        )
+        self.model_info = Gauge(
+            f"{PREFIX}model_info", "1 for the live model version.", ["version"], registry=reg
+        )
+        self.reloads = Counter(
+            f"{PREFIX}model_reloads", "Model reload attempts by result.", ["result"], registry=reg
+        )
+        self.online_evaluated = Counter(
+            f"{PREFIX}online_evaluated", "Events compared with the previous answer.", registry=reg
+        )
+        self.online_hits = Counter(
+            f"{PREFIX}online_hits", "Events whose item was in the previous top-K.", registry=reg
+        )
+        self.online_rr = Counter(
+            f"{PREFIX}online_reciprocal_rank", "Sum of 1/rank (0 when missed).", registry=reg
+        )
+        self.ready = Gauge(f"{PREFIX}ready", "1 when serving with partitions assigned.", registry=reg)
+        for outcome in OUTCOMES:
+            self.events.labels(outcome)
+        for strategy in STRATEGIES:
+            self.recommendations.labels(strategy)
+        for reason in REASONS:
+            self.dead_letters.labels(reason)
+        for result in ("success", "failure"):
+            self.reloads.labels(result)
+
+    def record_batch(
+        self,
+        result: BatchResult,
+        *,
+        received_at: float,
+        produced_at: float,
+        taken: int | None = None,
+    ) -> None:
+        """Account for one answered micro-batch; ``taken``: records taken from the stream
+        (valid and rejected; default: the answered events). Times are epoch seconds."""
+        recs = result.recommendations
+        self.batch_size.observe(len(recs) if taken is None else taken)
+        self.inference.observe(result.inference_seconds)
+        self.events.labels("recommended").inc(len(recs))
+        processing = max(0.0, produced_at - received_at)
+        by_strategy = dict.fromkeys(STRATEGIES, 0)
+        for rec in recs:
+            self.processing.observe(processing)
+            self.end_to_end.observe(max(0.0, produced_at - rec.event_ts))
+            by_strategy[rec.strategy] += 1
+        for strategy, count in by_strategy.items():
+            if count:
+                self.recommendations.labels(strategy).inc(count)
+        evaluated, hits, reciprocal = online_counts(result.ranks)
+        self.online_evaluated.inc(evaluated)
+        self.online_hits.inc(hits)
+        self.online_rr.inc(reciprocal)
+
+    def record_dead_letter(self, reason: str) -> None:
+        """One record rejected with ``reason`` (an ``events`` reason code)."""
+        self.events.labels("dead_lettered").inc()
+        self.dead_letters.labels(reason).inc()
+
+    def set_lag(self, topic: str, partition: int, lag: int) -> None:
+        self.lag.labels(topic, str(partition)).set(lag)
+
+    def clear_lag(self, topic: str, partition: int) -> None:
+        """Forget a partition's lag (when it is revoked from this worker)."""
+        try:
+            self.lag.remove(topic, str(partition))
+        except KeyError:
+            return
+
+    def set_active_sessions(self, count: int) -> None:
+        self.active_sessions.set(count)
+
+    def set_model(self, version: str | None) -> None:
+        """The live model version (None: only the popularity fallback serves)."""
+        self.model_info.clear()
+        if version is not None:
+            self.model_info.labels(version).set(1)
+
+    def record_reload(self, ok: bool) -> None:
+        self.reloads.labels("success" if ok else "failure").inc()
+
+    def set_ready(self, ready: bool) -> None:
+        self.ready.set(1 if ready else 0)
+
+    def scrape(self) -> str:
+        """The text exposition /metrics serves."""
+        return generate_latest(self.registry).decode()
+
+
+@dataclass(frozen=True)
+class MetricsServer:
+    """A running /metrics endpoint; ``stop()`` shuts it down."""
+
+    server: WSGIServer
+    thread: threading.Thread
+
+    @property
+    def port(self) -> int:
+        return self.server.server_port
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+def start_server(metrics: Metrics, port: int, host: str = "127.0.0.1") -> MetricsServer:
+    """Serve ``metrics`` on ``http://host:port/metrics`` (port 0: any free port) in a thread."""
+    server, thread = _start_http_server(port, addr=host, registry=metrics.registry)
+    return MetricsServer(server, thread)
+
+
+# --- reading a scrape back (the demo's live summary) -------------------------------------
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def parse_scrape(text: str) -> Samples:
+    """Every sample of a text exposition, keyed by (sample name, labels)."""
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def histogram_quantile(q: float, buckets: Sequence[tuple[float, float]]) -> float | None:
+    """Quantile ``q`` from cumulative ``(upper bound, count)`` buckets, as Prometheus does:
+    linear within the bucket that holds the rank (from 0 for the first); a rank in the +Inf
+    bucket gives the largest finite bound. None without observations."""
+    ordered = sorted(buckets)
+    if not ordered or ordered[-1][1] <= 0:
+        return None
+    rank = q * ordered[-1][1]
+    lower, below = 0.0, 0.0
+    for bound, count in ordered:
+        if count >= rank:
+            if math.isinf(bound):
+                return lower
+            if count == below:
+                return bound
+            return lower + (bound - lower) * (rank - below) / (count - below)
+        lower, below = bound, count
+    return lower
+
+
+def _total(samples: Samples, name: str) -> float:
+    return sum(value for (sample, _), value in samples.items() if sample == name)
+
+
+def _buckets(samples: Samples, name: str) -> dict[float, float]:
+    out: dict[float, float] = {}
+    for (sample, labels), value in samples.items():
+        if sample == f"{name}_bucket":
+            bound = float(dict(labels)["le"])
+            out[bound] = out.get(bound, 0.0) + value
+    return out
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Figures over the window between two scrapes (or since start with one)."""
+
+    events: float
+    events_per_s: float | None
+    dead_letters: float
+    processing_p50: float | None
+    processing_p99: float | None
+    end_to_end_p50: float | None
+    end_to_end_p99: float | None
+    evaluated: float
+    hit_rate: float | None
+    mrr: float | None
+
+    def format(self) -> str:
+        def ms(value: float | None) -> str:
+            return "-" if value is None else f"{value * 1000:.1f}ms"
+
+        def ratio(value: float | None) -> str:
+            return "-" if value is None else f"{value:.3f}"
+
+        rate = "-" if self.events_per_s is None else f"{self.events_per_s:.0f}/s"
+        return (
+            f"events {self.events:.0f} ({rate}), dead letters {self.dead_letters:.0f} | "
+            f"processing p50 {ms(self.processing_p50)} p99 {ms(self.processing_p99)} | "
+            f"end-to-end p50 {ms(self.end_to_end_p50)} p99 {ms(self.end_to_end_p99)} | "
+            f"online HR@K {ratio(self.hit_rate)} MRR {ratio(self.mrr)} "
+            f"({self.evaluated:.0f} evaluated)"
+        )
+
+
+def summarize(current: str, previous: str | None = None, interval_s: float | None = None) -> Summary:
+    """Summary of the scrape ``current`` minus ``previous`` (when given) over ``interval_s``."""
+    now = parse_scrape(current)
+    before = parse_scrape(previous) if previous is not None else {}
+
+    def delta(name: str) -> float:
+        return _total(now, name) - _total(before, name)
+
+    def quantile(q: float, name: str) -> float | None:
+        after, prior = _buckets(now, name), _buckets(before, name)
+        return histogram_quantile(q, [(b, c - prior.get(b, 0.0)) for b, c in after.items()])
+
+    events = delta(f"{PREFIX}events_total")
+    evaluated = delta(f"{PREFIX}online_evaluated_total")
+    hits = delta(f"{PREFIX}online_hits_total")
+    reciprocal = delta(f"{PREFIX}online_reciprocal_rank_total")
+    return Summary(
+        events=events,
+        events_per_s=events / interval_s if interval_s else None,
+        dead_letters=delta(f"{PREFIX}dead_letters_total"),
+        processing_p50=quantile(0.5, f"{PREFIX}processing_seconds"),
+        processing_p99=quantile(0.99, f"{PREFIX}processing_seconds"),
+        end_to_end_p50=quantile(0.5, f"{PREFIX}end_to_end_seconds"),
+        end_to_end_p99=quantile(0.99, f"{PREFIX}end_to_end_seconds"),
+        evaluated=evaluated,
+        hit_rate=hits / evaluated if evaluated else None,
+        mrr=reciprocal / evaluated if evaluated else None,
+    )

@@ -1,0 +1,65 @@
+"""Output message encoders: the JSON shapes of DESIGN.md section 4."""
+
+from __future__ import annotations
+
+import base64
+
+import orjson
+
+from stream_recs.messages import (
+    RecItem,
+    Recommendation,
+    encode_dead_letter,
+    encode_recommendation,
+)
+
+
+def test_recommendation_json():
+    rec = Recommendation(
+        "e1", "u1", (RecItem("i2", 0.5, "i1"), RecItem("i3", 0.25, None)), "model", "v1", 10.5
+    )
+    assert orjson.loads(encode_recommendation(rec, produced_ts=11.0)) == {
+        "event_id": "e1",
+        "user_id": "u1",
+        "items": [
+            {"item_id": "i2", "score": 0.5, "because": "i1"},
+            {"item_id": "i3", "score": 0.25, "because": None},
+        ],
+        "strategy": "model",
+        "model_version": "v1",
+        "event_ts": 10.5,
+        "produced_ts": 11.0,
+    }
+
+
+def test_dead_letter_json_truncates_raw():
+    raw = bytes(range(256)) * 5
+    out = orjson.loads(
+        encode_dead_letter(
+            "bad_json",
+            "invalid JSON",
+            raw,
+            topic="clicks",
+            partition=2,
+            offset=9,
+            ts=5.0,
+            max_raw=100,
+        )
+    )
+    assert base64.b64decode(out.pop("raw")) == raw[:100]
+    assert out == {
+        "reason": "bad_json",
+        "detail": "invalid JSON",
+        "raw_size": 1280,
+        "topic": "clicks",
+        "partition": 2,
+        "offset": 9,
+        "ts": 5.0,
+    }
+
+
+def test_dead_letter_without_value():
+    out = orjson.loads(
+        encode_dead_letter("empty", "no value", None, topic="t", partition=0, offset=1, ts=0.0)
+    )
+    assert (out["raw"], out["raw_size"]) == ("", 0)
