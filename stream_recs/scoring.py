@@ -411,33 +411,27 @@ class Recommender:
         self, plans: list[_Plan], outputs: torch.Tensor, live: _Live
     ) -> dict[int, tuple[RecItem, ...]]:
         """Top-K and explanations for the model events; sets ``plan.recs``."""
-        scores = torch.addmm(live.bias[:, None], live.weight, outputs.T).T.contiguous()
-        if self.mask_recent:
-            rows, cols = [], []
-            for plan in plans:
-                recent = plan.history[-self.mask_recent :]
-                rows.extend([plan.out] * len(recent))
-                cols.extend(recent)
-            scores[rows, cols] = float("-inf")
-        k = min(self.k, scores.shape[1])
-        values, top = torch.topk(scores, k, dim=1)
         longest = max(len(p.history) for p in plans)
-        history = torch.zeros(len(plans), longest, dtype=torch.long)
-        padding = torch.ones(len(plans), longest, dtype=torch.bool)
-        for plan in plans:
-            history[plan.out, : len(plan.history)] = torch.tensor(plan.history)
-            padding[plan.out, : len(plan.history)] = False
+        padded = [(p.history[-1],) * (longest - len(p.history)) + p.history for p in plans]
+        # [m, longest], left-padded with each row's newest item: masking and argmax ignore repeats
+        history = torch.from_numpy(np.array(padded, dtype=np.int64))
+        scores = torch.addmm(live.bias, outputs, live.weight.T)
+        if self.mask_recent:
+            scores.scatter_(1, history[:, -self.mask_recent :], float("-inf"))
+        values, top = torch.topk(scores, min(self.k, scores.shape[1]), dim=1)
         similarity = torch.bmm(live.unit[top], live.unit[history].transpose(1, 2))
-        closest = similarity.masked_fill_(padding[:, None, :], float("-inf")).argmax(dim=2)
-        because = history.gather(1, closest)
-        ids = live.vocab.ids
+        because = history.gather(1, similarity.argmax(dim=2))
+        name = live.vocab.ids.__getitem__
+        masked_out = bool(torch.isinf(values).any())  # fewer than k items left for some rows
         answers = {}
         for plan, vals, items, why in zip(
             plans, values.tolist(), top.tolist(), because.tolist(), strict=True
         ):
-            keep = [j for j, v in enumerate(vals) if v != float("-inf")]
-            plan.recs = [items[j] for j in keep]
-            answers[plan.out] = tuple(RecItem(ids[items[j]], vals[j], ids[why[j]]) for j in keep)
+            if masked_out:  # -inf scores sort last
+                n = sum(v != float("-inf") for v in vals)
+                vals, items, why = vals[:n], items[:n], why[:n]
+            plan.recs = items
+            answers[plan.out] = tuple(map(RecItem, map(name, items), vals, map(name, why)))
         return answers
 
     def _rank(self, plan: _Plan, plans: list[_Plan], live: _Live | None) -> int | None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 import torch
@@ -94,7 +92,7 @@ def test_batch_equals_one_event_at_a_time():
     for user, state in batched.states.items():  # equal up to float rounding of batched matmuls
         got, want = (np.frombuffer(s.hidden, np.float16) for s in (state, states[user]))
         assert got.tolist() == pytest.approx(want.tolist(), abs=2e-3)
-        assert dataclasses.replace(state, hidden=b"") == dataclasses.replace(states[user], hidden=b"")
+        assert state._replace(hidden=b"") == states[user]._replace(hidden=b"")
     # hand check of a's third event: session i1, i5, i7, whole history masked
     assert [i.item_id for i in batched.recommendations[4].items] == reference_top(
         model, ["i1", "i5", "i7"], 6, ["i1", "i5", "i7"]

@@ -35,7 +35,7 @@ def test_size_at_d64_history50_k20():
 
 
 def _fields(state: SessionState) -> dict:
-    return {name: getattr(state, name) for name in SessionState.__slots__}
+    return state._asdict()
 
 
 states = st.builds(
