@@ -290,3 +290,26 @@ def test_small_catalogue_returns_fewer_than_k():
     model = make_model(items=["a", "b", "c"])
     result = Recommender(model, k=20).step_batch([ev("u", "a", T0), ev("u", "b", T0, 1)], {}, T0)
     assert [i.item_id for i in result.recommendations[1].items] == ["c"]
+
+
+def test_rebuild_of_many_sessions_of_different_lengths_in_one_batch():
+    old, new = make_model(0, version="v1"), make_model(3, version="v2", hidden_size=16)
+    rec = Recommender(old, k=5)
+    sessions = {"a": ["i1"], "b": ["i2", "i3", "i4"], "c": ["i5", "i6", "i7", "i8", "i9"]}
+    events = [ev(u, item, T0 + n, n) for u, items in sessions.items() for n, item in enumerate(items)]
+    states = rec.step_batch(events, {}, T0 + 9).states
+    states["d"] = (
+        rec.step_batch([ev("d", "i0", T0)], {}, T0)
+        .states["d"]
+        ._replace(
+            last_ts=T0 - 4000.0  # its next event starts a new session: no rebuild needed
+        )
+    )
+    rec.swap_model(new)
+    batch = [ev(u, "i10", T0 + 10, 10) for u in ("a", "b", "c", "d")]
+    result = rec.step_batch(batch, states, T0 + 10)
+    for user, items in {**sessions, "d": []}.items():
+        state = result.states[user]
+        want = reference_hidden(new, [*items, "i10"]).numpy().astype(np.float16).tobytes()
+        assert state.hidden == want, user
+        assert len(state.hidden) == 2 * 16
