@@ -133,7 +133,8 @@ class SessionState(NamedTuple):
         if mapping is None:
             return self._replace(vocab=vocab, model=0, hidden=b"", history=(), session_len=0, last_recs=())
         old = np.asarray(self.history, dtype=np.int64)
-        new = mapping[old] if len(old) else old
+        known = old < len(mapping)  # an index past the old vocabulary is dropped, not an error
+        new = np.where(known, mapping[np.where(known, old, 0)], -1) if len(old) else old
         keep = new >= 0
         in_session = int(keep[len(keep) - self.session_len :].sum()) if self.session_len else 0
         return self._replace(

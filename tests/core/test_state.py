@@ -138,5 +138,6 @@ def test_translate_drops_missing_items_and_counts_session():
     mapping = np.array([10, -1, 12, -1])
     t = s.translate(2, mapping)
     assert (t.vocab, t.history, t.session_len, t.hidden, t.last_recs) == (2, (10, 12), 1, b"", ())
+    assert s.translate(2, np.array([10, 11])).history == (10, 11)  # 2, 3: past the old vocabulary
     lost = s.translate(2, None)
     assert (lost.history, lost.session_len, lost.vocab) == ((), 0, 2)
