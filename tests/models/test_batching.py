@@ -1,0 +1,33 @@
+"""Session-parallel mini-batches: lanes, replacements, resets, shrinking; no padding."""
+
+import numpy as np
+
+from stream_recs.models.batching import session_parallel
+
+
+def test_lanes_replacements_and_resets():
+    seqs = [np.array([1, 2, 3]), np.array([4, 5]), np.array([6, 7, 8, 9]), np.array([10])]
+    steps = list(session_parallel(seqs, batch_size=2))
+    got = [
+        (None if s.keep is None else s.keep.tolist(), s.reset.tolist(), s.inputs.tolist(),
+         s.targets.tolist())
+        for s in steps
+    ]
+    assert got == [
+        (None, [True, True], [1, 4], [2, 5]),
+        (None, [False, True], [2, 6], [3, 7]),
+        ([1], [False], [7], [8]),
+        (None, [False], [8], [9]),
+    ]
+
+
+def test_every_transition_once():
+    rng = np.random.default_rng(0)
+    seqs = [rng.integers(0, 50, size=rng.integers(1, 9)) for _ in range(40)]
+    pairs = sorted(
+        (int(a), int(b))
+        for s in session_parallel(seqs, batch_size=7)
+        for a, b in zip(s.inputs, s.targets, strict=True)
+    )
+    expected = sorted((int(a), int(b)) for s in seqs for a, b in zip(s[:-1], s[1:], strict=True))
+    assert pairs == expected

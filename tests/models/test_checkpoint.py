@@ -1,0 +1,76 @@
+"""Checkpoint round trip and rejection of tampered, truncated or missing files."""
+
+import json
+
+import pytest
+import torch
+
+from stream_recs.models import CheckpointError, GRU4Rec, load_model, save_model
+
+
+@pytest.fixture
+def saved(tmp_path):
+    torch.manual_seed(0)
+    model = GRU4Rec(["a", "b", "c", "d"], hidden_size=5, n_layers=2, version="v-test").eval()
+    path = save_model(model, tmp_path / "ckpt", hyperparameters={"bptt": 4}, fingerprint="abc",
+                      metrics={"ndcg@10": 0.1})
+    return model, path
+
+
+def test_round_trip(saved):
+    model, path = saved
+    loaded = load_model(path)
+    assert loaded.item_ids == ["a", "b", "c", "d"] and loaded.version == "v-test"
+    assert loaded.state_size == model.state_size and not loaded.training
+    h = loaded.step(loaded.init_hidden(2), torch.tensor([0, 3]))
+    torch.testing.assert_close(loaded.score(h), model.score(model.step(model.init_hidden(2),
+                                                                       torch.tensor([0, 3]))))
+    meta = json.loads((path / "meta.json").read_text())
+    assert meta["hyperparameters"] == {"bptt": 4} and meta["data_fingerprint"] == "abc"
+
+
+def test_tampered_weights_rejected(saved):
+    _, path = saved
+    data = bytearray((path / "model.safetensors").read_bytes())
+    data[-3] ^= 0xFF
+    (path / "model.safetensors").write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="sha256"):
+        load_model(path)
+
+
+def test_truncated_weights_rejected(saved):
+    _, path = saved
+    data = (path / "model.safetensors").read_bytes()
+    (path / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError):
+        load_model(path)
+
+
+def test_truncated_meta_rejected(saved):
+    _, path = saved
+    text = (path / "meta.json").read_text()
+    (path / "meta.json").write_text(text[: len(text) // 2])
+    with pytest.raises(CheckpointError, match="JSON"):
+        load_model(path)
+
+
+def test_inconsistent_meta_rejected(saved):
+    _, path = saved
+    meta = json.loads((path / "meta.json").read_text())
+    meta["item_ids"].append("e")
+    (path / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="do not fit"):
+        load_model(path)
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "meta.json"])
+def test_missing_file_rejected(saved, name):
+    _, path = saved
+    (path / name).unlink()
+    with pytest.raises(CheckpointError, match="missing"):
+        load_model(path)
+
+
+def test_not_a_directory(tmp_path):
+    with pytest.raises(CheckpointError):
+        load_model(tmp_path / "nothing")
