@@ -256,9 +256,9 @@ def synthetic_sessions(
     Each session follows one latent topic: a tour (ordered list) through a popularity-weighted
     subset of items, every item belonging to several topics. A step moves one or two places along
     the tour (probability ``p_next``), jumps elsewhere in the tour (``p_topic``; starts and jumps
-    favour popular items) or clicks a globally popular item (noise). The last item alone is ambiguous (it appears in several tours),
-    so models that remember the session's path can beat item-to-item transitions. Fully
-    vectorised over sessions: 10M events take well under a minute.
+    favour popular items) or clicks a globally popular item (noise). The last item alone is
+    ambiguous (it appears in several tours), so models that remember the session's path can
+    beat item-to-item transitions. Vectorised over sessions: 10M events take about half a minute.
     """
     rng = np.random.default_rng(seed)
     n_topics = n_topics or max(4, n_items // 40)

@@ -1,7 +1,8 @@
 """Session-parallel mini-batches: lanes, replacements, resets, shrinking; no padding."""
 
-import numpy as np
+import itertools
 
+import numpy as np
 from stream_recs.models.batching import session_parallel
 
 
@@ -29,5 +30,5 @@ def test_every_transition_once():
         for s in session_parallel(seqs, batch_size=7)
         for a, b in zip(s.inputs, s.targets, strict=True)
     )
-    expected = sorted((int(a), int(b)) for s in seqs for a, b in zip(s[:-1], s[1:], strict=True))
+    expected = sorted((int(a), int(b)) for s in seqs for a, b in itertools.pairwise(s))
     assert pairs == expected

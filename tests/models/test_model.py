@@ -1,12 +1,13 @@
 """The model: training-time forward == incremental step API, hidden resets, sparse optimiser."""
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
-
 from stream_recs.models import GRU4Rec
 from stream_recs.models.optim import AdagradMomentum
-from stream_recs.models.train import Trainer, TrainConfig, train_model
+from stream_recs.models.train import TrainConfig, Trainer, train_model
 
 ITEMS = [f"i{k}" for k in range(20)]
 
@@ -38,7 +39,7 @@ def test_training_forward_equals_stepping(bptt, n_layers):
     model.eval()
     for seq in seqs:
         hidden = model.init_hidden(1)
-        for item, target in zip(seq[:-1], seq[1:], strict=True):
+        for item, target in itertools.pairwise(seq):
             hidden = model.step(hidden, torch.tensor([item]))
             recorded = next(out for out, t in trainer.rows if t == target)
             torch.testing.assert_close(recorded, model.output_of(hidden)[0], rtol=1e-5, atol=1e-6)
