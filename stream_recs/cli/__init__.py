@@ -24,6 +24,9 @@ def main(verbose: int) -> None:
     """Sequence-aware streaming recommender on Kafka."""
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if verbose < 2:  # the Kafka clients log every refused connection; our errors say it once
+        for name in ("kafka", "aiokafka"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 for _name in _COMMAND_MODULES:

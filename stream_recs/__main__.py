@@ -1,0 +1,5 @@
+"""``python -m stream_recs``: the same CLI as the ``stream-recs`` script."""
+
+from stream_recs.cli import main
+
+main()

@@ -1,0 +1,60 @@
+"""Shared fixtures: one real Apache Kafka broker for the whole session, unique topic names.
+
+The broker is the project's own embedded KRaft broker (started here unless one is already running,
+e.g. by ``make test``), or the cluster named by ``STREAM_RECS_BOOTSTRAP_SERVERS`` /
+``KAFKA_BOOTSTRAP_SERVERS``. Tests that never ask for ``kafka_bootstrap`` need no broker.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+import pytest
+
+from stream_recs.config import load_settings
+from stream_recs.kafka_local import local_kafka
+
+_served: list[str] = []
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap():
+    """Bootstrap address ``127.0.0.1:PORT`` of a real, running Kafka broker."""
+    settings = load_settings()
+    if not settings.embedded:
+        _served.append(f"external cluster {settings.bootstrap_servers}")
+        yield settings.bootstrap_servers
+        return
+    broker = local_kafka(settings.home)
+    started_here = broker.running() is None
+    info = broker.start()
+    _served.append(
+        f"Apache Kafka {broker.served_version() or '?'} (pinned {info.version}, KRaft, pid {info.pid}) "
+        f"at {info.bootstrap}, log {broker.log_file}"
+    )
+    yield info.bootstrap
+    if started_here:
+        broker.stop()
+
+
+@pytest.fixture
+def new_topic_name(request):
+    """Factory of fresh topic names for this test: ``new_topic_name("suffix")``."""
+    base = re.sub(r"[^a-zA-Z0-9._-]", "-", request.node.name)[:60]
+
+    def make(suffix: str = "") -> str:
+        return f"t-{base}{'-' + suffix if suffix else ''}-{uuid.uuid4().hex[:8]}"
+
+    return make
+
+
+@pytest.fixture
+def topic_name(new_topic_name) -> str:
+    """A fresh topic name for this test."""
+    return new_topic_name()
+
+
+def pytest_terminal_summary(terminalreporter):
+    for line in _served:
+        terminalreporter.write_line(f"kafka broker that served the tests: {line}")

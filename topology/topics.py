@@ -1,0 +1,119 @@
+"""The project's topics, declared once, and an idempotent ``apply`` with kafka-python's admin.
+
+Faust creates its own changelog topic for a table when it is missing; declaring it here as well
+means it gets the right partition count (equal to the clicks topic, which Faust requires) and
+compaction before the first worker starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from stream_recs.config import Settings, kafka_client_kwargs
+
+DAY_MS = 24 * 3600 * 1000
+APP_ID = "stream-recs"
+SESSIONS_TABLE = "sessions"
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """One topic: name, partitions, replication and topic-level configs."""
+
+    name: str
+    partitions: int
+    replication: int
+    configs: dict[str, str] = field(default_factory=dict)
+
+
+def changelog_topic(app_id: str = APP_ID, table: str = SESSIONS_TABLE) -> str:
+    """Faust's name for a table's changelog topic."""
+    return f"{app_id}-{table}-changelog"
+
+
+def topic_specs(settings: Settings, app_id: str = APP_ID) -> list[TopicSpec]:
+    """The declarative spec: every topic the project reads or writes."""
+    t, p, r = settings.topics, settings.partitions, settings.replication_factor
+    return [
+        TopicSpec(t.clicks, p, r, {"retention.ms": str(7 * DAY_MS)}),
+        TopicSpec(t.recommendations, p, r, {"retention.ms": str(2 * DAY_MS)}),
+        TopicSpec(t.dead_letters, 1, r, {"retention.ms": str(30 * DAY_MS)}),
+        TopicSpec(t.model_updates, 1, r, {"retention.ms": str(30 * DAY_MS)}),
+        TopicSpec(
+            changelog_topic(app_id),
+            p,
+            r,
+            {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"},
+        ),
+    ]
+
+
+class TopicsError(RuntimeError):
+    """The topics could not be applied; the message says why."""
+
+
+def apply_topics(settings: Settings, bootstrap: str, specs: list[TopicSpec]) -> list[str]:
+    """Create missing topics, grow partition counts, and set configs. Returns what changed.
+
+    Never shrinks a topic (Kafka cannot) or changes its replication: those are reported as errors.
+    """
+    from kafka import KafkaAdminClient
+    from kafka.admin import ConfigResource, ConfigResourceType
+    from kafka.errors import KafkaError
+
+    try:
+        admin = KafkaAdminClient(**kafka_client_kwargs(settings, bootstrap), request_timeout_ms=15000)
+    except KafkaError as exc:
+        raise TopicsError(f"cannot reach Kafka at {bootstrap}: no broker answered ({exc})") from exc
+    changes: list[str] = []
+    try:
+        existing = {t["name"]: t for t in admin.describe_topics() if not t.get("error_code")}
+        missing = [s for s in specs if s.name not in existing]
+        if missing:
+            admin.create_topics(
+                {
+                    s.name: {
+                        "num_partitions": s.partitions,
+                        "replication_factor": s.replication,
+                        "configs": s.configs,
+                    }
+                    for s in missing
+                },
+                wait_for_metadata=True,
+            )
+            changes += [f"created {s.name} ({s.partitions} partitions)" for s in missing]
+        grow = {}
+        for spec in specs:
+            if spec.name not in existing:
+                continue
+            have = len(existing[spec.name]["partitions"])
+            if have < spec.partitions:
+                grow[spec.name] = spec.partitions
+                changes.append(f"grew {spec.name} from {have} to {spec.partitions} partitions")
+            elif have > spec.partitions:
+                raise TopicsError(
+                    f"{spec.name} has {have} partitions, the spec asks for {spec.partitions}: "
+                    "Kafka cannot shrink a topic"
+                )
+        if grow:
+            admin.create_partitions(grow)
+        present = [s for s in specs if s.name in existing]
+        if present:
+            described = admin.describe_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, s.name) for s in present]
+            )
+            current = described.get("topic", {})
+            alter = []
+            for spec in present:
+                have = {k: v.get("value") for k, v in current.get(spec.name, {}).items()}
+                diff = {k: v for k, v in spec.configs.items() if have.get(k) != v}
+                if diff:
+                    alter.append(ConfigResource(ConfigResourceType.TOPIC, spec.name, configs=diff))
+                    changes.append(f"set {spec.name}: " + ", ".join(f"{k}={v}" for k, v in diff.items()))
+            if alter:
+                admin.alter_configs(alter)
+    except KafkaError as exc:
+        raise TopicsError(f"applying topics on {bootstrap} failed: {exc}") from exc
+    finally:
+        admin.close()
+    return changes
