@@ -43,6 +43,7 @@ class TrainConfig:
     bpreg: float = 1.0
     final_act: str = "linear"
     bptt: int = 1
+    chunk_len: int = 0  # split training sequences into pieces of this many steps (0: never)
     epochs: int = 10
     seed: int = 0
     max_len: int = 50  # inference: the state is rebuilt from at most this many recent items
@@ -59,6 +60,21 @@ class TrainConfig:
         return cls(**{k: v for k, v in values.items() if k in names})
 
 
+def split_long(sequences: Sequence[np.ndarray], chunk_len: int) -> list[np.ndarray]:
+    """Cut sequences into pieces of ``chunk_len`` transitions (consecutive pieces share one item,
+    so no transition is lost). Pieces are ordered by piece number, then by sequence order: the
+    lanes stay full to the end of an epoch instead of a few long histories running alone on tiny
+    batches, and the latest parts of all histories come last."""
+    if chunk_len <= 0:
+        return list(sequences)
+    pieces = []
+    for order, seq in enumerate(sequences):
+        for k, start in enumerate(range(0, max(len(seq) - 1, 1), chunk_len)):
+            pieces.append((k, order, seq[start:start + chunk_len + 1]))
+    pieces.sort(key=lambda piece: piece[:2])
+    return [piece[2] for piece in pieces]
+
+
 def item_support(sequences: Sequence[np.ndarray], n_items: int) -> np.ndarray:
     """How often each item occurs in the training sequences."""
     if not sequences:
@@ -71,7 +87,7 @@ class Trainer:
 
     def __init__(self, model: GRU4Rec, sequences: Sequence[np.ndarray], config: TrainConfig):
         self.model = model
-        self.sequences = list(sequences)
+        self.sequences = split_long(sequences, config.chunk_len)
         self.config = config
         torch.manual_seed(config.seed)
         self.optimizer = AdagradMomentum(
