@@ -3,7 +3,9 @@
 import itertools
 
 import numpy as np
+
 from stream_recs.models.batching import session_parallel
+from stream_recs.models.train import split_long
 
 
 def test_lanes_replacements_and_resets():
@@ -32,3 +34,10 @@ def test_every_transition_once():
     )
     expected = sorted((int(a), int(b)) for s in seqs for a, b in itertools.pairwise(s))
     assert pairs == expected
+
+
+def test_split_long_keeps_every_transition_and_orders_by_piece():
+    seqs = [np.arange(0, 7), np.arange(10, 13), np.array([20])]
+    pieces = split_long(seqs, chunk_len=3)
+    assert [p.tolist() for p in pieces] == [[0, 1, 2, 3], [10, 11, 12], [20], [3, 4, 5, 6]]
+    assert split_long(seqs, 0) == seqs

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+
 from stream_recs.models import CheckpointError, GRU4Rec, load_model, save_model
 
 

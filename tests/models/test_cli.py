@@ -3,9 +3,9 @@
 import json
 
 from click.testing import CliRunner
-from stream_recs.models import load_model
 
 from stream_recs.cli import main
+from stream_recs.models import load_model
 
 
 def test_train_and_evaluate(tmp_path):

@@ -5,6 +5,8 @@ import math
 import numpy as np
 import pytest
 import torch
+
+from stream_recs.datasets import from_rows
 from stream_recs.models import GRU4Rec
 from stream_recs.models.baselines import VSKNN, Markov, MostPopular
 from stream_recs.models.evaluate import (
@@ -16,8 +18,6 @@ from stream_recs.models.evaluate import (
     metrics_from_ranks,
     session_split,
 )
-
-from stream_recs.datasets import from_rows
 
 
 def test_conservative_ranks_ties_count_against():

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+
 from stream_recs.models.losses import bpr_max, cross_entropy_logq, final_activation, sampled_columns
 
 

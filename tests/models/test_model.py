@@ -5,6 +5,7 @@ import itertools
 import numpy as np
 import pytest
 import torch
+
 from stream_recs.models import GRU4Rec
 from stream_recs.models.optim import AdagradMomentum
 from stream_recs.models.train import TrainConfig, Trainer, train_model
