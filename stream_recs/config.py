@@ -45,6 +45,29 @@ class Topics:
 
 
 @dataclass(frozen=True)
+class Worker:
+    """Knobs of the stream worker (``STREAM_RECS_<NAME>``, e.g. ``STREAM_RECS_K=10``)."""
+
+    app_id: str = "stream-recs"
+    k: int = 20
+    batch_size: int = 256  # most events taken into one micro-batch
+    batch_window: float = 0.02  # seconds to wait for a micro-batch to fill
+    session_gap: float = 1800.0  # inactivity (event time) that starts a new session
+    history_len: int = 50
+    mask_recent: int = 50  # how many of the user's latest items are never recommended (0: none)
+    state_ttl: float = 30 * 86400.0  # idle users are forgotten after this (processing time)
+    popularity_half_life: float = 3600.0
+    max_record_bytes: int = 4096
+    store: str = "rocksdb://"  # or memory://
+    data_dir: str = ""  # Faust's data directory (tables); empty: <home>/worker/<app_id>
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9465
+    processing_guarantee: str = "at_least_once"  # or exactly_once (Kafka transactions)
+    commit_interval: float = 1.0
+    torch_threads: int = 1
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything a command needs to know about its environment."""
 
@@ -52,6 +75,7 @@ class Settings:
     home: Path = field(default_factory=default_home)
     security: Security = field(default_factory=Security)
     topics: Topics = field(default_factory=Topics)
+    worker: Worker = field(default_factory=Worker)
     partitions: int = 4
     replication_factor: int = 1
 
@@ -96,10 +120,12 @@ def load_settings(**overrides: object) -> Settings:
     values = _from_env(Settings)
     values.pop("security", None)
     values.pop("topics", None)
+    values.pop("worker", None)
     if "bootstrap_servers" not in values and os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
         values["bootstrap_servers"] = os.environ["KAFKA_BOOTSTRAP_SERVERS"]
     values["security"] = Security(**_from_env(Security, "security_"))
     values["topics"] = Topics(**_from_env(Topics, "topic_"))
+    values["worker"] = Worker(**_from_env(Worker))
     values.update({k: v for k, v in overrides.items() if v is not None})
     return Settings(**values)
 

@@ -78,3 +78,42 @@ def encode_dead_letter(
             "ts": ts,
         }
     )
+
+
+class ModelUpdateError(ValueError):
+    """A model-updates record that is not a valid announcement."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelUpdate:
+    """Announcement of a new checkpoint: where it is and the sha256 its weights must have."""
+
+    path: str
+    version: str
+    sha256: str
+
+
+def encode_model_update(update: ModelUpdate) -> bytes:
+    """JSON value for the model-updates topic."""
+    return orjson.dumps({"path": update.path, "version": update.version, "sha256": update.sha256})
+
+
+def decode_model_update(raw: bytes | None, max_bytes: int = 4096) -> ModelUpdate:
+    """Parse a model-updates record; raises ``ModelUpdateError`` with the reason."""
+    if not raw or len(raw) > max_bytes:
+        raise ModelUpdateError(f"model update must be 1..{max_bytes} bytes, got {len(raw or b'')}")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ModelUpdateError(f"model update is not JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise ModelUpdateError("model update must be a JSON object")
+    fields = {}
+    for name in ("path", "version", "sha256"):
+        value = body.get(name)
+        if not isinstance(value, str) or not value:
+            raise ModelUpdateError(f"model update field {name!r} must be a non-empty string")
+        fields[name] = value
+    if len(fields["sha256"]) != 64 or any(c not in "0123456789abcdef" for c in fields["sha256"]):
+        raise ModelUpdateError("model update field 'sha256' must be 64 lowercase hex digits")
+    return ModelUpdate(**fields)

@@ -30,11 +30,5 @@ def main(verbose: int) -> None:
 
 
 for _name in _COMMAND_MODULES:
-    try:
-        _module = importlib.import_module(f"{__name__}.{_name}")
-    except ModuleNotFoundError as exc:  # a command module not written yet
-        if exc.name != f"{__name__}.{_name}":
-            raise
-        continue
-    for _command in _module.COMMANDS:
+    for _command in importlib.import_module(f"{__name__}.{_name}").COMMANDS:
         main.add_command(_command)

@@ -1,0 +1,179 @@
+"""``stream-recs worker | produce | tail | publish-model``: run and feed the stream."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import click
+
+from stream_recs.config import Settings, kafka_client_kwargs, load_settings
+
+from .kafka import resolve_bootstrap
+
+
+def _producer(settings: Settings, bootstrap: str, **options: object):
+    from kafka import KafkaProducer
+
+    return KafkaProducer(**kafka_client_kwargs(settings, bootstrap), **options)
+
+
+@click.command()
+@click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False),
+              help="Checkpoint to serve (none: popularity fallback until one is published).")
+@click.option("--app-id", help="Consumer group and table namespace (default stream-recs).")
+@click.option("--k", type=int, help="Recommendations per event (default 20).")
+@click.option("--batch-size", type=int, help="Most events per micro-batch (default 256).")
+@click.option("--batch-window", type=float, help="Seconds a micro-batch may wait to fill (default 0.02).")
+@click.option("--session-gap", type=float, help="Inactivity seconds that start a new session (1800).")
+@click.option("--store", help="Table store URL: rocksdb:// (default) or memory://.")
+@click.option("--data-dir", help="Where the worker keeps its tables.")
+@click.option("--metrics-host", help="Bind address of /metrics (default 127.0.0.1).")
+@click.option("--metrics-port", type=int, help="Port of /metrics (default 9465; 0: any free port).")
+@click.option("--processing-guarantee", type=click.Choice(["at_least_once", "exactly_once"]))
+def worker(model_dir, **options) -> None:
+    """Consume clicks, keep session state, produce recommendations (join the group)."""
+    import faust
+    import torch
+
+    from stream_recs.metrics import Metrics, start_server
+    from stream_recs.models import CheckpointError, load_model
+    from stream_recs.scoring import Recommender
+    from stream_recs.topology.agents import wire
+    from stream_recs.topology.app import create_app
+    from stream_recs.topology.topics import TopicsError, apply_topics, topic_specs
+
+    settings = load_settings()
+    w = dataclasses.replace(settings.worker, **{k: v for k, v in options.items() if v is not None})
+    settings = dataclasses.replace(settings, worker=w)
+    torch.set_num_threads(w.torch_threads)
+    try:
+        model = load_model(model_dir) if model_dir else None
+    except CheckpointError as exc:
+        raise click.ClickException(f"cannot serve {model_dir}: {exc}") from exc
+    bootstrap = resolve_bootstrap(settings)
+    try:
+        apply_topics(settings, bootstrap, topic_specs(settings, app_id=w.app_id))
+    except TopicsError as exc:
+        raise click.ClickException(str(exc)) from exc
+    recommender = Recommender(
+        model, k=w.k, session_gap=w.session_gap, history_len=w.history_len, mask_recent=w.mask_recent,
+        ttl=w.state_ttl, popularity_half_life=w.popularity_half_life,
+    )  # fmt: skip
+    metrics = Metrics()
+    metrics.set_model(recommender.model_version)
+    server = start_server(metrics, w.metrics_port, w.metrics_host)
+    click.echo(f"metrics on http://{w.metrics_host}:{server.port}/metrics", err=True)
+    topology = create_app(settings, bootstrap)
+    wire(topology, recommender, metrics, bootstrap)
+    try:
+        faust.Worker(topology.app, loglevel="WARNING", quiet=True).execute_from_commandline()
+    finally:
+        server.stop()
+
+
+@click.command()
+@click.option("--dataset", required=True,
+              help="movielens-100k, synthetic, or a CSV/JSONL event log path.")
+@click.option("--rate", type=float, default=1000.0, show_default=True, help="Events per second (0: max).")
+@click.option("--limit", type=int, help="Send at most this many events.")
+@click.option("--ts", "ts_mode", type=click.Choice(["now", "original"]), default="now", show_default=True,
+              help="Event time: the send time, or the data set's own timestamps.")
+@click.option("--n-events", default=100_000, show_default=True, help="synthetic: number of events.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def produce(dataset, rate, limit, ts_mode, n_events, quiet) -> None:
+    """Replay a data set as click events in time order, keyed by user."""
+    import orjson
+    from tqdm import tqdm
+
+    from stream_recs.datasets import load_dataset, read_events, sort_by_time
+
+    settings = load_settings()
+    if Path(dataset).is_file():
+        events = read_events(dataset)
+    else:
+        options = {"n_events": n_events} if dataset == "synthetic" else {}
+        try:
+            events = load_dataset(dataset, **options)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--dataset") from exc
+    events = sort_by_time(events)
+    total = min(len(events), limit or len(events))
+    producer = _producer(settings, resolve_bootstrap(settings), linger_ms=5, acks="all")
+    topic, started = settings.topics.clicks, time.monotonic()
+    name = Path(dataset).stem
+    with tqdm(total=total, unit="ev", disable=quiet, desc=f"-> {topic}") as bar:
+        for sent, event in enumerate(events.records()):
+            if sent >= total:
+                break
+            if rate > 0:
+                delay = started + sent / rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            event["event_id"] = f"{name}-{event['event_id']}"
+            if ts_mode == "now":
+                event["ts"] = time.time()
+            producer.send(topic, key=event["user_id"].encode(), value=orjson.dumps(event))
+            bar.update()
+    producer.flush()
+    producer.close()
+    click.echo(f"sent {total} events to {topic} in {time.monotonic() - started:.1f} s")
+
+
+@click.command()
+@click.option("--from-beginning", is_flag=True, help="Start at the oldest recommendation.")
+@click.option("--limit", type=int, help="Stop after this many recommendations.")
+@click.option("--timeout", type=float, help="Stop after this many seconds without a message.")
+def tail(from_beginning, limit, timeout) -> None:
+    """Print recommendations as they arrive: user, event item, top items and why."""
+    import orjson
+    from kafka import KafkaConsumer
+
+    settings = load_settings()
+    consumer = KafkaConsumer(
+        settings.topics.recommendations,
+        **kafka_client_kwargs(settings, resolve_bootstrap(settings, start=False)),
+        auto_offset_reset="earliest" if from_beginning else "latest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=int(timeout * 1000) if timeout else float("inf"),
+    )
+    try:
+        for shown, record in enumerate(consumer, start=1):
+            rec = orjson.loads(record.value)
+            items = ", ".join(
+                f"{it['item_id']}" + (f" (because {it['because']})" if it.get("because") else "")
+                for it in rec["items"][:5]
+            )
+            click.echo(f"{rec['user_id']} [{rec['strategy']} {rec['model_version'] or '-'}] -> {items}")
+            if limit and shown >= limit:
+                break
+    except KeyboardInterrupt:
+        pass
+    finally:
+        consumer.close()
+
+
+@click.command("publish-model")
+@click.argument("model_dir", type=click.Path(exists=True, file_okay=False))
+def publish_model(model_dir) -> None:
+    """Announce a checkpoint on the model-updates topic; every worker swaps it in."""
+    from stream_recs.messages import ModelUpdate, encode_model_update
+    from stream_recs.models import CheckpointError, load_model
+    from stream_recs.models.checkpoint import read_meta
+
+    path = str(Path(model_dir).resolve())
+    try:
+        model = load_model(path)  # refuse to announce what would not load
+    except CheckpointError as exc:
+        raise click.ClickException(str(exc)) from exc
+    update = ModelUpdate(path=path, version=model.version, sha256=read_meta(path)["weights_sha256"])
+    settings = load_settings()
+    producer = _producer(settings, resolve_bootstrap(settings), acks="all")
+    producer.send(settings.topics.model_updates, key=b"model", value=encode_model_update(update))
+    producer.flush()
+    producer.close()
+    click.echo(f"published {update.version} ({path})")
+
+
+COMMANDS = [worker, produce, tail, publish_model]

@@ -1,0 +1,163 @@
+"""The agents: clicks in, recommendations and dead letters out; model updates; metric timers.
+
+Follow one click: ``recommend`` takes a micro-batch, ``events.decode_event`` validates each record
+(rejections go to the dead-letter topic), ``tables.load_states`` fetches the users' states,
+``Recommender.step_batch`` (scoring.py) advances and scores them, ``tables.save_states`` writes the
+states back, and one Recommendation per event is produced, keyed by user. Offsets are committed
+after the batch body (at-least-once: a crash replays the batch; outputs carry the event id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+
+import faust
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from stream_recs.config import Security
+from stream_recs.events import Limits, Rejection, decode_event
+from stream_recs.messages import (
+    ModelUpdate,
+    ModelUpdateError,
+    decode_model_update,
+    encode_dead_letter,
+    encode_recommendation,
+)
+from stream_recs.metrics import Metrics
+from stream_recs.models import CheckpointError, load_model
+from stream_recs.models.checkpoint import read_meta
+from stream_recs.scoring import Recommender
+
+from .app import Topology, aiokafka_security
+from .tables import load_states, save_states
+
+log = logging.getLogger(__name__)
+
+LAG_INTERVAL_S = 5.0
+SESSIONS_INTERVAL_S = 15.0
+
+
+def wire(topology: Topology, recommender: Recommender, metrics: Metrics, bootstrap: str) -> None:
+    """Attach the agents, the model-update watcher and the metric timers to the app."""
+    app, settings = topology.app, topology.settings
+    limits = Limits(max_record_bytes=settings.worker.max_record_bytes)
+
+    async def process(batch: Sequence[faust.types.EventT]) -> None:
+        received = time.time()
+        valid, event_of_user = [], {}
+        for event in batch:
+            msg = event.message
+            decoded = decode_event(
+                msg.value, msg.key, topic=msg.topic, partition=msg.partition, offset=msg.offset,
+                broker_ts=msg.timestamp, now=received, limits=limits,
+            )  # fmt: skip
+            if isinstance(decoded, Rejection):
+                await topology.dead_letters.send(
+                    key=msg.key,
+                    value=encode_dead_letter(
+                        decoded.reason, decoded.detail, msg.value, topic=msg.topic,
+                        partition=msg.partition, offset=msg.offset, ts=received,
+                    ),
+                )
+                metrics.record_dead_letter(decoded.reason)
+                continue
+            valid.append(decoded)
+            event_of_user[decoded.user_id] = event
+        if not valid:
+            return
+        states = load_states(topology.sessions, event_of_user)
+        result = recommender.step_batch(valid, states, now=received)
+        save_states(topology.sessions, result.states, event_of_user)
+        produced = time.time()
+        for rec in result.recommendations:
+            await topology.recommendations.send(
+                key=rec.user_id.encode(), value=encode_recommendation(rec, produced)
+            )
+        metrics.record_batch(result, received_at=received, produced_at=produced, taken=len(batch))
+
+    @app.agent(topology.clicks, concurrency=1, name="recommend")
+    async def recommend(stream: faust.StreamT) -> None:
+        w = settings.worker
+        async for batch in stream.take_events(w.batch_size, within=w.batch_window):
+            await process(batch)
+
+    @app.task
+    async def watch_model_updates() -> None:
+        await follow_model_updates(
+            bootstrap, settings.security, settings.topics.model_updates, recommender, metrics, app
+        )
+
+    @app.timer(LAG_INTERVAL_S)
+    async def report_lag() -> None:
+        assigned = app.consumer.assignment()
+        clicks = [tp for tp in assigned if tp.topic == settings.topics.clicks]
+        metrics.set_ready(bool(clicks))
+        highwaters = await app.consumer.highwaters(*clicks) if clicks else {}
+        for tp in clicks:
+            position = await app.consumer.position(tp)
+            if position is not None and tp in highwaters:
+                metrics.set_lag(tp.topic, tp.partition, max(0, highwaters[tp] - position))
+
+    @app.on_partitions_revoked.connect
+    async def forget_lag(app: faust.App, revoked: set, **_: object) -> None:
+        for tp in revoked:
+            metrics.clear_lag(tp.topic, tp.partition)
+
+    @app.timer(SESSIONS_INTERVAL_S)
+    async def count_sessions() -> None:
+        metrics.set_active_sessions(len(topology.sessions))
+
+
+async def follow_model_updates(
+    bootstrap: str, security: Security, topic: str, recommender: Recommender, metrics: Metrics,
+    app: faust.App,
+) -> None:
+    """Every worker reads every announcement (no consumer group), starting with the latest one,
+    and swaps the model in between batches; a bad announcement keeps the old model."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+        **aiokafka_security(security),
+    )  # fmt: skip
+    tp = TopicPartition(topic, 0)
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        end = (await consumer.end_offsets([tp]))[tp]
+        consumer.seek(tp, max(0, end - 1))
+        while not app.should_stop:
+            records = await consumer.getmany(tp, timeout_ms=1000)
+            for record in records.get(tp, []):
+                await apply_model_update(record.value, recommender, metrics)
+    finally:
+        await consumer.stop()
+
+
+async def apply_model_update(raw: bytes | None, recommender: Recommender, metrics: Metrics) -> bool:
+    """Load, verify and swap in the announced checkpoint; False (logged, counted) on failure."""
+    try:
+        update = decode_model_update(raw)
+        if update.version == recommender.model_version:
+            return True
+        model = await asyncio.to_thread(_load_verified, update)
+    except (ModelUpdateError, CheckpointError) as exc:
+        log.error("model update rejected, the old model keeps serving: %s", exc)
+        metrics.record_reload(False)
+        return False
+    recommender.swap_model(model)
+    metrics.set_model(model.version)
+    metrics.record_reload(True)
+    log.warning("model %s is live (%d items)", model.version, model.n_items)
+    return True
+
+
+def _load_verified(update: ModelUpdate):
+    """The checkpoint at ``update.path``, if its weights are those the announcement names."""
+    if read_meta(update.path)["weights_sha256"] != update.sha256:
+        raise CheckpointError(f"{update.path}: weights sha256 differs from the announced one")
+    model = load_model(update.path)
+    if model.version != update.version:
+        raise CheckpointError(f"{update.path}: version {model.version} is not the announced {update.version}")
+    return model

@@ -1,0 +1,102 @@
+"""The Faust application factory: app, topics and sessions table built from ``Settings``.
+
+Everything Faust-specific about configuration lives here (broker URL and credentials, store,
+commit cadence, processing guarantee); the agents in ``agents.py`` only wire logic together.
+"""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+import faust
+
+from stream_recs.config import Security, Settings
+
+from .tables import sessions_table
+
+
+@dataclass
+class Topology:
+    """The app and the channels the agents read and write."""
+
+    app: faust.App
+    settings: Settings
+    clicks: faust.TopicT
+    recommendations: faust.TopicT
+    dead_letters: faust.TopicT
+    sessions: faust.Table
+
+
+def broker_credentials(security: Security) -> faust.types.auth.CredentialsT | ssl.SSLContext | None:
+    """Faust credentials mirroring the kafka-python settings (SASL and/or SSL)."""
+    context = None
+    if security.protocol in ("SSL", "SASL_SSL"):
+        context = ssl.create_default_context(cafile=security.ssl_cafile)
+        if security.ssl_certfile:
+            context.load_cert_chain(security.ssl_certfile, security.ssl_keyfile)
+    if security.protocol.startswith("SASL"):
+        return faust.SASLCredentials(
+            username=security.sasl_username,
+            password=security.sasl_password,
+            mechanism=security.sasl_mechanism or "PLAIN",
+            ssl_context=context,
+        )
+    return context
+
+
+def aiokafka_security(security: Security) -> dict[str, object]:
+    """aiokafka keyword arguments for clients the app runs beside Faust's own."""
+    context = broker_credentials(security)
+    if isinstance(context, faust.SASLCredentials):
+        context = context.ssl_context
+    kwargs: dict[str, object] = {"security_protocol": security.protocol}
+    if context is not None:
+        kwargs["ssl_context"] = context
+    if security.protocol.startswith("SASL"):
+        kwargs.update(
+            sasl_mechanism=security.sasl_mechanism or "PLAIN",
+            sasl_plain_username=security.sasl_username,
+            sasl_plain_password=security.sasl_password,
+        )
+    return kwargs
+
+
+def data_dir(settings: Settings) -> Path:
+    """Where this worker keeps its tables (RocksDB) between runs."""
+    configured = settings.worker.data_dir
+    return Path(configured) if configured else settings.home / "worker" / settings.worker.app_id
+
+
+def create_app(settings: Settings, bootstrap: str) -> Topology:
+    """A configured Faust app with the project's topics and the sessions table."""
+    w = settings.worker
+    raw = {"key_serializer": "raw", "value_serializer": "raw"}
+    app = faust.App(
+        w.app_id,
+        broker=[f"kafka://{host}" for host in bootstrap.split(",")],
+        broker_credentials=broker_credentials(settings.security),
+        store=w.store,
+        datadir=str(data_dir(settings)),
+        processing_guarantee=w.processing_guarantee,
+        broker_commit_interval=w.commit_interval,
+        consumer_auto_offset_reset="earliest",
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        topic_allow_declare=True,
+        web_enabled=False,
+        producer_linger=0.005,
+        producer_acks=-1,
+        stream_wait_empty=False,
+        table_standby_replicas=0,
+    )
+    topics = settings.topics
+    return Topology(
+        app=app,
+        settings=settings,
+        clicks=app.topic(topics.clicks, partitions=settings.partitions, **raw),
+        recommendations=app.topic(topics.recommendations, **raw),
+        dead_letters=app.topic(topics.dead_letters, **raw),
+        sessions=sessions_table(app, partitions=settings.partitions),
+    )
