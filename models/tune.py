@@ -24,7 +24,7 @@ def defaults_for(loss: str) -> dict:
     return {"loss": loss, **TUNED[loss]}
 
 
-def suggest(trial, loss: str, tune_epochs: bool) -> dict:
+def suggest(trial, loss: str) -> dict:
     """One point of the search space (units 64-512, batch 32-256, lr 0.01-0.25, ...)."""
     params = {
         "loss": loss,
@@ -36,24 +36,28 @@ def suggest(trial, loss: str, tune_epochs: bool) -> dict:
         "dropout_hidden": trial.suggest_float("dropout_hidden", 0.0, 0.7),
         "alpha": trial.suggest_float("alpha", 0.0, 1.0),
         "bptt": trial.suggest_categorical("bptt", [1, 2, 4, 8, 16, 32]),
+        "chunk_len": trial.suggest_categorical("chunk_len", [0, 64]),
     }
     if loss == "bpr-max":
         params["bpreg"] = trial.suggest_float("bpreg", 0.0, 2.0)
         params["final_act"] = trial.suggest_categorical(
             "final_act", ["linear", "elu-0.5", "elu-1"]
         )
-    if tune_epochs:
-        params["epochs"] = trial.suggest_int("epochs", 5, 30)
     return params
 
 
 def run_study(
     split, item_ids: Sequence[str], *, loss: str = "xe", metric: str = "ndcg@10",
-    n_trials: int = 30, timeout: float | None = None, epochs: int | None = None,
+    n_trials: int = 30, timeout: float | None = None, epochs: int = 20,
+    max_train_seconds: float | None = None,
     session_gap: float | None = None, max_len: int = 50, seed: int = 0,
     log: Callable[[str], None] = print,
 ) -> dict:
-    """Search; returns best value, best parameters and every trial."""
+    """Search; returns best value, best parameters (with the best epoch) and every trial.
+
+    A trial is pruned when its validation curve is below the median of earlier trials, or when
+    its projected training time exceeds ``max_train_seconds``.
+    """
     import optuna
 
     from stream_recs.datasets import to_sequences
@@ -67,18 +71,21 @@ def run_study(
     sequences = to_sequences(split.train, session_gap, index).items
 
     def objective(trial) -> float:
-        params = suggest(trial, loss, epochs is None)
-        if epochs is not None:
-            params["epochs"] = epochs
-        config = TrainConfig.from_dict({**params, "seed": seed, "max_len": max_len})
-        best = 0.0
+        params = suggest(trial, loss)
+        config = TrainConfig.from_dict({**params, "epochs": epochs, "seed": seed,
+                                        "max_len": max_len})
+        best, train_seconds = 0.0, 0.0
 
         def on_epoch(epoch, model, stats) -> None:
-            nonlocal best
+            nonlocal best, train_seconds
+            train_seconds += stats["seconds"]
             value = evaluate(ModelPredictor(model, item_ids), split.valid)[metric]
-            best = max(best, value)
+            if value > best:
+                best = value
+                trial.set_user_attr("best_epoch", epoch + 1)
             trial.report(value, epoch)
-            if trial.should_prune():
+            too_slow = max_train_seconds and train_seconds * epochs / (epoch + 1) > max_train_seconds
+            if too_slow or trial.should_prune():
                 raise optuna.TrialPruned()
 
         train_model(sequences, model_items, config, "tuning", show_progress=False,
@@ -94,9 +101,10 @@ def run_study(
     return {
         "metric": metric,
         "best_value": study.best_value,
-        "best_params": study.best_params,
+        "best_params": {**study.best_params, "epochs": study.best_trial.user_attrs["best_epoch"]},
         "trials": [
-            {"number": t.number, "value": t.value, "state": t.state.name, "params": t.params}
+            {"number": t.number, "value": t.value, "state": t.state.name, "params": t.params,
+             "best_epoch": t.user_attrs.get("best_epoch")}
             for t in study.trials
         ],
     }

@@ -193,14 +193,17 @@ def _baselines(split, protocol, n_items, gap):
 @click.option("--loss", type=click.Choice(["xe", "bpr-max"]), default="xe", show_default=True)
 @click.option("--trials", default=30, show_default=True)
 @click.option("--timeout", type=float, help="Stop after this many seconds.")
-@click.option("--epochs", type=int, help="Fixed epochs per trial (default: tuned too).")
+@click.option("--epochs", default=20, show_default=True,
+              help="Epochs per trial; the best epoch on validation is reported.")
+@click.option("--max-train-seconds", type=float,
+              help="Prune trials whose projected training time exceeds this.")
 @click.option("--session-gap", default="none", show_default=True)
 @click.option("--max-len", default=50, show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--out", "out_path", type=click.Path(dir_okay=False),
               help="Write the best parameters and all trials as JSON.")
 def tune(dataset, events_path, n_events, n_users, n_items, data_seed, protocol, metric, loss,
-         trials, timeout, epochs, session_gap, max_len, seed, out_path):
+         trials, timeout, epochs, max_train_seconds, session_gap, max_len, seed, out_path):
     """Optuna search over the GRU4Rec ranges, optimising a validation metric."""
     import json
 
@@ -210,7 +213,8 @@ def tune(dataset, events_path, n_events, n_users, n_items, data_seed, protocol, 
     gap = _gap(session_gap)
     split = _split(events, protocol, max_len, gap, 1.0)
     result = run_study(split, events.item_ids, loss=loss, metric=metric, n_trials=trials,
-                       timeout=timeout, epochs=epochs, session_gap=gap, max_len=max_len,
+                       timeout=timeout, epochs=epochs, max_train_seconds=max_train_seconds,
+                       session_gap=gap, max_len=max_len,
                        seed=seed, log=lambda line: click.echo(line, err=True))
     if out_path:
         with open(out_path, "w") as handle:
