@@ -1,0 +1,170 @@
+"""Fixtures for end-to-end tests: real workers (``stream-recs worker`` processes) on the real
+broker, each test with its own topics, consumer group, data directory and metrics port."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import orjson
+import pytest
+import torch
+from kafka import KafkaConsumer, KafkaProducer
+
+from stream_recs.config import Topics
+from stream_recs.metrics import parse_scrape
+from stream_recs.models import GRU4Rec, save_model
+
+N_ITEMS = 300
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def make_model(path: Path, version: str, seed: int, hidden: int = 16) -> Path:
+    """A small, randomly initialised (hence deterministic) checkpoint over items i0..i299."""
+    torch.manual_seed(seed)
+    model = GRU4Rec([f"i{n}" for n in range(N_ITEMS)], hidden_size=hidden, version=version)
+    return save_model(model, path)
+
+
+@dataclasses.dataclass
+class Stream:
+    """One test's topics and the environment that points workers and CLI commands at them."""
+
+    bootstrap: str
+    topics: Topics
+    env: dict[str, str]
+
+    def produce(self, records: list[tuple[bytes | None, bytes]]) -> None:
+        producer = KafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=5, acks="all")
+        for key, value in records:
+            producer.send(self.topics.clicks, key=key, value=value)
+        producer.flush()
+        producer.close()
+
+    def produce_events(self, events: list[dict]) -> None:
+        self.produce([(e["user_id"].encode(), orjson.dumps(e)) for e in events])
+
+    def consume(self, topic: str, count: int, timeout_s: float = 90.0, settle_s: float = 2.0) -> list:
+        """Read ``topic`` from the start until ``count`` records arrived (and ``settle_s`` passed
+        without more: extra records would be duplicates) or the timeout ends."""
+        consumer = KafkaConsumer(
+            topic, bootstrap_servers=self.bootstrap, auto_offset_reset="earliest",
+            enable_auto_commit=False, consumer_timeout_ms=int(settle_s * 1000),
+        )  # fmt: skip
+        records, deadline = [], time.monotonic() + timeout_s
+        try:
+            while time.monotonic() < deadline:
+                before = len(records)
+                records.extend(consumer)  # returns after settle_s without a message
+                if len(records) >= count and len(records) == before:
+                    break
+        finally:
+            consumer.close()
+        return records
+
+    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "stream_recs", *args], env=self.env, capture_output=True,
+            text=True, timeout=timeout,
+        )  # fmt: skip
+
+
+@pytest.fixture
+def stream(kafka_bootstrap, new_topic_name) -> Stream:
+    topics = Topics(*(new_topic_name(f.name) for f in dataclasses.fields(Topics)))
+    env = {
+        **os.environ,
+        "STREAM_RECS_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "STREAM_RECS_TOPIC_CLICKS": topics.clicks,
+        "STREAM_RECS_TOPIC_RECOMMENDATIONS": topics.recommendations,
+        "STREAM_RECS_TOPIC_DEAD_LETTERS": topics.dead_letters,
+        "STREAM_RECS_TOPIC_MODEL_UPDATES": topics.model_updates,
+        "STREAM_RECS_APP_ID": new_topic_name("app"),
+        "STREAM_RECS_K": "10",
+        "STREAM_RECS_MASK_RECENT": "5",
+    }
+    return Stream(kafka_bootstrap, topics, env)
+
+
+class Worker:
+    """A ``stream-recs worker`` subprocess with its own data dir and metrics port."""
+
+    def __init__(self, stream: Stream, data_dir: Path, model: Path | None = None) -> None:
+        self.stream, self.data_dir, self.model = stream, data_dir, model
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+        self.log = data_dir.with_suffix(f".{uuid.uuid4().hex[:6]}.log")
+
+    def start(self, timeout_s: float = 90.0) -> Worker:
+        args = [sys.executable, "-m", "stream_recs", "worker", "--data-dir", str(self.data_dir),
+                "--metrics-port", str(self.port)]  # fmt: skip
+        if self.model:
+            args += ["--model", str(self.model)]
+        self.proc = subprocess.Popen(
+            args, env=self.stream.env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + timeout_s
+        while self.value("stream_recs_ready") != 1.0:
+            assert self.proc.poll() is None, f"worker exited:\n{self.log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"worker not ready:\n{self.log.read_text()[-3000:]}"
+            time.sleep(0.5)
+        return self
+
+    def scrape(self) -> dict:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
+                return parse_scrape(r.read().decode())
+        except OSError:
+            return {}
+
+    def value(self, name: str, **labels: str) -> float | None:
+        return self.scrape().get((name, frozenset(labels.items())))
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 60.0) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def lag_partitions(self) -> set[int]:
+        """Clicks partitions this worker reports lag for, i.e. holds."""
+        return {
+            int(dict(labels)["partition"])
+            for name, labels in self.scrape()
+            if name == "stream_recs_consumer_lag"
+        }
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+@pytest.fixture
+def workers(stream, tmp_path):
+    """Factory of workers for this test; all are stopped at the end."""
+    started: list[Worker] = []
+
+    def make(name: str = "w", model: Path | None = None) -> Worker:
+        worker = Worker(stream, tmp_path / name, model)
+        started.append(worker)
+        return worker
+
+    yield make
+    for worker in started:
+        worker.stop()
