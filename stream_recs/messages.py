@@ -13,6 +13,8 @@ from typing import NamedTuple
 
 import orjson
 
+from stream_recs.events import Event
+
 MAX_RAW_BYTES = 1024
 
 
@@ -36,6 +38,15 @@ class Recommendation:
     strategy: str  # "model" | "popular"
     model_version: str | None
     event_ts: float
+
+
+def encode_event(event: Event) -> bytes:
+    """JSON value of a validated click (every field explicit), for re-sending it keyed by user."""
+    body = {"event_id": event.event_id, "user_id": event.user_id, "item_id": event.item_id,
+            "type": event.type, "ts": event.ts}  # fmt: skip
+    if event.session_id is not None:
+        body["session_id"] = event.session_id
+    return orjson.dumps(body)
 
 
 def encode_recommendation(rec: Recommendation, produced_ts: float) -> bytes:

@@ -7,13 +7,18 @@ e.g. by ``make test``), or the cluster named by ``STREAM_RECS_BOOTSTRAP_SERVERS`
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import re
 import uuid
+from pathlib import Path
 
 import pytest
 
-from stream_recs.config import load_settings
+from stream_recs.config import Topics, load_settings
 from stream_recs.kafka_local import local_kafka
+
+from .harness import Stream, Worker
 
 _served: list[str] = []
 
@@ -53,6 +58,38 @@ def new_topic_name(request):
 def topic_name(new_topic_name) -> str:
     """A fresh topic name for this test."""
     return new_topic_name()
+
+
+@pytest.fixture
+def stream(kafka_bootstrap, new_topic_name) -> Stream:
+    topics = Topics(*(new_topic_name(f.name) for f in dataclasses.fields(Topics)))
+    env = {
+        **os.environ,
+        "STREAM_RECS_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "STREAM_RECS_TOPIC_CLICKS": topics.clicks,
+        "STREAM_RECS_TOPIC_RECOMMENDATIONS": topics.recommendations,
+        "STREAM_RECS_TOPIC_DEAD_LETTERS": topics.dead_letters,
+        "STREAM_RECS_TOPIC_MODEL_UPDATES": topics.model_updates,
+        "STREAM_RECS_APP_ID": new_topic_name("app"),
+        "STREAM_RECS_K": "10",
+        "STREAM_RECS_MASK_RECENT": "5",
+    }
+    return Stream(kafka_bootstrap, topics, env)
+
+
+@pytest.fixture
+def workers(stream, tmp_path):
+    """Factory of workers for this test; all are stopped at the end."""
+    started: list[Worker] = []
+
+    def make(name: str = "w", model: Path | None = None) -> Worker:
+        worker = Worker(stream, tmp_path / name, model)
+        started.append(worker)
+        return worker
+
+    yield make
+    for worker in started:
+        worker.stop()
 
 
 def pytest_terminal_summary(terminalreporter):

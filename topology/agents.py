@@ -3,8 +3,11 @@
 Follow one click: ``recommend`` takes a micro-batch, ``events.decode_event`` validates each record
 (rejections go to the dead-letter topic), ``tables.load_states`` fetches the users' states,
 ``Recommender.step_batch`` (scoring.py) advances and scores them, ``tables.save_states`` writes the
-states back, and one Recommendation per event is produced, keyed by user. Offsets are committed
-after the batch body (at-least-once: a crash replays the batch; outputs carry the event id).
+states back, and one Recommendation per event is produced, keyed by user. A record without a key
+is first re-sent to the clicks topic keyed by its user (the repartition step: a user's events and
+state must share a partition); its event id and time are fixed then, so nothing changes on the way.
+Offsets are committed after the batch body (at-least-once: a crash replays the batch; outputs
+carry the event id).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from stream_recs.messages import (
     ModelUpdateError,
     decode_model_update,
     encode_dead_letter,
+    encode_event,
     encode_recommendation,
 )
 from stream_recs.metrics import Metrics
@@ -47,7 +51,7 @@ def wire(topology: Topology, recommender: Recommender, metrics: Metrics, bootstr
 
     async def process(batch: Sequence[faust.types.EventT]) -> None:
         received = time.time()
-        valid, event_of_user = [], {}
+        valid, event_of_user, rekeyed = [], {}, 0
         for event in batch:
             msg = event.message
             decoded = decode_event(
@@ -64,8 +68,14 @@ def wire(topology: Topology, recommender: Recommender, metrics: Metrics, bootstr
                 )
                 metrics.record_dead_letter(decoded.reason)
                 continue
+            if msg.key is None:  # not keyed by user: its state may live on another partition
+                await topology.clicks.send(key=decoded.user_id.encode(), value=encode_event(decoded))
+                rekeyed += 1
+                continue
             valid.append(decoded)
             event_of_user[decoded.user_id] = event
+        if rekeyed:
+            metrics.record_repartitioned(rekeyed)
         if not valid:
             return
         states = load_states(topology.sessions, event_of_user)

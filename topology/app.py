@@ -73,12 +73,14 @@ def create_app(settings: Settings, bootstrap: str) -> Topology:
     """A configured Faust app with the project's topics and the sessions table."""
     w = settings.worker
     raw = {"key_serializer": "raw", "value_serializer": "raw"}
+    datadir = data_dir(settings)
+    datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         w.app_id,
         broker=[f"kafka://{host}" for host in bootstrap.split(",")],
         broker_credentials=broker_credentials(settings.security),
         store=w.store,
-        datadir=str(data_dir(settings)),
+        datadir=str(datadir),
         processing_guarantee=w.processing_guarantee,
         broker_commit_interval=w.commit_interval,
         consumer_auto_offset_reset="earliest",

@@ -176,4 +176,15 @@ def publish_model(model_dir) -> None:
     click.echo(f"published {update.version} ({path})")
 
 
-COMMANDS = [worker, produce, tail, publish_model]
+
+
+
+@click.command()
+@click.option("--events", default=20_000, show_default=True, help="Clicks to replay.")
+@click.option("--rate", default=1000.0, show_default=True, help="Replay rate, events/s.")
+def demo(events, rate) -> None:
+    """Everything end to end on the local Kafka: train (cached), serve, replay, report."""
+    from stream_recs.demo import run_demo
+
+    run_demo(load_settings(), events, rate, say=click.echo)
+COMMANDS = [worker, produce, tail, publish_model, demo]

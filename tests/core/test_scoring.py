@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from stream_recs.models.gru4rec import GRU4Rec
 
 from stream_recs.events import Event
+from stream_recs.models.gru4rec import GRU4Rec
 from stream_recs.scoring import MODEL, POPULAR, Popularity, Recommender
 from stream_recs.state import SessionState, fingerprint, vocabulary_fingerprint
 

@@ -14,8 +14,7 @@ import pytest
 import torch
 
 from stream_recs.models import load_model
-
-from .conftest import N_ITEMS, make_model
+from tests.harness import N_ITEMS, make_model
 
 pytestmark = pytest.mark.kafka
 

@@ -1,10 +1,9 @@
-"""Fixtures for end-to-end tests: real workers (``stream-recs worker`` processes) on the real
-broker, each test with its own topics, consumer group, data directory and metrics port."""
+"""Test harness for end-to-end tests: real ``stream-recs worker`` processes on the real broker,
+each test with its own topics, consumer group, data directory and metrics port."""
 
 from __future__ import annotations
 
 import dataclasses
-import os
 import signal
 import socket
 import subprocess
@@ -15,7 +14,6 @@ import uuid
 from pathlib import Path
 
 import orjson
-import pytest
 import torch
 from kafka import KafkaConsumer, KafkaProducer
 
@@ -82,23 +80,6 @@ class Stream:
         )  # fmt: skip
 
 
-@pytest.fixture
-def stream(kafka_bootstrap, new_topic_name) -> Stream:
-    topics = Topics(*(new_topic_name(f.name) for f in dataclasses.fields(Topics)))
-    env = {
-        **os.environ,
-        "STREAM_RECS_BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "STREAM_RECS_TOPIC_CLICKS": topics.clicks,
-        "STREAM_RECS_TOPIC_RECOMMENDATIONS": topics.recommendations,
-        "STREAM_RECS_TOPIC_DEAD_LETTERS": topics.dead_letters,
-        "STREAM_RECS_TOPIC_MODEL_UPDATES": topics.model_updates,
-        "STREAM_RECS_APP_ID": new_topic_name("app"),
-        "STREAM_RECS_K": "10",
-        "STREAM_RECS_MASK_RECENT": "5",
-    }
-    return Stream(kafka_bootstrap, topics, env)
-
-
 class Worker:
     """A ``stream-recs worker`` subprocess with its own data dir and metrics port."""
 
@@ -153,18 +134,3 @@ class Worker:
     @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
-
-
-@pytest.fixture
-def workers(stream, tmp_path):
-    """Factory of workers for this test; all are stopped at the end."""
-    started: list[Worker] = []
-
-    def make(name: str = "w", model: Path | None = None) -> Worker:
-        worker = Worker(stream, tmp_path / name, model)
-        started.append(worker)
-        return worker
-
-    yield make
-    for worker in started:
-        worker.stop()

@@ -1,0 +1,174 @@
+"""The main job on the embedded default, end to end: local Kafka, topics, a model trained on
+MovieLens-100K (cached), a worker, the data replayed as a click stream, sample recommendations
+with their explanations and a live summary from /metrics; then everything stops.
+
+Each step runs the same ``stream-recs`` command a user would type, as a subprocess.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+
+from stream_recs.config import Settings, kafka_client_kwargs
+from stream_recs.metrics import summarize
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "stream_recs", *args]
+
+
+def _run(*args: str) -> str:
+    """Run a stream-recs command, echoing its output; fail loudly."""
+    done = subprocess.run(_cli(*args), capture_output=True, text=True, check=False)
+    sys.stderr.write(done.stderr)
+    if done.returncode != 0:
+        raise SystemExit(f"`stream-recs {' '.join(args)}` failed with code {done.returncode}")
+    return done.stdout
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _scrape(port: int) -> str | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+            return response.read().decode()
+    except OSError:
+        return None
+
+
+def cached_model(settings: Settings, say) -> Path:
+    """The demo's MovieLens-100K checkpoint, trained once per training-code version."""
+    import stream_recs.models as models_pkg
+
+    code = hashlib.sha256()
+    for source in sorted(Path(models_pkg.__file__).parent.glob("*.py")):
+        code.update(source.read_bytes())
+    path = settings.home / "models" / f"movielens-100k-{code.hexdigest()[:10]}"
+    if (path / "meta.json").exists():
+        say(f"reusing the trained model {path}")
+        return path
+    say("training a GRU4Rec model on MovieLens-100K (once; cached) ...")
+    args = ("train", "--dataset", "movielens-100k", "--session-gap", "none", "--out", str(path))
+    if subprocess.run(_cli(*args), check=False).returncode != 0:  # progress bar straight to the terminal
+        raise SystemExit("training the demo model failed")
+    return path
+
+
+@contextlib.contextmanager
+def _worker(model: Path, port: int, log: Path) -> Iterator[subprocess.Popen]:
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            _cli("worker", "--model", str(model), "--metrics-port", str(port)),
+            stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def run_demo(settings: Settings, events: int, rate: float, say=print) -> None:
+    """The whole demo; the broker is stopped at the end only if the demo started it."""
+    say("== 1/5 local Kafka")
+    was_running = subprocess.run(_cli("kafka", "status"), capture_output=True).returncode == 0
+    say(_run("kafka", "up").strip())
+    try:
+        say("== 2/5 topics")
+        say(_run("topics", "apply").strip())
+        say("== 3/5 model")
+        model = cached_model(settings, say)
+        say("== 4/5 worker")
+        port = int(os.environ.get("STREAM_RECS_METRICS_PORT", 0)) or _free_port()
+        log = settings.home / "demo-worker.log"
+        with _worker(model, port, log) as worker:
+            deadline = time.monotonic() + 120
+            while "stream_recs_ready 1.0" not in (_scrape(port) or ""):
+                if worker.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit(f"the worker did not become ready; see {log}")
+                time.sleep(0.5)
+            say(f"worker ready, metrics on http://127.0.0.1:{port}/metrics (log {log})")
+            say(f"== 5/5 replaying {events} MovieLens-100K clicks at {rate:.0f} events/s")
+            _replay_and_watch(settings, port, events, rate, say)
+    finally:
+        if not was_running:
+            say(_run("kafka", "down").strip())
+
+
+def _replay_and_watch(settings: Settings, port: int, events: int, rate: float, say) -> None:
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(
+        settings.topics.recommendations, **kafka_client_kwargs(settings, _bootstrap()),
+        auto_offset_reset="latest", enable_auto_commit=False,
+    )  # fmt: skip
+    consumer.poll(timeout_ms=1000)  # join now, so "latest" is before the replay
+    producer = subprocess.Popen(
+        _cli("produce", "--dataset", "movielens-100k", "--rate", str(rate), "--limit", str(events), "--quiet")
+    )
+    first = previous = _scrape(port) or ""
+    started = last = time.monotonic()
+    quiet_since: float | None = None
+    samples: list[dict] = []
+    while quiet_since is None or time.monotonic() - quiet_since < 3:  # drain 3 s after the replay
+        if quiet_since is None and producer.poll() is not None:
+            quiet_since = time.monotonic()
+        for records in consumer.poll(timeout_ms=200).values():
+            for record in records:
+                rec = orjson.loads(record.value)
+                if rec["strategy"] == "model" and len(samples) < 3 and rec["user_id"] not in {
+                    s["user_id"] for s in samples
+                }:
+                    samples.append(rec)
+        if time.monotonic() - last >= 2:
+            current = _scrape(port) or previous
+            say("live: " + summarize(current, previous, time.monotonic() - last).format())
+            previous, last = current, time.monotonic()
+    consumer.close()
+    titles = movie_titles()
+    say("\nsample recommendations (top 5 of each; 'because' = the most similar movie the user rated):")
+    for rec in samples:
+        say(f"  user {rec['user_id']} (model {rec['model_version']}):")
+        for item in rec["items"][:5]:
+            title, because = titles.get(item["item_id"], item["item_id"]), item["because"]
+            say(f"    {title[:45]:<45} score {item['score']:6.2f}  because {titles.get(because, because)}")
+    final = _scrape(port) or previous
+    say("\nsummary over the replay: " + summarize(final, first, time.monotonic() - started).format())
+
+
+def _bootstrap() -> str:
+    """The address ``kafka status`` names (the local broker or the configured cluster)."""
+    out = subprocess.run(_cli("kafka", "status"), capture_output=True, text=True, check=True).stdout
+    return out.strip().splitlines()[-1]
+
+
+def movie_titles() -> dict[str, str]:
+    """MovieLens-100K item id -> "Title (year)", from the ``ml-100k.item`` file beside the data."""
+    from stream_recs.datasets import movielens_path
+
+    titles = {}
+    with movielens_path().with_suffix(".item").open(encoding="utf-8", errors="replace") as handle:
+        handle.readline()
+        for line in handle:
+            item, title, year, *_ = [*line.rstrip("\n").split("\t"), "", ""]
+            titles[item] = f"{title} ({year})" if year else title
+    return titles
