@@ -2,7 +2,8 @@
 
 ``Metrics`` owns its ``CollectorRegistry``; the agent calls ``record_batch`` after producing a
 batch's recommendations, ``record_dead_letter`` per rejected record, and the setters when
-partitions, sessions or the model change. ``start_server`` serves ``/metrics`` over HTTP.
+partitions, sessions or the model change. ``start_server`` serves ``/metrics``, ``/healthz``
+(liveness) and ``/readyz`` (readiness: 200 only while ``stream_recs_ready`` is 1) over HTTP.
 ``summarize`` turns one or two scrapes into the figures the demo prints (events/s, latency
 percentiles from histogram buckets, online HR@K and MRR).
 
@@ -14,19 +15,22 @@ evaluated and MRR = sum(1/r) / evaluated.
 from __future__ import annotations
 
 import math
+import socket
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from socketserver import ThreadingMixIn
 from typing import TYPE_CHECKING
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client import start_http_server as _start_http_server
+import orjson
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, make_wsgi_app
 from prometheus_client.parser import text_string_to_metric_families
 
 from stream_recs.events import REASONS
 
 if TYPE_CHECKING:
-    from wsgiref.simple_server import WSGIServer
+    from collections.abc import Callable
 
     from stream_recs.scoring import BatchResult
 
@@ -191,7 +195,7 @@ class Metrics:
 
 @dataclass(frozen=True)
 class MetricsServer:
-    """A running /metrics endpoint; ``stop()`` shuts it down."""
+    """A running /metrics, /healthz, /readyz endpoint; ``stop()`` shuts it down."""
 
     server: WSGIServer
     thread: threading.Thread
@@ -206,9 +210,50 @@ class MetricsServer:
         self.thread.join(timeout=5)
 
 
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # probes and scrapes every few seconds
+        return
+
+
+def health_app(metrics: Metrics) -> Callable:
+    """WSGI app: ``/metrics`` (the registry), ``/healthz`` (200 while the process serves) and
+    ``/readyz`` (200 when ``stream_recs_ready`` is 1, else 503; JSON with the live model version)."""
+    serve_metrics = make_wsgi_app(metrics.registry)
+
+    def app(environ: dict, start_response: Callable) -> list[bytes]:
+        path = environ.get("PATH_INFO") or "/"
+        if path in ("/", "/metrics"):
+            return serve_metrics(environ, start_response)
+        if path == "/healthz":
+            body, status = {"alive": True}, "200 OK"
+        elif path == "/readyz":
+            ready = metrics.registry.get_sample_value(f"{PREFIX}ready") == 1.0
+            versions = [s.labels["version"] for s in metrics.model_info.collect()[0].samples if s.value == 1]
+            body = {"ready": ready, "model_version": versions[0] if versions else None}
+            status = "200 OK" if ready else "503 Service Unavailable"
+        else:
+            body, status = {"error": f"no such endpoint: {path}"}, "404 Not Found"
+        payload = orjson.dumps(body) + b"\n"
+        start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))])
+        return [] if environ.get("REQUEST_METHOD") == "HEAD" else [payload]
+
+    return app
+
+
 def start_server(metrics: Metrics, port: int, host: str = "127.0.0.1") -> MetricsServer:
-    """Serve ``metrics`` on ``http://host:port/metrics`` (port 0: any free port) in a thread."""
-    server, thread = _start_http_server(port, addr=host, registry=metrics.registry)
+    """Serve ``metrics`` on ``http://host:port/metrics`` with ``/healthz`` and ``/readyz`` beside
+    it (port 0: any free port; an IPv6 host works too), from a daemon thread."""
+    family, _, _, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    server_class = type("_Server", (_ThreadingServer,), {"address_family": family})
+    server = make_server(address[0], port, health_app(metrics), server_class, handler_class=_QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True)
+    thread.start()
     return MetricsServer(server, thread)
 
 
