@@ -7,7 +7,7 @@ SR := $(BIN)/stream-recs
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint kafka-up kafka-down clean
+.PHONY: install system-deps demo test lint kafka-up kafka-down clean
 
 install: $(STAMP)
 
@@ -24,7 +24,11 @@ $(STAMP): pyproject.toml
 demo: install
 	$(SR) demo
 
-test: install
+# promtool and prometheus (Debian package) for the tests of deploy/prometheus and the dashboard
+system-deps:
+	@command -v promtool >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus)
+
+test: install system-deps
 	@$(SR) kafka status >/dev/null 2>&1; was_up=$$?; \
 	$(SR) kafka up || exit 1; \
 	$(BIN)/pytest $(PYTEST_ARGS); rc=$$?; \
