@@ -71,12 +71,18 @@ def _split(events, protocol: str, max_len: int, session_gap: float | None, test_
 @click.option("--test-days", default=1.0, show_default=True, help="session holdout: test days.")
 @click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
               help="Override a training hyper-parameter (repeatable), e.g. --param bptt=8.")
+@click.option("--threads", default=1, show_default=True,
+              help="torch threads; per-step ops are small, so 1 is fastest on a busy CPU.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train(dataset, events_path, n_events, n_users, n_items, data_seed, out_dir, holdout, loss,
-          session_gap, max_len, epochs, seed, test_days, params, quiet):
+          session_gap, max_len, epochs, seed, test_days, params, threads, quiet):
     """Train a GRU4Rec model and write a checkpoint directory."""
     import dataclasses
     import time
+
+    import torch
+
+    torch.set_num_threads(threads)
 
     from stream_recs.datasets import to_sequences
     from stream_recs.models import save_model
@@ -145,6 +151,10 @@ def evaluate(model_dir, dataset, events_path, n_events, n_users, n_items, data_s
     import json
     from pathlib import Path
 
+    import torch
+
+    torch.set_num_threads(1)
+
     from stream_recs.models import load_model
     from stream_recs.models.evaluate import ModelPredictor
     from stream_recs.models.evaluate import evaluate as run_eval
@@ -202,10 +212,15 @@ def _baselines(split, protocol, n_items, gap):
 @click.option("--seed", default=0, show_default=True)
 @click.option("--out", "out_path", type=click.Path(dir_okay=False),
               help="Write the best parameters and all trials as JSON.")
+@click.option("--threads", default=1, show_default=True, help="torch threads.")
 def tune(dataset, events_path, n_events, n_users, n_items, data_seed, protocol, metric, loss,
-         trials, timeout, epochs, max_train_seconds, session_gap, max_len, seed, out_path):
+         trials, timeout, epochs, max_train_seconds, session_gap, max_len, seed, out_path, threads):
     """Optuna search over the GRU4Rec ranges, optimising a validation metric."""
     import json
+
+    import torch
+
+    torch.set_num_threads(threads)
 
     from stream_recs.models.tune import run_study
 
