@@ -7,7 +7,6 @@ arguments, so every client (admin, producer, consumer) is configured the same wa
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -143,7 +142,3 @@ def kafka_client_kwargs(settings: Settings, bootstrap: str) -> dict[str, object]
             kwargs[name] = getattr(sec, name)
     return kwargs
 
-
-def replace(settings: Settings, **changes: object) -> Settings:
-    """A copy of ``settings`` with ``changes`` applied (None values ignored)."""
-    return dataclasses.replace(settings, **{k: v for k, v in changes.items() if v is not None})
