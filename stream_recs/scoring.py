@@ -136,6 +136,30 @@ class Popularity:
         self._slot = {item: i for i, item in enumerate(self._ids)}
 
 
+def top_k_scores(
+    outputs: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    k: int,
+    masked: torch.Tensor | None = None,
+    item_major: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact top-``k`` (values, indices) of ``outputs @ weight.T + bias`` per row, best first,
+    with ``masked[i]`` (indices) excluded from row i (scored -inf).
+
+    ``item_major`` computes ``weight @ outputs.T`` (items x users, BLAS's preferred shape for a
+    tall item matrix) and reads it transposed; otherwise ``outputs @ weight.T``. Both give the
+    same numbers; ``bench/model.py`` measures which is faster.
+    """
+    if item_major:
+        scores = torch.addmm(bias[:, None], weight, outputs.T).T
+    else:
+        scores = torch.addmm(bias, outputs, weight.T)
+    if masked is not None:
+        scores.scatter_(1, masked, float("-inf"))
+    return torch.topk(scores, min(k, scores.shape[1]), dim=1)
+
+
 def _as_stored(hidden: torch.Tensor) -> torch.Tensor:
     """Round a hidden state to what the state store keeps (float16)."""
     return hidden.half().float()
@@ -419,10 +443,8 @@ class Recommender:
         padded = [(p.history[-1],) * (longest - len(p.history)) + p.history for p in plans]
         # [m, longest], left-padded with each row's newest item: masking and argmax ignore repeats
         history = torch.from_numpy(np.array(padded, dtype=np.int64))
-        scores = torch.addmm(live.bias, outputs, live.weight.T)
-        if self.mask_recent:
-            scores.scatter_(1, history[:, -self.mask_recent :], float("-inf"))
-        values, top = torch.topk(scores, min(self.k, scores.shape[1]), dim=1)
+        masked = history[:, -self.mask_recent :] if self.mask_recent else None
+        values, top = top_k_scores(outputs, live.weight, live.bias, self.k, masked)
         similarity = torch.bmm(live.unit[top], live.unit[history].transpose(1, 2))
         because = history.gather(1, similarity.argmax(dim=2))
         name = live.vocab.ids.__getitem__
