@@ -10,6 +10,7 @@ long user histories trained without session resets.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .batching import session_parallel
+from .batching import Step, session_parallel
 from .gru4rec import GRU4Rec
 from .losses import LOSSES, bpr_max, cross_entropy_logq, sampled_columns
 from .optim import AdagradMomentum
@@ -75,6 +76,42 @@ def split_long(sequences: Sequence[np.ndarray], chunk_len: int) -> list[np.ndarr
     return [piece[2] for piece in pieces]
 
 
+def window_forward(
+    model: GRU4Rec, hidden: torch.Tensor, window: Sequence[Step]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training-time forward over consecutive steps: (last hidden state, outputs [rows, d]).
+
+    Equal to calling ``model.forward`` step by step (lanes reset to zero or dropped as the steps
+    say), but the input embedding, its dropout and the first layer's input projection run once
+    for the whole window, which roughly halves the per-step work.
+    """
+    inputs = model.dropout_embed(model.item_embedding(torch.cat([s.inputs for s in window])))
+    first = model.cells[0]
+    projected = torch.nn.functional.linear(inputs, first.weight_ih, first.bias_ih)
+    size = model.hidden_size
+    outputs, offset = [], 0
+    for step in window:
+        if step.keep is not None:
+            hidden = hidden[step.keep]
+        if step.reset.any():
+            hidden = hidden.masked_fill(step.reset[:, None], 0.0)
+        n = len(step.inputs)
+        gate_x = projected[offset:offset + n]
+        offset += n
+        gate_h = torch.nn.functional.linear(hidden[:, :size], first.weight_hh, first.bias_hh)
+        rz = torch.sigmoid(gate_x[:, : 2 * size] + gate_h[:, : 2 * size])
+        reset_gate, update_gate = rz[:, :size], rz[:, size:]
+        candidate = torch.tanh(gate_x[:, 2 * size :] + reset_gate * gate_h[:, 2 * size :])
+        x = candidate + update_gate * (hidden[:, :size] - candidate)
+        layers = [x]
+        for depth in range(1, model.n_layers):
+            x = model.cells[depth](x, hidden[:, depth * size : (depth + 1) * size])
+            layers.append(x)
+        hidden = torch.cat(layers, dim=1) if model.n_layers > 1 else x
+        outputs.append(x)
+    return hidden, model.dropout_hidden(torch.cat(outputs))
+
+
 def item_support(sequences: Sequence[np.ndarray], n_items: int) -> np.ndarray:
     """How often each item occurs in the training sequences."""
     if not sequences:
@@ -123,45 +160,32 @@ class Trainer:
             return cross_entropy_logq(scores, pos, logq, exclude)
         return bpr_max(scores, pos, cfg.bpreg, exclude, cfg.final_act)
 
-    def _update(self, outputs: list[torch.Tensor], targets: list[torch.Tensor]) -> tuple[float, int]:
-        """One optimiser step on the summed window; returns (mean loss, number of events)."""
-        batch_targets = torch.cat(targets)
-        loss = self.loss(torch.cat(outputs), batch_targets)
+    def _update(self, outputs: torch.Tensor, targets: torch.Tensor) -> tuple[float, int]:
+        """One optimiser step on a window's outputs; returns (mean loss, number of events)."""
+        loss = self.loss(outputs, targets)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         value = loss.detach().item()
         if not math.isfinite(value):
             raise FloatingPointError("loss is not finite; lower the learning rate")
-        return value, len(batch_targets)
+        return value, len(targets)
 
     def train_epoch(self, progress: Callable[[int, float], None] | None = None) -> dict:
         """One pass over all sequences. ``progress(events, loss)`` is called after each update."""
         model, cfg = self.model, self.config
         model.train()
         hidden = model.init_hidden(min(cfg.batch_size, max(len(self.sequences), 1)))
-        outputs: list[torch.Tensor] = []
-        targets: list[torch.Tensor] = []
         total_loss, n_events = 0.0, 0
         started = time.perf_counter()
-        for step in session_parallel(self.sequences, cfg.batch_size):
-            if step.keep is not None:
-                hidden = hidden[step.keep]
-            if step.reset.any():
-                hidden = hidden.masked_fill(step.reset[:, None], 0.0)
-            hidden, out = model(hidden, step.inputs)
-            outputs.append(out)
-            targets.append(step.targets)
-            if len(outputs) == cfg.bptt:
-                value, n = self._update(outputs, targets)
-                hidden = hidden.detach()
-                outputs, targets = [], []
-                total_loss += value * n
-                n_events += n
-                if progress is not None:
-                    progress(n, value)
-        if outputs:
-            value, n = self._update(outputs, targets)
+        steps = session_parallel(self.sequences, cfg.batch_size)
+        while True:
+            window = list(itertools.islice(steps, cfg.bptt))
+            if not window:
+                break
+            hidden, outputs = window_forward(model, hidden, window)
+            value, n = self._update(outputs, torch.cat([step.targets for step in window]))
+            hidden = hidden.detach()
             total_loss += value * n
             n_events += n
             if progress is not None:
