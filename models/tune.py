@@ -11,11 +11,21 @@ from collections.abc import Callable, Sequence
 
 from .train import TrainConfig
 
-# Best MovieLens-100K settings found by `stream-recs tune` (leave-one-out validation), see
-# bench/quality.py for the measured test results; they are the defaults for every dataset.
+# Defaults for every dataset. "xe": the best MovieLens-100K settings of a manual search on
+# leave-one-out validation NDCG@10 (capacity 64-512, batch 32/64, BPTT 1-32, dropout, lr,
+# momentum, chunking, 1-2 layers); bench/quality.py measures them on test. "bpr-max": the
+# published RetailRocket BPR-max settings (Hidasi & Karatzoglou 2018) with windowed BPTT.
 TUNED: dict[str, dict] = {
-    "xe": {},
-    "bpr-max": {"final_act": "elu-0.5"},
+    "xe": {
+        "hidden_size": 256, "batch_size": 32, "learning_rate": 0.05, "momentum": 0.0,
+        "dropout_embed": 0.3, "dropout_hidden": 0.5, "bptt": 16, "n_sample": 2048,
+        "epochs": 20,
+    },
+    "bpr-max": {
+        "hidden_size": 224, "batch_size": 80, "learning_rate": 0.05, "momentum": 0.4,
+        "dropout_embed": 0.5, "dropout_hidden": 0.05, "alpha": 0.4, "bpreg": 1.95,
+        "final_act": "elu-0.5", "bptt": 16, "n_sample": 2048, "epochs": 20,
+    },
 }
 
 
