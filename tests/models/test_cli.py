@@ -25,3 +25,15 @@ def test_train_and_evaluate(tmp_path):
     assert set(payload["results"]) == {"GRU4Rec (ours)", "most popular", "Markov", "V-SKNN"}
     assert 0.0 <= payload["results"]["GRU4Rec (ours)"]["ndcg@10"] <= 1.0
     assert (tmp_path / "report" / "results.png").stat().st_size > 0
+
+
+def test_tune_smoke(tmp_path):
+    out = tmp_path / "tune.json"
+    result = CliRunner().invoke(main, [
+        "tune", "--dataset", "synthetic", "--n-events", "2000", "--n-users", "40", "--n-items",
+        "50", "--protocol", "session", "--session-gap", "1800", "--trials", "2", "--epochs", "1",
+        "--metric", "mrr@20", "--out", str(out),
+    ])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(out.read_text())
+    assert len(payload["trials"]) == 2 and payload["best_params"]["epochs"] == 1
