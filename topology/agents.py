@@ -164,10 +164,14 @@ async def apply_model_update(raw: bytes | None, recommender: Recommender, metric
 
 
 def _load_verified(update: ModelUpdate):
-    """The checkpoint at ``update.path``, if its weights are those the announcement names."""
-    if read_meta(update.path)["weights_sha256"] != update.sha256:
-        raise CheckpointError(f"{update.path}: weights sha256 differs from the announced one")
-    model = load_model(update.path)
+    """The checkpoint at ``update.path``, if its weights are those the announcement names.
+    Any failure (also an unreadable or odd path: a file, a NUL byte) is a ``CheckpointError``."""
+    try:
+        if read_meta(update.path)["weights_sha256"] != update.sha256:
+            raise CheckpointError(f"{update.path}: weights sha256 differs from the announced one")
+        model = load_model(update.path)
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{update.path!r} cannot be read: {exc}") from exc
     if model.version != update.version:
         raise CheckpointError(f"{update.path}: version {model.version} is not the announced {update.version}")
     return model

@@ -1,0 +1,124 @@
+"""Load and accounting for fault tests: a steady click producer and the reconciliation of what
+came out (recommendations, dead letters) against what went in."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+
+import orjson
+from kafka import KafkaConsumer, KafkaProducer
+
+from tests.harness import N_ITEMS
+
+FIGURES: list[str] = []  # one line per fault test, shown in the terminal summary
+
+
+class SteadyLoad:
+    """Clicks at a fixed rate from a thread, keyed by user, ``ts`` = send time; keeps the ids of
+    the events the broker acknowledged (``acked``) and of those it never did (``failed``)."""
+
+    def __init__(self, bootstrap: str, topic: str, rate: float, users: int, seed: int = 0,
+                 prefix: str = "e", **client: object) -> None:  # fmt: skip
+        self.topic, self.rate, self.users, self.prefix = topic, rate, users, prefix
+        self.rng = random.Random(seed)
+        self.producer = KafkaProducer(
+            bootstrap_servers=bootstrap, acks="all", linger_ms=5, retries=1_000_000,
+            delivery_timeout_ms=300_000, max_block_ms=300_000, **client,
+        )  # fmt: skip
+        self.acked: list[str] = []
+        self.failed: list[str] = []
+        self.sent = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._lock = threading.Lock()
+
+    def start(self) -> SteadyLoad:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        started = time.monotonic()
+        while not self._stop.is_set():
+            delay = started + self.sent / self.rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            event_id = f"{self.prefix}{self.sent}"
+            user = f"u{self.rng.randrange(self.users)}"
+            body = {"event_id": event_id, "user_id": user, "item_id": f"i{self.rng.randrange(N_ITEMS)}",
+                    "type": "click", "ts": time.time()}  # fmt: skip
+            future = self.producer.send(self.topic, key=user.encode(), value=orjson.dumps(body))
+            future.add_callback(lambda _meta, e=event_id: self._done(self.acked, e))
+            future.add_errback(lambda _exc, e=event_id: self._done(self.failed, e))
+            self.sent += 1
+
+    def _done(self, into: list[str], event_id: str) -> None:
+        with self._lock:
+            into.append(event_id)
+
+    def wait_sent(self, count: int, timeout_s: float = 300.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self.sent < count:
+            assert time.monotonic() < deadline, f"only {self.sent} of {count} events sent"
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        """Stop sending and wait until every send is acknowledged or failed."""
+        self._stop.set()
+        self._thread.join()
+        self.producer.flush()
+        self.producer.close()
+        assert len(self.acked) + len(self.failed) == self.sent
+
+
+def read_all(bootstrap: str, topic: str, count: int, timeout_s: float = 120.0, settle_s: float = 3.0,
+             **client: object) -> list:  # fmt: skip
+    """Every record of ``topic`` from the start: until ``count`` arrived and ``settle_s`` passed
+    without more (later ones would be duplicates), or the timeout."""
+    consumer = KafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False,
+        consumer_timeout_ms=int(settle_s * 1000), **client,
+    )  # fmt: skip
+    records, deadline = [], time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            before = len(records)
+            records.extend(consumer)
+            if len(records) >= count and len(records) == before:
+                break
+    finally:
+        consumer.close()
+    return records
+
+
+@dataclass
+class Tally:
+    """What happened to every event sent: answered, dead-lettered, duplicated, lost."""
+
+    name: str
+    sent: int
+    answered: int
+    dead_lettered: int
+    duplicated: int
+    lost: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)  # answers to events never sent
+
+    @classmethod
+    def of(cls, name: str, sent_ids: list[str], answer_ids: list[str], dead_ids: list[str] = ()) -> Tally:
+        sent, answered, dead = set(sent_ids), set(answer_ids), set(dead_ids)
+        assert len(sent) == len(sent_ids), "event ids must be unique"
+        return cls(
+            name=name, sent=len(sent), answered=len(answered & sent), dead_lettered=len(dead & sent),
+            duplicated=len(answer_ids) - len(answered), lost=sorted(sent - answered - dead),
+            unexpected=sorted(answered - sent),
+        )  # fmt: skip
+
+    def report(self, extra: str = "") -> Tally:
+        FIGURES.append(
+            f"{self.name}: sent {self.sent}, answered {self.answered}, dead-lettered "
+            f"{self.dead_lettered}, duplicated {self.duplicated}, lost {len(self.lost)}"
+            + (f"; {extra}" if extra else "")
+        )
+        return self
