@@ -7,7 +7,7 @@ SR := $(BIN)/stream-recs
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: install system-deps demo test lint kafka-up kafka-down clean
+.PHONY: install system-deps demo test test-fault lint kafka-up kafka-down clean
 
 install: $(STAMP)
 
@@ -32,6 +32,14 @@ test: install system-deps
 	@$(SR) kafka status >/dev/null 2>&1; was_up=$$?; \
 	$(SR) kafka up || exit 1; \
 	$(BIN)/pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$was_up -ne 0 ]; then $(SR) kafka down; fi; \
+	exit $$rc
+
+# the slow fault tests (kill -9 under load, broker restarts, exactly-once, SASL): minutes each
+test-fault: install
+	@$(SR) kafka status >/dev/null 2>&1; was_up=$$?; \
+	$(SR) kafka up || exit 1; \
+	STREAM_RECS_SLOW_TESTS=1 $(BIN)/pytest tests/fault -m slow $(PYTEST_ARGS); rc=$$?; \
 	if [ $$was_up -ne 0 ]; then $(SR) kafka down; fi; \
 	exit $$rc
 
