@@ -173,7 +173,12 @@ def test_dockerfile_builds_a_cpu_non_root_worker():
     assert users and users[-1].split(":")[0] not in ("0", "root")
     assert any("--torch-backend=cpu" in line for line in lines)
     assert f"EXPOSE {METRICS_PORT}" in lines
+    ignored = {
+        line for line in DOCKERFILE.with_name("Dockerfile.dockerignore").read_text().splitlines()
+        if line and not line.startswith("#")
+    }  # fmt: skip
     for line in lines:
         if line.startswith("COPY ") and "--from=" not in line and "${" not in line:
             for source in line.split()[1:-1]:
                 assert (REPO / source).exists(), f"COPY {source}: not in the repository"
+                assert source not in ignored, f"COPY {source}: excluded from the build context"
