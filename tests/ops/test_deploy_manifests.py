@@ -138,7 +138,7 @@ def test_compose_file_matches_the_compose_specification():
 
 def test_compose_wires_kafka_workers_prometheus_and_grafana():
     services = compose()["services"]
-    assert set(services) == {"kafka", "worker", "prometheus", "grafana"}
+    assert set(services) == {"kafka", "topics", "worker", "prometheus", "grafana"}
     kafka = services["kafka"]
     pinned = re.search(r"<kafka.version>(.+)</kafka.version>", (DEPLOY / "kafka" / "pom.xml").read_text())[1]
     assert kafka["image"] == f"apache/kafka:{pinned}", "the same broker version as the embedded one"
@@ -148,6 +148,9 @@ def test_compose_wires_kafka_workers_prometheus_and_grafana():
     assert env["STREAM_RECS_METRICS_HOST"] == "0.0.0.0"
     assert env["STREAM_RECS_BOOTSTRAP_SERVERS"] in kafka["environment"]["KAFKA_ADVERTISED_LISTENERS"]
     assert worker["depends_on"]["kafka"]["condition"] == "service_healthy"
+    assert worker["depends_on"]["topics"]["condition"] == "service_completed_successfully"
+    assert services["topics"]["command"] == ["stream-recs", "topics", "apply"]
+    assert services["topics"]["environment"] == {k: v for k, v in env.items() if k.startswith("STREAM_RECS_")}
     assert (DEPLOY / worker["build"]["context"] / worker["build"]["dockerfile"]).resolve() == DOCKERFILE
     assert f"AS {worker['build']['target']}" in DOCKERFILE.read_text()
     scrape = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())["scrape_configs"][0]
