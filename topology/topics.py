@@ -59,7 +59,7 @@ def apply_topics(settings: Settings, bootstrap: str, specs: list[TopicSpec]) -> 
     """
     from kafka import KafkaAdminClient
     from kafka.admin import ConfigResource, ConfigResourceType
-    from kafka.errors import KafkaError
+    from kafka.errors import KafkaError, NoError, TopicAlreadyExistsError, for_code
 
     try:
         admin = KafkaAdminClient(**kafka_client_kwargs(settings, bootstrap), request_timeout_ms=15000)
@@ -70,7 +70,7 @@ def apply_topics(settings: Settings, bootstrap: str, specs: list[TopicSpec]) -> 
         existing = {t["name"]: t for t in admin.describe_topics() if not t.get("error_code")}
         missing = [s for s in specs if s.name not in existing]
         if missing:
-            admin.create_topics(
+            created = admin.create_topics(
                 {
                     s.name: {
                         "num_partitions": s.partitions,
@@ -79,9 +79,16 @@ def apply_topics(settings: Settings, bootstrap: str, specs: list[TopicSpec]) -> 
                     }
                     for s in missing
                 },
+                raise_errors=False,  # another worker may create the same topic at the same moment
                 wait_for_metadata=True,
             )
-            changes += [f"created {s.name} ({s.partitions} partitions)" for s in missing]
+            for topic in created["topics"]:
+                error = for_code(topic["error_code"])
+                if error is TopicAlreadyExistsError:
+                    continue
+                if error is not NoError:
+                    raise TopicsError(f"creating {topic['name']} failed: {error.__name__}")
+                changes.append(f"created {topic['name']}")
         grow = {}
         for spec in specs:
             if spec.name not in existing:

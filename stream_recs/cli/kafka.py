@@ -91,7 +91,7 @@ def apply() -> None:
 
     settings = load_settings()
     bootstrap = resolve_bootstrap(settings)
-    specs = topic_specs(settings)
+    specs = topic_specs(settings, app_id=settings.worker.app_id)
     try:
         changes = apply_topics(settings, bootstrap, specs)
     except TopicsError as exc:

@@ -76,3 +76,14 @@ def test_unreachable_broker_is_a_clear_error():
     settings = load_settings()
     with pytest.raises(TopicsError, match=r"cannot reach Kafka at 127\.0\.0\.1:1"):
         apply_topics(settings, "127.0.0.1:1", topic_specs(settings))
+
+
+def test_workers_applying_at_once_both_succeed(kafka_bootstrap, settings, new_topic_name):
+    """Workers that start together race to create the same topics; neither may fail."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    specs = topic_specs(settings, app_id=new_topic_name("app"))
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda _: apply_topics(settings, kafka_bootstrap, specs), range(2)))
+    created = [line for changes in results for line in changes if line.startswith("created")]
+    assert sorted(created) == sorted(f"created {s.name}" for s in specs)
