@@ -51,6 +51,7 @@ class Worker:
     k: int = 20
     batch_size: int = 256  # most events taken into one micro-batch
     batch_window: float = 0.02  # seconds to wait for a micro-batch to fill
+    producer_linger: float = 0.005  # seconds the producer waits to fill a request
     session_gap: float = 1800.0  # inactivity (event time) that starts a new session
     history_len: int = 50
     mask_recent: int = 50  # how many of the user's latest items are never recommended (0: none)
@@ -64,6 +65,9 @@ class Worker:
     processing_guarantee: str = "at_least_once"  # or exactly_once (Kafka transactions)
     commit_interval: float = 1.0
     torch_threads: int = 1
+    state_sweep_interval: float = 300.0  # seconds between deletions of states idle past state_ttl
+    pseudonymise_key: str = field(default="", repr=False)  # HMAC key for user ids (privacy.py)
+    pseudonymise_key_file: str = ""  # or a file holding it
 
 
 @dataclass(frozen=True)

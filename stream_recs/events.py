@@ -1,4 +1,5 @@
-"""Decode and validate one click record (DESIGN.md section 4) into an ``Event`` or a ``Rejection``.
+"""Decode and validate one click record (DESIGN.md section 4) into an ``Event``, a ``Forget``
+control record or a ``Rejection``.
 
 ``decode_event`` never raises on bad input: every failure becomes a ``Rejection`` whose ``reason``
 is one of the stable codes below (the ``reason`` label of ``stream_recs_dead_letters_total``) and
@@ -12,7 +13,10 @@ Rules, in the order they are checked:
 - ``user_id`` and ``item_id`` are required strings; ``event_id``, ``type``, ``ts`` and
   ``session_id`` are optional (absent or ``null``);
 - ids are non-empty, at most ``Limits.max_id_chars`` characters, without control characters;
-- ``type`` is one of ``EVENT_TYPES`` (default ``click``);
+- ``type`` is one of ``EVENT_TYPES`` (default ``click``) or ``forget``: a control record
+  ``{"user_id": ..., "type": "forget"}`` (``item_id`` not needed) asking to delete the user's
+  state; it travels on the clicks topic keyed by the user, so it reaches the user's partition in
+  order with the user's clicks;
 - ``ts`` is a finite, non-negative number of epoch seconds, at most ``Limits.max_future_s``
   ahead of ``now`` (a millisecond timestamp is caught here); absent: the broker timestamp, or
   ``now`` when the broker has none (Kafka reports -1);
@@ -64,6 +68,7 @@ REASONS = (
 
 EVENT_TYPES = frozenset({"click", "view", "cart", "purchase"})
 DEFAULT_EVENT_TYPE = "click"
+FORGET = "forget"  # the control type: delete the user's state
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
@@ -94,6 +99,14 @@ class Event:
 
 
 @dataclass(frozen=True, slots=True)
+class Forget:
+    """A request to delete ``user_id``'s state (GDPR-style erasure)."""
+
+    event_id: str
+    user_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class Rejection:
     """Why a record was refused: a stable ``reason`` code and a human ``detail``."""
 
@@ -117,7 +130,7 @@ def decode_event(
     broker_ts: float | None,
     now: float | None = None,
     limits: Limits | None = None,
-) -> Event | Rejection:
+) -> Event | Forget | Rejection:
     """Decode a record's value and key; ``broker_ts`` and ``now`` are epoch seconds."""
     if now is None:
         now = time.time()
@@ -129,14 +142,15 @@ def decode_event(
         return Rejection(DECODER_ERROR, f"undecodable record: {type(exc).__name__}: {exc}")
 
 
-def _decode(value, key, topic, partition, offset, broker_ts, now, limits: Limits) -> Event:
+def _decode(value, key, topic, partition, offset, broker_ts, now, limits: Limits) -> Event | Forget:
     if not value:
         raise _Invalid(EMPTY, "record has no value")
     if len(value) > limits.max_record_bytes:
         raise _Invalid(TOO_LARGE, f"record is {len(value)} bytes, limit {limits.max_record_bytes}")
     body = _parse(bytes(value), limits.max_depth)
     user_id = _id(body, "user_id", limits, required=True)
-    item_id = _id(body, "item_id", limits, required=True)
+    forget = body.get("type") == FORGET
+    item_id = _id(body, "item_id", limits, required=not forget)
     event_id = _id(body, "event_id", limits, required=False) or f"{topic}:{partition}:{offset}"
     session_id = _id(body, "session_id", limits, required=False)
     event_type = body.get("type")
@@ -144,11 +158,14 @@ def _decode(value, key, topic, partition, offset, broker_ts, now, limits: Limits
         event_type = DEFAULT_EVENT_TYPE
     elif not isinstance(event_type, str):
         raise _Invalid(WRONG_TYPE, f"type must be a string, got {_json_type(event_type)}")
-    elif event_type not in EVENT_TYPES:
-        raise _Invalid(BAD_EVENT_TYPE, f"type {event_type[:40]!r} is not one of {sorted(EVENT_TYPES)}")
+    elif event_type not in EVENT_TYPES and not forget:
+        allowed = sorted(EVENT_TYPES | {FORGET})
+        raise _Invalid(BAD_EVENT_TYPE, f"type {event_type[:40]!r} is not one of {allowed}")
     ts = _ts(body.get("ts"), broker_ts, now, limits)
     if key is not None:
         _check_key(key, user_id, limits)
+    if forget:
+        return Forget(event_id, user_id)
     return Event(event_id, user_id, item_id, event_type, ts, session_id)
 
 

@@ -8,20 +8,27 @@ is first re-sent to the clicks topic keyed by its user (the repartition step: a 
 state must share a partition); its event id and time are fixed then, so nothing changes on the way.
 Offsets are committed after the batch body (at-least-once: a crash replays the batch; outputs
 carry the event id).
+
+With a pseudonymisation key, user ids are replaced by their keyed hash right after decoding
+(privacy.py), before state, logs and outputs. A ``forget`` control record deletes the user's state
+(a tombstone in the changelog) after the user's earlier clicks of the batch are answered. A timer
+deletes states idle for longer than the TTL (``tables.sweep_expired``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
 
 import faust
+import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from stream_recs.config import Security
-from stream_recs.events import Limits, Rejection, decode_event
+from stream_recs.events import FORGET, Event, Forget, Limits, Rejection, decode_event
 from stream_recs.messages import (
     ModelUpdate,
     ModelUpdateError,
@@ -33,10 +40,11 @@ from stream_recs.messages import (
 from stream_recs.metrics import Metrics
 from stream_recs.models import CheckpointError, load_model
 from stream_recs.models.checkpoint import read_meta
+from stream_recs.privacy import load_pseudonymiser
 from stream_recs.scoring import Recommender
 
 from .app import Topology, aiokafka_security
-from .tables import load_states, save_states
+from .tables import forget, load_states, save_states, sweep_expired
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +55,27 @@ SESSIONS_INTERVAL_S = 15.0
 def wire(topology: Topology, recommender: Recommender, metrics: Metrics, bootstrap: str) -> None:
     """Attach the agents, the model-update watcher and the metric timers to the app."""
     app, settings = topology.app, topology.settings
-    limits = Limits(max_record_bytes=settings.worker.max_record_bytes)
+    w = settings.worker
+    limits = Limits(max_record_bytes=w.max_record_bytes)
+    pseudonym = load_pseudonymiser(w.pseudonymise_key, w.pseudonymise_key_file)
+
+    async def answer(valid: list[Event], event_of_user: dict, received: float, taken: int) -> None:
+        if not valid:
+            return
+        states = load_states(topology.sessions, event_of_user)
+        result = recommender.step_batch(valid, states, now=received)
+        save_states(topology.sessions, result.states, event_of_user)
+        produced = time.time()
+        for rec in result.recommendations:
+            await topology.recommendations.send(
+                key=rec.user_id.encode(), value=encode_recommendation(rec, produced)
+            )
+        metrics.record_batch(result, received_at=received, produced_at=produced, taken=taken)
 
     async def process(batch: Sequence[faust.types.EventT]) -> None:
         received = time.time()
-        valid, event_of_user, rekeyed = [], {}, 0
-        for event in batch:
+        valid, event_of_user, rekeyed, answered_upto = [], {}, 0, 0
+        for index, event in enumerate(batch):
             msg = event.message
             decoded = decode_event(
                 msg.value, msg.key, topic=msg.topic, partition=msg.partition, offset=msg.offset,
@@ -69,28 +92,26 @@ def wire(topology: Topology, recommender: Recommender, metrics: Metrics, bootstr
                 metrics.record_dead_letter(decoded.reason)
                 continue
             if msg.key is None:  # not keyed by user: its state may live on another partition
-                await topology.clicks.send(key=decoded.user_id.encode(), value=encode_event(decoded))
+                await topology.clicks.send(key=decoded.user_id.encode(), value=_encode(decoded))
                 rekeyed += 1
+                continue
+            if pseudonym is not None:
+                decoded = dataclasses.replace(decoded, user_id=pseudonym(decoded.user_id))
+            if isinstance(decoded, Forget):
+                if decoded.user_id in event_of_user:  # the user's earlier clicks come first
+                    await answer(valid, event_of_user, received, index - answered_upto)
+                    valid, event_of_user, answered_upto = [], {}, index
+                forget(topology.sessions, decoded.user_id, event)
+                metrics.events.labels("forgotten").inc()
                 continue
             valid.append(decoded)
             event_of_user[decoded.user_id] = event
         if rekeyed:
             metrics.record_repartitioned(rekeyed)
-        if not valid:
-            return
-        states = load_states(topology.sessions, event_of_user)
-        result = recommender.step_batch(valid, states, now=received)
-        save_states(topology.sessions, result.states, event_of_user)
-        produced = time.time()
-        for rec in result.recommendations:
-            await topology.recommendations.send(
-                key=rec.user_id.encode(), value=encode_recommendation(rec, produced)
-            )
-        metrics.record_batch(result, received_at=received, produced_at=produced, taken=len(batch))
+        await answer(valid, event_of_user, received, len(batch) - answered_upto)
 
     @app.agent(topology.clicks, concurrency=1, name="recommend")
     async def recommend(stream: faust.StreamT) -> None:
-        w = settings.worker
         async for batch in stream.take_events(w.batch_size, within=w.batch_window):
             await process(batch)
 
@@ -119,6 +140,19 @@ def wire(topology: Topology, recommender: Recommender, metrics: Metrics, bootstr
     @app.timer(SESSIONS_INTERVAL_S)
     async def count_sessions() -> None:
         metrics.set_active_sessions(len(topology.sessions))
+
+    @app.timer(w.state_sweep_interval)
+    async def expire_idle_states() -> None:
+        removed = await sweep_expired(topology.sessions, settings.topics.clicks, time.time(), w.state_ttl)
+        if removed:
+            log.info("deleted %d session states idle for more than %.0f s", removed, w.state_ttl)
+
+
+def _encode(decoded: Event | Forget) -> bytes:
+    """A validated record, every field explicit, to re-send keyed by its user."""
+    if isinstance(decoded, Forget):
+        return orjson.dumps({"event_id": decoded.event_id, "user_id": decoded.user_id, "type": FORGET})
+    return encode_event(decoded)
 
 
 async def follow_model_updates(

@@ -4,13 +4,18 @@ Faust's table and its RocksDB store pick the partition of a key (changelog parti
 database) from the *current event*. A micro-batch from ``take_events`` spans several partitions,
 so every read and write here runs as the user's own event (:func:`as_event`): the state then lives
 on the same partition as the user's clicks, which is what makes recovery and rebalancing correct.
+
+Deleting a state (:func:`forget`, :func:`sweep_expired`) writes a tombstone to the changelog
+partition the state lives on, so a compacted changelog and every later restore drop it too.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import weakref
 from collections.abc import Iterator, Mapping
+from types import SimpleNamespace
 
 import faust
 from faust.streams import _current_event
@@ -64,3 +69,67 @@ def save_states(
     for user, state in states.items():
         with as_event(events_by_user[user]):
             table[user.encode()] = state.encode()
+
+
+def forget(table: faust.Table, user: str, event: faust.types.EventT) -> None:
+    """Delete ``user``'s state: always a tombstone on the event's changelog partition (also when
+    the local store has no state, e.g. when a crash replays the request), then the local copy."""
+    with as_event(event), contextlib.suppress(KeyError):
+        del table[user.encode()]
+
+
+class PartitionEvent:
+    """A stand-in for an event of ``topic``/``partition``, for table writes made outside a stream
+    (the TTL sweep): Faust reads only ``message.topic`` and ``message.partition``."""
+
+    __slots__ = ("__weakref__", "message")
+
+    def __init__(self, topic: str, partition: int) -> None:
+        self.message = SimpleNamespace(topic=topic, partition=partition)
+
+
+def _expired(raw: bytes | None, now: float, ttl: float) -> bool:
+    try:
+        return raw is not None and SessionState.decode(raw).expired(now, ttl)
+    except ValueError:  # a state this version cannot read is not ours to judge
+        return False
+
+
+async def sweep_expired(
+    table: faust.Table, source_topic: str, now: float, ttl: float, chunk: int = 1000
+) -> int:
+    """Delete the states idle (processing time) for more than ``ttl`` seconds on the partitions
+    this worker holds; returns how many. Needs the RocksDB store (one database per partition:
+    the partition of a key is known); with another store nothing is swept.
+
+    A partition's candidates are found in one pass; each is checked again just before it is
+    deleted (a user active meanwhile stays), ``chunk`` at a time between yields to the agent."""
+    store = table.data
+    databases = getattr(store, "_dbs", None)
+    if databases is None:
+        return 0
+    changelog = table.changelog_topic.get_topic_name()
+    removed = 0
+    for partition in sorted(databases):
+        if not _holds(table, changelog, partition):
+            continue
+        items = store._visible_items(databases[partition])
+        candidates = [key for key, raw in items if _expired(raw, now, ttl)]
+        event = PartitionEvent(source_topic, partition)
+        for start in range(0, len(candidates), chunk):
+            if not _holds(table, changelog, partition):  # revoked while we yielded
+                break
+            with as_event(event):
+                for key in candidates[start : start + chunk]:
+                    if _expired(table.get(key), now, ttl):
+                        del table[key]
+                        removed += 1
+            await asyncio.sleep(0)
+    return removed
+
+
+def _holds(table: faust.Table, changelog: str, partition: int) -> bool:
+    actives = table.app.assignor.assigned_actives()
+    return any(tp.topic == changelog and tp.partition == partition for tp in actives) and (
+        partition in table.data._dbs
+    )

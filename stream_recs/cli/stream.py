@@ -1,4 +1,4 @@
-"""``stream-recs worker | produce | tail | publish-model``: run and feed the stream."""
+"""``stream-recs worker | produce | tail | publish-model | forget``: run and feed the stream."""
 
 from __future__ import annotations
 
@@ -39,6 +39,7 @@ def worker(model_dir, **options) -> None:
 
     from stream_recs.metrics import Metrics, start_server
     from stream_recs.models import CheckpointError, load_model
+    from stream_recs.privacy import PseudonymKeyError
     from stream_recs.scoring import Recommender
     from stream_recs.topology.agents import wire
     from stream_recs.topology.app import create_app
@@ -66,7 +67,11 @@ def worker(model_dir, **options) -> None:
     server = start_server(metrics, w.metrics_port, w.metrics_host)
     click.echo(f"metrics on http://{w.metrics_host}:{server.port}/metrics", err=True)
     topology = create_app(settings, bootstrap)
-    wire(topology, recommender, metrics, bootstrap)
+    try:
+        wire(topology, recommender, metrics, bootstrap)
+    except PseudonymKeyError as exc:
+        server.stop()
+        raise click.ClickException(str(exc)) from exc
     try:
         faust.Worker(topology.app, loglevel="WARNING", quiet=True).execute_from_commandline()
     finally:
@@ -180,6 +185,26 @@ def publish_model(model_dir) -> None:
 
 
 @click.command()
+@click.argument("user_id")
+def forget(user_id) -> None:
+    """Delete USER_ID's session state on every worker (a tombstone in the changelog).
+
+    Sends the control record {"user_id": USER_ID, "type": "forget"} to the clicks topic keyed by
+    the user, so it is handled in order after the user's earlier clicks; with pseudonymisation on,
+    pass the original user id (the worker hashes it as it does for clicks)."""
+    import uuid
+
+    import orjson
+
+    settings = load_settings()
+    producer = _producer(settings, resolve_bootstrap(settings), acks="all")
+    body = {"event_id": f"forget-{uuid.uuid4().hex}", "user_id": user_id, "type": "forget"}
+    meta = producer.send(settings.topics.clicks, key=user_id.encode(), value=orjson.dumps(body)).get(60)
+    producer.close()
+    click.echo(f"forget request {body['event_id']} sent to {meta.topic} partition {meta.partition}")
+
+
+@click.command()
 @click.option("--events", default=20_000, show_default=True, help="Clicks to replay.")
 @click.option("--rate", default=1000.0, show_default=True, help="Replay rate, events/s.")
 def demo(events, rate) -> None:
@@ -187,4 +212,4 @@ def demo(events, rate) -> None:
     from stream_recs.demo import run_demo
 
     run_demo(load_settings(), events, rate, say=click.echo)
-COMMANDS = [worker, produce, tail, publish_model, demo]
+COMMANDS = [worker, produce, tail, publish_model, forget, demo]

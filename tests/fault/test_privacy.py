@@ -1,0 +1,129 @@
+"""Privacy: ``stream-recs forget USER`` deletes a user's state for good (a changelog tombstone:
+gone after a restart that restores from the changelog alone), idle states expire by TTL, and
+pseudonymised user ids never reach state, logs or outputs in the clear."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import orjson
+import pytest
+
+from stream_recs.privacy import Pseudonymiser, PseudonymKeyError, load_pseudonymiser
+from stream_recs.topology.topics import changelog_topic
+from tests.harness import make_model
+
+from .load import read_all
+
+
+def changelog(stream) -> dict[bytes, bytes | None]:
+    """The sessions changelog of this test's app: the last value per key (None: tombstone)."""
+    topic = changelog_topic(stream.env["STREAM_RECS_APP_ID"])
+    return {r.key: r.value for r in read_all(stream.bootstrap, topic, 1, settle_s=2.0)}
+
+
+def wait_forgotten(worker, count: float = 1.0) -> None:
+    handled = lambda: worker.value("stream_recs_events_total", outcome="forgotten") == count  # noqa: E731
+    wait_for(handled, "the forget request was not handled")
+
+
+def wait_for(condition, what: str, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.5)
+
+
+def events_for(users: list[str], per_user: int, prefix: str = "e") -> list[dict]:
+    return [
+        {"event_id": f"{prefix}{n}-{user}", "user_id": user, "item_id": f"i{(7 * n + i) % 300}"}
+        for n in range(per_user)
+        for i, user in enumerate(users)
+    ]
+
+
+# --- pseudonymisation, unit level ------------------------------------------------------------
+def test_pseudonyms_are_stable_keyed_and_never_show_the_key(tmp_path):
+    one, other = Pseudonymiser(b"k" * 16), Pseudonymiser(b"j" * 16)
+    assert one("alice") == Pseudonymiser(b"k" * 16)("alice") != one("bob")
+    assert one("alice") != other("alice")
+    assert one("alice").startswith("p-") and len(one("alice")) == 34 and "alice" not in one("alice")
+    assert "k" * 16 not in repr(one)
+    key_file = tmp_path / "key"
+    key_file.write_bytes(b"k" * 16 + b"\n")
+    assert load_pseudonymiser(key_file=str(key_file))("alice") == one("alice")
+    assert load_pseudonymiser() is None
+    for bad in ({"key": "short"}, {"key": "k" * 16, "key_file": str(key_file)},
+                {"key_file": str(tmp_path / "missing")}):  # fmt: skip
+        with pytest.raises(PseudonymKeyError):
+            load_pseudonymiser(**bad)
+
+
+# --- forget, TTL and pseudonyms on a live worker ---------------------------------------------
+@pytest.mark.kafka
+def test_forget_deletes_the_state_and_it_stays_gone_after_a_restart(stream, workers, tmp_path):
+    model = make_model(tmp_path / "m1", "v1", seed=1)
+    users = [f"u{n}" for n in range(20)]
+    first = workers("first", model).start()
+    stream.produce_events(events_for(users, 10))
+    assert len(stream.consume(stream.topics.recommendations, 200)) == 200
+
+    done = stream.cli("forget", "u3")
+    assert done.returncode == 0, done.stderr
+    assert "u3" not in done.stdout
+    wait_forgotten(first)
+    stored = changelog(stream)
+    assert stored[b"u3"] is None, "no tombstone for the forgotten user"
+    assert all(stored[u.encode()] is not None for u in users if u != "u3")
+
+    first.stop(signal.SIGTERM)
+    second = workers("second", model).start()  # empty data dir: state only from the changelog
+    wait_for(lambda: second.value("stream_recs_active_sessions") == 19.0, "restored sessions != 19")
+    stream.produce_events([{"event_id": f"after-{u}", "user_id": u, "item_id": "i1"} for u in ("u3", "u4")])
+    assert len(stream.consume(stream.topics.recommendations, 202)) == 202
+    # u4 continues its session (scored online against its last answer), u3 starts afresh
+    assert second.value("stream_recs_online_evaluated_total") == 1.0
+
+
+@pytest.mark.kafka
+def test_idle_states_are_deleted_after_the_ttl(stream, workers, tmp_path):
+    stream.env.update(STREAM_RECS_STATE_TTL="3", STREAM_RECS_STATE_SWEEP_INTERVAL="1")
+    worker = workers("w", make_model(tmp_path / "m1", "v1", seed=1)).start()
+    users = [f"u{n}" for n in range(10)]
+    stream.produce_events(events_for(users, 5))
+    assert len(stream.consume(stream.topics.recommendations, 50)) == 50
+    wait_for(lambda: all(changelog(stream).get(u.encode(), b"") is None for u in users), "states not expired")
+    wait_for(lambda: worker.value("stream_recs_active_sessions") == 0.0, "active sessions not 0", 40)
+    stream.produce_events([{"event_id": "late", "user_id": "u1", "item_id": "i1"}])
+    assert len(stream.consume(stream.topics.recommendations, 51)) == 51
+    assert worker.value("stream_recs_online_evaluated_total") == 40.0  # 50 events less each user's first
+
+
+@pytest.mark.kafka
+def test_pseudonymised_user_ids_never_reach_state_logs_or_outputs(stream, workers, tmp_path):
+    secret = "a-secret-pseudonymisation-key-0123456789"
+    stream.env["STREAM_RECS_PSEUDONYMISE_KEY"] = secret
+    pseudonym = Pseudonymiser(secret.encode())
+    users = [f"alice.{n}@example.org" for n in range(8)]
+    worker = workers("w", make_model(tmp_path / "m1", "v1", seed=1)).start()
+    events = events_for(users, 6)
+    unkeyed = {"event_id": "unkeyed", "user_id": users[0], "item_id": "i5"}  # the repartition path
+    keyed = [(e["user_id"].encode(), orjson.dumps(e)) for e in events]
+    stream.produce([*keyed, (None, orjson.dumps(unkeyed))])
+    records = stream.consume(stream.topics.recommendations, len(events) + 1)
+    assert len(records) == len(events) + 1
+    for record in records:
+        rec = orjson.loads(record.value)
+        assert record.key.decode() == rec["user_id"] in {pseudonym(u) for u in users}
+    done = stream.cli("forget", users[2])
+    assert done.returncode == 0, done.stderr
+    wait_forgotten(worker)
+    stored = changelog(stream)
+    assert set(stored) == {pseudonym(u).encode() for u in users}
+    assert stored[pseudonym(users[2]).encode()] is None
+    worker.stop(signal.SIGTERM)
+    exposed = [worker.log.read_bytes()] + [p.read_bytes() for p in worker.data_dir.rglob("*") if p.is_file()]
+    for blob in exposed:
+        assert secret.encode() not in blob
+        assert not any(u.encode() in blob for u in users), "a user id in the clear in state or logs"
