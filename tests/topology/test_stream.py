@@ -174,7 +174,9 @@ def test_restart_restores_state_from_the_changelog(stream, workers, tmp_path):
     for event_id, rec in reference.items():
         got = restarted[event_id]
         assert [it["item_id"] for it in got["items"]] == [it["item_id"] for it in rec["items"]], event_id
-        assert [it["score"] for it in got["items"]] == pytest.approx([it["score"] for it in rec["items"]])
+        # equal up to float summation order (BLAS blocks differ with the micro-batch's size)
+        scores = [it["score"] for it in rec["items"]]
+        assert [it["score"] for it in got["items"]] == pytest.approx(scores, rel=1e-4, abs=1e-6)
 
 
 def test_two_workers_share_the_partitions_and_answer_each_event_once(stream, workers, tmp_path):
