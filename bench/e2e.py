@@ -1,0 +1,338 @@
+"""End-to-end benchmark on the real local broker: stream-recs against the ceiling and the naive
+service, side by side in one run, one worker each.
+
+    .venv/bin/python bench/e2e.py [--items 10000,100000] [--dims 64,256] [--repeats 3] [--json]
+
+Throughput (events/s at saturation): a backlog of synthetic click sessions (``synthetic_sessions``,
+keyed by user) is written to a fresh clicks topic, then the service starts and a separate consumer
+process reads its output topic; the rate is taken between the 10th and 90th percentile of the
+output records' timestamps (start-up and the tail do not count). Services, per catalogue size and d
+(synthetic GRU4Rec of that shape, K=20):
+
+1. ceiling: ``bench/services.py ceiling``, a do-nothing Faust agent forwarding each click;
+2. naive: ``bench/services.py naive``, one event at a time, GRU over the whole recent history;
+3. ours: ``stream-recs worker`` as shipped (RocksDB store, default settings).
+
+Latency (ours, 10k items, d=64): a running worker, clicks produced at a fixed rate (500 and 2,000
+events/s) with their send time as ``ts``; the consumer process records when each recommendation
+arrives; p50/p95/p99 of (arrival - ts) after a warm-up. Every run uses its own topics, consumer
+group and data directory (unique names), deleted afterwards; the shared broker is left running.
+Medians over ``--repeats``; the services of one repeat run one after the other, interleaved.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import click
+import numpy as np
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import emit_json, free_port, save_synthetic_model, table
+
+from stream_recs.config import Topics, load_settings
+
+HERE = Path(__file__).resolve().parent
+K = 20
+BACKLOG = {"ceiling": 40_000, "ours": 20_000, "naive": 3_000}  # events at 10k items
+BACKLOG_100K = {"ours": 10_000, "naive": 1_500}
+WARMUP_S = 3.0
+
+
+def click_records(n_items: int, n_events: int, seed: int = 0) -> list[tuple[bytes, dict]]:
+    """Synthetic click sessions over items i0..i{n-1}, in time order, keyed by user."""
+    from stream_recs.datasets import synthetic_sessions
+
+    events = synthetic_sessions(n_users=max(500, n_events // 10), n_items=n_items, n_events=n_events,
+                                seed=seed)  # fmt: skip
+    return [(e["user_id"].encode(), e) for e in events.records()]
+
+
+def _producer(bootstrap: str):
+    from kafka import KafkaProducer
+
+    return KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
+
+
+class Run:
+    """One service run: unique topics, group and data directory; its processes; the cleanup."""
+
+    def __init__(self, bootstrap: str, prefix: str, name: str, workdir: Path) -> None:
+        self.bootstrap = bootstrap
+        self.app_id = f"{prefix}-{name}-{uuid.uuid4().hex[:6]}"
+        self.topics = Topics(*(f"{self.app_id}-{t}" for t in ("clicks", "recs", "dead", "models")))
+        self.dir = workdir / self.app_id
+        self.dir.mkdir(parents=True)
+        self.procs: list[subprocess.Popen] = []
+        self.metrics_port = free_port()
+        self.env = {
+            **os.environ, "STREAM_RECS_BOOTSTRAP_SERVERS": self.bootstrap,
+            "STREAM_RECS_APP_ID": self.app_id, "STREAM_RECS_DATA_DIR": str(self.dir / "data"),
+            "STREAM_RECS_METRICS_PORT": str(self.metrics_port),
+            "STREAM_RECS_TOPIC_CLICKS": self.topics.clicks,
+            "STREAM_RECS_TOPIC_RECOMMENDATIONS": self.topics.recommendations,
+            "STREAM_RECS_TOPIC_DEAD_LETTERS": self.topics.dead_letters,
+            "STREAM_RECS_TOPIC_MODEL_UPDATES": self.topics.model_updates,
+        }  # fmt: skip
+
+    def create_topics(self) -> None:
+        from stream_recs.config import Settings
+        from stream_recs.topology.topics import apply_topics, topic_specs
+
+        settings = Settings(bootstrap_servers=self.bootstrap, topics=self.topics)
+        apply_topics(settings, self.bootstrap, topic_specs(settings, app_id=self.app_id))
+
+    def start(self, args: list[str], log: str) -> subprocess.Popen:
+        proc = subprocess.Popen(
+            args, env=self.env, cwd=HERE.parent, stdout=(self.dir / log).open("wb"),
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        self.procs.append(proc)
+        return proc
+
+    def service(self, kind: str, model: Path | None) -> subprocess.Popen:
+        if kind == "ours":
+            args = [sys.executable, "-m", "stream_recs", "worker", "--model", str(model)]
+        else:
+            args = [sys.executable, str(HERE / "services.py"), kind]
+            if kind != "ceiling":
+                args += ["--model", str(model)]
+        return self.start(args, f"{kind}.log")
+
+    def consumer(self, count: int, timeout: float) -> tuple[subprocess.Popen, Path]:
+        out = self.dir / "consumed.json"
+        args = [sys.executable, str(HERE / "services.py"), "consume", "--bootstrap", self.bootstrap,
+                "--topic", self.topics.recommendations, "--count", str(count), "--timeout", str(timeout),
+                "--out", str(out)]  # fmt: skip
+        return self.start(args, "consumer.log"), out
+
+    def wait_serving(self, timeout: float = 120.0) -> int:
+        """Send probe clicks until the service answers one; returns how many were sent (each is
+        answered once, before the measured events, and excluded from the percentiles)."""
+        from kafka import KafkaConsumer
+
+        consumer = KafkaConsumer(self.topics.recommendations, bootstrap_servers=self.bootstrap,
+                                 auto_offset_reset="earliest", enable_auto_commit=False)  # fmt: skip
+        producer = _producer(self.bootstrap)
+        deadline, sent = time.monotonic() + timeout, 0
+        try:
+            while time.monotonic() < deadline and not any(p.poll() is not None for p in self.procs):
+                probe = {"event_id": f"probe-{sent}", "user_id": "probe", "item_id": "i0", "ts": time.time()}
+                producer.send(self.topics.clicks, key=b"probe", value=orjson.dumps(probe))
+                producer.flush()
+                sent += 1
+                if consumer.poll(timeout_ms=1000):
+                    return sent
+        finally:
+            producer.close()
+            consumer.close()
+        raise RuntimeError(f"{self.app_id}: service not answering\n{self.log_tail()}")
+
+    def log_tail(self) -> str:
+        return "\n".join(f.read_text(errors="replace")[-2000:] for f in self.dir.glob("*.log"))
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        from kafka import KafkaAdminClient
+
+        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap)
+        try:
+            mine = [t for t in admin.list_topics() if t.startswith(self.app_id)]
+            if mine:
+                admin.delete_topics(mine)
+        finally:
+            admin.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _wait(proc: subprocess.Popen, run: Run, timeout: float) -> None:
+    """Until ``proc`` (the consumer) exits; fails early when another process of the run died."""
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None:
+        if any(p.poll() is not None for p in run.procs if p is not proc):
+            raise RuntimeError(f"{run.app_id}: a service exited\n{run.log_tail()}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{run.app_id}: no result in {timeout:.0f} s\n{run.log_tail()}")
+        time.sleep(0.2)
+
+
+def throughput(bootstrap, prefix, workdir, kind, model, records, timeout) -> float:
+    """Events/s at saturation: backlog first, then the service; 10th-90th percentile of outputs."""
+    run = Run(bootstrap, prefix, kind, workdir)
+    try:
+        run.create_topics()
+        producer = _producer(bootstrap)
+        now = time.time()
+        for key, event in records:
+            producer.send(run.topics.clicks, key=key, value=orjson.dumps({**event, "ts": now}))
+        producer.flush()
+        producer.close()
+        consumer, out = run.consumer(len(records), timeout)
+        run.service(kind, model)
+        _wait(consumer, run, timeout + 30)
+        stamps = np.sort(np.array([row[1] for row in orjson.loads(out.read_bytes())]))
+        if len(stamps) < 0.9 * len(records):
+            raise RuntimeError(f"{run.app_id}: {len(stamps)} of {len(records)} outputs\n{run.log_tail()}")
+        lo, hi = int(0.1 * len(stamps)), int(0.9 * len(stamps))
+        return (hi - lo) / max(stamps[hi] - stamps[lo], 1e-6)
+    finally:
+        run.close()
+
+
+def latency(bootstrap, prefix, workdir, kind, model, records, rate) -> dict:
+    """End-to-end latency percentiles (ms) of a running service fed at ``rate`` events/s."""
+    run = Run(bootstrap, prefix, f"{kind}-lat{int(rate)}", workdir)
+    try:
+        run.create_topics()
+        run.service(kind, model)
+        probes = run.wait_serving()
+        consumer, out = run.consumer(probes + len(records), timeout=len(records) / rate + 120)
+        producer = _producer(bootstrap)
+        started = time.monotonic()
+        wall_start = time.time()
+        for sent, (key, event) in enumerate(records):
+            delay = started + sent / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            producer.send(run.topics.clicks, key=key, value=orjson.dumps({**event, "ts": time.time()}))
+        producer.flush()
+        producer.close()
+        achieved = len(records) / (time.monotonic() - started)
+        _wait(consumer, run, 150)
+        rows = orjson.loads(out.read_bytes())
+        lat = np.array([(r[0] - r[2]) * 1e3 for r in rows if r[2] >= wall_start + WARMUP_S])
+        if len(lat) < 0.99 * (len(records) - WARMUP_S * rate):
+            raise RuntimeError(f"{run.app_id}: {len(rows)} of {len(records)} outputs\n{run.log_tail()}")
+        p50, p95, p99 = np.percentile(lat, [50, 95, 99])
+        return {"rate": rate, "offered_eps": achieved, "p50_ms": p50, "p95_ms": p95, "p99_ms": p99,
+                "max_ms": float(lat.max()), "events": len(lat)}  # fmt: skip
+    finally:
+        run.close()
+
+
+@click.command()
+@click.option("--items", default="10000,100000", show_default=True)
+@click.option("--dims", default="64,256", show_default=True)
+@click.option("--rates", default="500,2000", show_default=True, help="Offered loads for latency.")
+@click.option("--latency-seconds", default=20.0, show_default=True)
+@click.option("--latency-services", default="ours", show_default=True, help="Also: ceiling, naive.")
+@click.option("--measure", default="throughput,latency", show_default=True)
+@click.option("--repeats", default=3, show_default=True)
+@click.option("--scale", default=1.0, show_default=True, help="Multiplies every backlog size.")
+@click.option("--json", "as_json", is_flag=True, help="Last line: one JSON object with the results.")
+def main(items, dims, rates, latency_seconds, latency_services, measure, repeats, scale, as_json):
+    settings = load_settings()
+    from stream_recs.cli.kafka import resolve_bootstrap
+
+    bootstrap = resolve_bootstrap(settings, start=False)
+    sizes = [int(x) for x in items.split(",")]
+    ds = [int(x) for x in dims.split(",")]
+    loads = [float(x) for x in rates.split(",")]
+    prefix = f"bench-e2e-{uuid.uuid4().hex[:6]}"
+    workdir = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
+    try:
+        models = {(n, d): save_synthetic_model(workdir / f"model-{n}-{d}", n, d) for n in sizes for d in ds}
+        backlog = {}
+        for n in sizes:
+            counts = BACKLOG if n < 100_000 else {**BACKLOG, **BACKLOG_100K}
+            backlog[n] = {kind: max(500, int(c * scale)) for kind, c in counts.items()}
+        data = {n: click_records(n, max(backlog[n].values())) for n in sizes}
+        base = sizes[0]
+        lat_records = click_records(base, int(max(loads) * latency_seconds), seed=1)
+        results: dict[str, list[float]] = {}
+
+        def add(key: str, value: float) -> None:
+            results.setdefault(key, []).append(value)
+            print(f"  {key}: {value:,.1f}", file=sys.stderr, flush=True)
+
+        for rep in range(repeats):
+            print(f"repeat {rep + 1}/{repeats}", file=sys.stderr, flush=True)
+            recs = data[base][: backlog[base]["ceiling"]]
+            if "throughput" in measure:
+                add("ceiling_eps", throughput(bootstrap, prefix, workdir, "ceiling", None, recs, 300))
+            for n in sizes if "throughput" in measure else ():
+                for d in ds:
+                    for kind in ("ours", "naive"):
+                        recs = data[n][: backlog[n][kind]]
+                        eps = throughput(bootstrap, prefix, workdir, kind, models[n, d], recs, 400)
+                        add(f"{kind}_eps_{n}_{d}", eps)
+            for kind in latency_services.split(",") if "latency" in measure else ():
+                for rate in loads:
+                    recs = lat_records[: int(rate * latency_seconds)]
+                    got = latency(bootstrap, prefix, workdir, kind, models[base, ds[0]], recs, rate)
+                    tag = "" if kind == "ours" else f"_{kind}"
+                    for q in ("p50", "p95", "p99"):
+                        add(f"{q}_ms_at_{int(rate)}{tag}", got[f"{q}_ms"])
+                    add(f"offered_eps_at_{int(rate)}{tag}", got["offered_eps"])
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    med = {key: statistics.median(values) for key, values in results.items()}
+    summary = report(med, sizes, ds, loads, latency_services.split(","), repeats, settings.partitions)
+    if as_json:
+        emit_json({**summary, "medians": med, "runs": results, "repeats": repeats})
+
+
+def report(med, sizes, ds, loads, latency_kinds, repeats, partitions) -> dict:
+    """Print the tables and ratios; the summary figures (medians) for the JSON line."""
+    summary: dict[str, float] = {}
+    base, big, d0 = sizes[0], sizes[-1], ds[0]
+    if "ceiling_eps" in med:
+        ceiling = med["ceiling_eps"]
+        rows = [{"service": "ceiling (forward)", "items": "-", "d": "-", "events_per_s": ceiling,
+                 "of_ceiling": 1.0}]  # fmt: skip
+        for n in sizes:
+            for d in ds:
+                ours, naive = med[f"ours_eps_{n}_{d}"], med[f"naive_eps_{n}_{d}"]
+                rows.append({"service": "naive", "items": n, "d": d, "events_per_s": naive,
+                             "of_ceiling": naive / ceiling})  # fmt: skip
+                rows.append({"service": "stream-recs", "items": n, "d": d, "events_per_s": ours,
+                             "of_ceiling": ours / ceiling, "ours_over_naive": ours / naive})  # fmt: skip
+        print(f"throughput at saturation, median of {repeats} "
+              f"(events/s; one worker, {partitions} partitions)")
+        print(table(rows, ["service", "items", "d", "events_per_s", "of_ceiling", "ours_over_naive"]))
+        summary = {
+            "ceiling_eps": ceiling, "ours_eps": med[f"ours_eps_{base}_{d0}"],
+            "ours_eps_100k": med[f"ours_eps_{big}_{d0}"], "naive_eps_100k": med[f"naive_eps_{big}_{d0}"],
+            "naive_eps": med[f"naive_eps_{base}_{d0}"],
+        }  # fmt: skip
+        summary["ours_over_ceiling"] = summary["ours_eps"] / ceiling
+        summary["ours_over_naive_100k"] = summary["ours_eps_100k"] / summary["naive_eps_100k"]
+        print(f"\nours/ceiling ({base} items, d={d0}): {summary['ours_over_ceiling']:.2f}   "
+              f"ours/naive ({big} items, d={d0}): {summary['ours_over_naive_100k']:.1f}x")
+    for kind in latency_kinds:
+        tag = "" if kind == "ours" else f"_{kind}"
+        if f"p50_ms_at_{int(loads[0])}{tag}" not in med:
+            continue
+        rows = [{"offered_eps": rate, "achieved_eps": med[f"offered_eps_at_{int(rate)}{tag}"],
+                 **{f"{q}_ms": med[f"{q}_ms_at_{int(rate)}{tag}"] for q in ("p50", "p95", "p99")}}
+                for rate in loads]  # fmt: skip
+        name = "stream-recs" if kind == "ours" else kind
+        print(f"\nend-to-end latency, {name}, {base} items, d={d0}, median of {repeats} (ms)")
+        print(table(rows, ["offered_eps", "achieved_eps", "p50_ms", "p95_ms", "p99_ms"]))
+        for rate in loads:
+            for q in ("p50", "p95", "p99"):
+                summary[f"{q}_ms_at_{int(rate)}{tag}"] = med[f"{q}_ms_at_{int(rate)}{tag}"]
+    return summary
+
+if __name__ == "__main__":
+    main()
