@@ -100,3 +100,14 @@ def test_sampled_and_bpr_max_training_reduce_loss():
                              learning_rate=0.1, momentum=0.3, final_act="elu-0.5")
         _, history = train_model(seqs, ITEMS, config, "t", show_progress=False)
         assert history[-1]["loss"] < history[0]["loss"]
+
+
+def test_dropout_keeps_expectation_and_is_identity_in_eval():
+    from stream_recs.models.gru4rec import Dropout
+
+    layer = Dropout(0.25)
+    x = torch.ones(200_000)
+    y = layer(x)
+    assert torch.isclose(y[y != 0], torch.tensor(1.0 / 0.75)).all()
+    assert y.mean().item() == pytest.approx(1.0, abs=0.01)
+    assert torch.equal(layer.eval()(x), x)
