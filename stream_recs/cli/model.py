@@ -96,7 +96,12 @@ def train(dataset, events_path, n_events, n_users, n_items, data_seed, out_dir, 
     values = {**defaults_for(loss), "loss": loss, "max_len": max_len, "seed": seed}
     if epochs is not None:
         values["epochs"] = epochs
-    values.update(_parse_params(params))
+    overrides = _parse_params(params)
+    unknown = set(overrides) - {f.name for f in dataclasses.fields(TrainConfig)}
+    if unknown:
+        raise click.BadParameter(f"unknown hyper-parameter(s): {', '.join(sorted(unknown))}",
+                                 param_hint="--param")
+    values.update(overrides)
     config = TrainConfig.from_dict(values)
     item_ids = sorted(set(events.item_ids[i] for i in set(events.item.tolist())))
     index = {item: i for i, item in enumerate(item_ids)}
