@@ -6,6 +6,10 @@ written from ``deploy/kafka/server.properties.in``. Its state directory holds ``
 once, never reformatted, so restarts keep every topic), ``logs/server.log``, the written config and
 ``broker.json`` (pid and ports), which is how ``status``/``down`` find a broker started by another
 process.
+
+With ``sasl`` the broker also listens for SASL_PLAINTEXT clients on a port of its own (PLAIN or
+SCRAM users; SCRAM credentials are written when the storage is formatted), for testing the
+clients' security settings; the plain listener stays for the broker itself.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
 
@@ -45,10 +49,53 @@ class BrokerInfo:
     port: int
     controller_port: int
     version: str
+    sasl_port: int | None = None
 
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def sasl_bootstrap(self) -> str | None:
+        """The SASL_PLAINTEXT listener's address, when the broker has one."""
+        return f"127.0.0.1:{self.sasl_port}" if self.sasl_port else None
+
+
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+@dataclass(frozen=True)
+class SaslListener:
+    """A SASL_PLAINTEXT listener: its mechanism and users (name -> password)."""
+
+    mechanism: str
+    users: Mapping[str, str] = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if self.mechanism not in SASL_MECHANISMS:
+            raise KafkaLocalError(f"SASL mechanism {self.mechanism!r} is not one of {SASL_MECHANISMS}")
+        for name, password in self.users.items():
+            if not re.fullmatch(r"[A-Za-z0-9._-]+", name) or any(c in password for c in '"\\,=[]\n'):
+                raise KafkaLocalError(f"SASL user {name!r}: use [A-Za-z0-9._-] names, plain passwords")
+
+    def properties(self) -> str:
+        """server.properties lines for the listener named SASL_PLAINTEXT."""
+        prefix = f"listener.name.sasl_plaintext.{self.mechanism.lower()}"
+        if self.mechanism == "PLAIN":
+            users = " ".join(f'user_{name}="{password}"' for name, password in self.users.items())
+            jaas = f"org.apache.kafka.common.security.plain.PlainLoginModule required {users};"
+        else:
+            jaas = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        return f"sasl.enabled.mechanisms={self.mechanism}\n{prefix}.sasl.jaas.config={jaas}\n"
+
+    def format_args(self) -> list[str]:
+        """``StorageTool format`` arguments creating the SCRAM users (none for PLAIN)."""
+        if self.mechanism == "PLAIN":
+            return []
+        return [
+            arg for name, password in self.users.items()
+            for arg in ("--add-scram", f"{self.mechanism}=[name={name},password={password}]")
+        ]  # fmt: skip
 
 
 def pinned_version(pom: Path = DEPLOY_DIR / "pom.xml") -> str:
@@ -137,6 +184,7 @@ class LocalKafka:
         port: int = DEFAULT_PORT,
         heap: str = "512m",
         overrides: Mapping[str, str] | None = None,
+        sasl: SaslListener | None = None,
     ) -> None:
         self.state_dir = Path(state_dir)
         self.version = pinned_version()
@@ -144,6 +192,7 @@ class LocalKafka:
         self.preferred_port = port
         self.heap = heap
         self.overrides = dict(overrides or {})
+        self.sasl = sasl
 
     # --- paths ----------------------------------------------------------------------------
     @property
@@ -209,8 +258,8 @@ class LocalKafka:
                 return info
             java = _java()
             classpath = self.classpath()
-            port, controller_port = self._choose_ports()
-            self._write_config(port, controller_port)
+            port, controller_port, sasl_port = self._choose_ports()
+            self._write_config(port, controller_port, sasl_port)
             self._format_once(java, classpath)
             self.logs_dir.mkdir(parents=True, exist_ok=True)
             cmd = [
@@ -225,7 +274,7 @@ class LocalKafka:
                     cmd, stdout=console, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                     start_new_session=True, cwd=self.state_dir,
                 )  # fmt: skip
-            info = BrokerInfo(proc.pid, port, controller_port, self.version)
+            info = BrokerInfo(proc.pid, port, controller_port, self.version, sasl_port)
             self._info_file.write_text(json.dumps(info.__dict__))
             self._wait_ready(proc, info, timeout_s)
             return info
@@ -249,9 +298,9 @@ class LocalKafka:
             return True
 
     # --- helpers --------------------------------------------------------------------------
-    def _choose_ports(self) -> tuple[int, int]:
+    def _choose_ports(self) -> tuple[int, int, int | None]:
         """The ports used last time when free (stable bootstrap address), else the preferred
-        port, else any free port; the controller port likewise."""
+        port, else any free port; the controller (and SASL) port likewise."""
         last = {}
         with contextlib.suppress(FileNotFoundError, ValueError):
             last = json.loads((self.state_dir / "ports.json").read_text())
@@ -259,20 +308,33 @@ class LocalKafka:
             (p for p in (last.get("port"), self.preferred_port) if p and _port_free(p)),
             None,
         ) or _any_free_port()
-        controller = last.get("controller_port")
-        if not controller or controller == port or not _port_free(controller):
-            controller = next(p for p in iter(_any_free_port, None) if p != port)
-        (self.state_dir / "ports.json").write_text(
-            json.dumps({"port": port, "controller_port": controller})
-        )
-        return port, controller
+        taken = {port}
 
-    def _write_config(self, port: int, controller_port: int) -> None:
+        def other(previous: int | None) -> int:
+            if previous and previous not in taken and _port_free(previous):
+                chosen = previous
+            else:
+                chosen = next(p for p in iter(_any_free_port, None) if p not in taken)
+            taken.add(chosen)
+            return chosen
+
+        controller = other(last.get("controller_port"))
+        sasl = other(last.get("sasl_port")) if self.sasl else None
+        (self.state_dir / "ports.json").write_text(
+            json.dumps({"port": port, "controller_port": controller, "sasl_port": sasl})
+        )
+        return port, controller, sasl
+
+    def _write_config(self, port: int, controller_port: int, sasl_port: int | None = None) -> None:
         template = Template((DEPLOY_DIR / "server.properties.in").read_text())
         overrides = "".join(f"{key}={value}\n" for key, value in self.overrides.items())
+        sasl = self.sasl is not None and sasl_port is not None
         self._config_file.write_text(
             template.substitute(
-                port=port, controller_port=controller_port, data_dir=self.data_dir, overrides=overrides
+                port=port, controller_port=controller_port, data_dir=self.data_dir, overrides=overrides,
+                extra_listeners=f",SASL_PLAINTEXT://127.0.0.1:{sasl_port}" if sasl else "",
+                extra_protocols=",SASL_PLAINTEXT:SASL_PLAINTEXT" if sasl else "",
+                sasl=self.sasl.properties() if sasl else "",
             )
         )
 
@@ -283,7 +345,7 @@ class LocalKafka:
         cluster_id = _uuid_base64()
         cmd = [
             java, "-cp", classpath, "kafka.tools.StorageTool", "format", "-t", cluster_id,
-            "-c", str(self._config_file), "-g",
+            "-c", str(self._config_file), "-g", *(self.sasl.format_args() if self.sasl else []),
         ]  # fmt: skip
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if done.returncode != 0:

@@ -14,7 +14,7 @@ import os
 import pytest
 
 from stream_recs.config import load_settings
-from stream_recs.kafka_local import LocalKafka
+from stream_recs.kafka_local import LocalKafka, SaslListener
 from tests.harness import free_port
 
 from .load import FIGURES
@@ -40,10 +40,10 @@ def own_broker(tmp_path):
     """Factory of private brokers (own state dir and port, shared jar cache); all stopped at the end."""
     started: list[LocalKafka] = []
 
-    def make(name: str = "kafka", **overrides: str) -> LocalKafka:
+    def make(name: str = "kafka", sasl: SaslListener | None = None, **overrides: str) -> LocalKafka:
         broker = LocalKafka(
             state_dir=tmp_path / name, cache_dir=load_settings().home / "jars", port=free_port(),
-            heap="384m", overrides=overrides,
+            heap="384m", overrides=overrides, sasl=sasl,
         )  # fmt: skip
         started.append(broker)
         return broker
