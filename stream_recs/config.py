@@ -65,6 +65,8 @@ class Worker:
     processing_guarantee: str = "at_least_once"  # or exactly_once (Kafka transactions)
     commit_interval: float = 1.0
     torch_threads: int = 1
+    ann_lists: int = 0  # >0: approximate scoring, faiss inverted file with this many cells (`ann` extra)
+    ann_probes: int = 32  # cells scanned per event when ann_lists > 0
     state_sweep_interval: float = 300.0  # seconds between deletions of states idle past state_ttl
     pseudonymise_key: str = field(default="", repr=False)  # HMAC key for user ids (privacy.py)
     pseudonymise_key_file: str = ""  # or a file holding it

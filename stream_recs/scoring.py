@@ -41,6 +41,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -160,6 +161,40 @@ def top_k_scores(
     return torch.topk(scores, min(k, scores.shape[1]), dim=1)
 
 
+def _ivf_index(weight: torch.Tensor, bias: torch.Tensor, lists: int, probes: int):
+    """An inverted-file index (faiss ``IndexIVFFlat``, inner product) over ``[E | b]``, so that
+    ``[h | 1] . [e | b] = h . e + b`` is the exact score of every item it visits. Items whose
+    bias is -inf (``never_recommend``) are left out. ``probes`` of the ``lists`` k-means cells
+    closest to a query are scanned."""
+    import faiss
+
+    faiss.omp_set_num_threads(torch.get_num_threads())
+    keep = torch.isfinite(bias).nonzero()[:, 0]
+    vectors = torch.cat([weight[keep], bias[keep, None]], dim=1).contiguous().numpy()
+    lists = max(1, min(lists, len(vectors)))
+    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(vectors.shape[1]), vectors.shape[1], lists,
+                               faiss.METRIC_INNER_PRODUCT)  # fmt: skip
+    index.train(vectors)
+    index.add_with_ids(vectors, keep.numpy().astype(np.int64))
+    index.nprobe = max(1, min(probes, lists))
+    return index
+
+
+def _ann_top_k(index, outputs: torch.Tensor, k: int, masked: torch.Tensor | None):
+    """Approximate ``top_k_scores``: the index's best ``k`` + ``masked.shape[1]`` candidates per
+    row, the masked ones and misses (-1) scored -inf, then the best ``k`` of those."""
+    extra = masked.shape[1] if masked is not None else 0
+    queries = torch.cat([outputs, torch.ones(len(outputs), 1)], dim=1).contiguous().numpy()
+    found, ids = index.search(queries, k + extra)
+    scores, ids = torch.from_numpy(found), torch.from_numpy(ids)
+    drop = ids < 0
+    if masked is not None:
+        drop |= (ids[:, :, None] == masked[:, None, :]).any(dim=2)
+    scores = scores.masked_fill(drop, float("-inf"))
+    values, pos = torch.topk(scores, min(k, scores.shape[1]), dim=1)
+    return values, ids.gather(1, pos).clamp_min(0)
+
+
 def _as_stored(hidden: torch.Tensor) -> torch.Tensor:
     """Round a hidden state to what the state store keeps (float16)."""
     return hidden.half().float()
@@ -177,7 +212,9 @@ class _Vocabulary:
 class _Live:
     """The live model and what is derived from it once per swap."""
 
-    def __init__(self, model: GRU4Rec, never_recommend: Collection[str]) -> None:
+    def __init__(
+        self, model: GRU4Rec, never_recommend: Collection[str], ann_lists: int = 0, ann_probes: int = 0
+    ) -> None:
         model.eval()
         self.model = model
         self.version = model.version
@@ -192,6 +229,15 @@ class _Live:
                 self.bias[index] = float("-inf")
         self.unit = self.weight / self.weight.norm(dim=1, keepdim=True).clamp_min(1e-12)
         self.state_size = model.state_size
+        self.index = _ivf_index(self.weight, self.bias, ann_lists, ann_probes) if ann_lists else None
+
+    def top_k(
+        self, outputs: torch.Tensor, k: int, masked: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-``k`` (values, indices) per row, exact or from the approximate index."""
+        if self.index is None:
+            return top_k_scores(outputs, self.weight, self.bias, k, masked)
+        return _ann_top_k(self.index, outputs, k, masked)
 
 
 @dataclass(slots=True)
@@ -214,7 +260,11 @@ class _Plan:
 class Recommender:
     """Turns micro-batches of events and their users' states into recommendations and new states.
 
-    Holds no per-user data: states come in and go out with each batch.
+    Holds no per-user data: states come in and go out with each batch. ``ann_lists`` > 0 scores
+    through an approximate inverted-file index (faiss, the ``ann`` extra) of that many cells,
+    ``ann_probes`` of them scanned per event, instead of every item: the scores it returns are
+    exact, but an item in a cell it did not scan is missed (``bench/model.py`` reports the recall
+    of the exact top-K). 0 (the default) scores every item.
     """
 
     def __init__(
@@ -229,6 +279,8 @@ class Recommender:
         popularity_half_life: float = 3600.0,
         never_recommend: Collection[str] = DEFAULT_NEVER_RECOMMEND,
         max_vocabularies: int = 4,
+        ann_lists: int = 0,
+        ann_probes: int = 32,
     ) -> None:
         if k < 1 or history_len < 1:
             raise ValueError("k and history_len must be positive")
@@ -240,6 +292,8 @@ class Recommender:
         self.never_recommend = frozenset(never_recommend)
         self.popularity = Popularity(popularity_half_life)
         self.max_vocabularies = max_vocabularies
+        self.ann_lists = ann_lists
+        self.ann_probes = ann_probes
         self._vocabularies: OrderedDict[int, _Vocabulary] = OrderedDict()
         self._mappings: dict[tuple[int, int], np.ndarray] = {}
         self._live: _Live | None = None
@@ -253,7 +307,10 @@ class Recommender:
 
     def swap_model(self, model: GRU4Rec | None) -> None:
         """Make ``model`` live (None: popularity only). States catch up lazily, per user."""
-        self._live = _Live(model, self.never_recommend) if model is not None else None
+        live = None
+        if model is not None:
+            live = _Live(model, self.never_recommend, self.ann_lists, self.ann_probes)
+        self._live = live
         if self._live is not None:
             self._remember(self._live.vocab)
 
@@ -444,10 +501,10 @@ class Recommender:
         # [m, longest], left-padded with each row's newest item: masking and argmax ignore repeats
         history = torch.from_numpy(np.array(padded, dtype=np.int64))
         masked = history[:, -self.mask_recent :] if self.mask_recent else None
-        values, top = top_k_scores(outputs, live.weight, live.bias, self.k, masked)
+        values, top = live.top_k(outputs, self.k, masked)
         similarity = torch.bmm(live.unit[top], live.unit[history].transpose(1, 2))
         because = history.gather(1, similarity.argmax(dim=2))
-        name = live.vocab.ids.__getitem__
+        name, make = live.vocab.ids.__getitem__, partial(tuple.__new__, RecItem)  # no Python frame per item
         masked_out = bool(torch.isinf(values).any())  # fewer than k items left for some rows
         answers = {}
         for plan, vals, items, why in zip(
@@ -457,7 +514,7 @@ class Recommender:
                 n = sum(v != float("-inf") for v in vals)
                 vals, items, why = vals[:n], items[:n], why[:n]
             plan.recs = items
-            answers[plan.out] = tuple(map(RecItem, map(name, items), vals, map(name, why)))
+            answers[plan.out] = tuple(map(make, zip(map(name, items), vals, map(name, why), strict=True)))
         return answers
 
     def _rank(self, plan: _Plan, plans: list[_Plan], live: _Live | None) -> int | None:

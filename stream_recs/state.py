@@ -38,6 +38,7 @@ from typing import NamedTuple
 import numpy as np
 
 FORMAT = 1
+_new = tuple.__new__  # builds a SessionState from its fields without _replace's keyword handling
 _HEADER = struct.Struct("<BBdQIIIHHHB")
 _MAX_RECS = 255
 
@@ -68,7 +69,7 @@ class SessionState(NamedTuple):
     """One user's state; see the module docstring for the meaning of each field.
 
     A named tuple rather than a dataclass: transitions run several times per event and tuple
-    construction is several times cheaper."""
+    construction is several times cheaper (the per-event ones build the tuple directly)."""
 
     last_ts: float
     touched: int
@@ -103,12 +104,9 @@ class SessionState(NamedTuple):
     def append(self, item: int, ts: float, now: float, history_len: int) -> SessionState:
         """Record an interaction with vocabulary index ``item``; history keeps the newest N."""
         history = (*self.history, item)[-history_len:]
-        return self._replace(
-            history=history,
-            session_len=min(self.session_len + 1, len(history)),
-            last_ts=max(self.last_ts, ts),
-            touched=int(now),
-        )
+        last_ts, _, session, model, vocab, hidden, _, session_len, last_recs = self
+        return _new(SessionState, (max(last_ts, ts), int(now), session, model, vocab, hidden, history,
+                                   min(session_len + 1, len(history)), last_recs))  # fmt: skip
 
     def touch(self, ts: float, now: float) -> SessionState:
         """Record an event whose item has no index (unknown to the model): times only."""
@@ -116,11 +114,13 @@ class SessionState(NamedTuple):
 
     def with_hidden(self, hidden: bytes, model: int) -> SessionState:
         """The GRU state (float16 bytes) after the last event, by the model tagged ``model``."""
-        return self._replace(hidden=hidden, model=model)
+        last_ts, touched, session, _, vocab, _, history, session_len, last_recs = self
+        fields = (last_ts, touched, session, model, vocab, hidden, history, session_len, last_recs)
+        return _new(SessionState, fields)
 
     def with_recs(self, recs: Sequence[int]) -> SessionState:
         """Remember what was recommended (model indices, best first; empty for a fallback)."""
-        return self._replace(last_recs=tuple(recs[:_MAX_RECS]))
+        return _new(SessionState, (*self[:-1], tuple(recs[:_MAX_RECS])))
 
     def translate(self, vocab: int, mapping: np.ndarray | None) -> SessionState:
         """Re-index ``history`` into vocabulary ``vocab``.

@@ -71,15 +71,15 @@ def data_dir(settings: Settings) -> Path:
 
 
 async def _skip_unemitted_logs() -> None:
-    """Raise the root logger's level to its most verbose handler's level, once logging is set up.
+    """Once the worker runs, stop Faust, mode and aiokafka from building DEBUG log records.
 
-    The Faust worker leaves the root logger at DEBUG with WARNING handlers, so Faust and aiokafka
-    built a log record for every message sent and received (a few % of the worker's CPU in the
-    profile) only for the handlers to drop it. Nothing that was printed before is lost."""
-    root = logging.getLogger()
-    levels = [h.level for h in root.handlers]
-    if levels and root.level < min(levels):
-        root.setLevel(min(levels))
+    The Faust worker leaves the root logger at DEBUG (for its start-up spinner) with WARNING
+    output handlers, so these libraries built a log record for every message sent and received
+    (4 % of the worker's CPU in the profile) only for the handlers to drop it."""
+    for name in ("faust", "mode", "aiokafka"):
+        logger = logging.getLogger(name)
+        if logger.getEffectiveLevel() < logging.INFO:
+            logger.setLevel(logging.INFO)
 
 
 def create_app(settings: Settings, bootstrap: str) -> Topology:

@@ -60,7 +60,8 @@ def worker(model_dir, **options) -> None:
         raise click.ClickException(str(exc)) from exc
     recommender = Recommender(
         model, k=w.k, session_gap=w.session_gap, history_len=w.history_len, mask_recent=w.mask_recent,
-        ttl=w.state_ttl, popularity_half_life=w.popularity_half_life,
+        ttl=w.state_ttl, popularity_half_life=w.popularity_half_life, ann_lists=w.ann_lists,
+        ann_probes=w.ann_probes,
     )  # fmt: skip
     metrics = Metrics()
     metrics.set_model(recommender.model_version)
