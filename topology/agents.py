@@ -26,6 +26,7 @@ from collections.abc import Sequence
 import faust
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import ConsumerStoppedError, KafkaError
 
 from stream_recs.config import Security
 from stream_recs.events import FORGET, Event, Forget, Limits, Rejection, decode_event
@@ -123,10 +124,19 @@ def wire(topology: Topology, recommender: Recommender, metrics: Metrics, bootstr
 
     @app.timer(LAG_INTERVAL_S)
     async def report_lag() -> None:
+        """Lag per partition, and readiness: partitions assigned AND the broker answering (an
+        outage keeps the assignment but turns ``stream_recs_ready`` to 0 until it ends)."""
         assigned = app.consumer.assignment()
         clicks = [tp for tp in assigned if tp.topic == settings.topics.clicks]
+        try:
+            highwaters = (
+                await asyncio.wait_for(app.consumer.highwaters(*clicks), LAG_INTERVAL_S) if clicks else {}
+            )
+        except (TimeoutError, KafkaError, ConsumerStoppedError) as exc:
+            metrics.set_ready(False)
+            log.warning("the broker does not answer (%s): not ready", type(exc).__name__)
+            return
         metrics.set_ready(bool(clicks))
-        highwaters = await app.consumer.highwaters(*clicks) if clicks else {}
         for tp in clicks:
             position = await app.consumer.position(tp)
             if position is not None and tp in highwaters:
