@@ -11,7 +11,8 @@ output records' timestamps (start-up and the tail do not count). Services, per c
 
 1. ceiling: ``bench/services.py ceiling``, a do-nothing Faust agent forwarding each click;
 2. naive: ``bench/services.py naive``, one event at a time, GRU over the whole recent history;
-3. ours: ``stream-recs worker`` as shipped (RocksDB store, default settings).
+3. ours: ``stream-recs worker`` as shipped (RocksDB store, default settings: exact scoring);
+   with ``--ann-lists``, also with the ``ann`` option at the largest catalogue.
 
 Latency (ours, 10k items, d=64): a running worker, clicks produced at a fixed rate (500 and 2,000
 events/s) with their send time as ``ts``; the consumer process records when each recommendation
@@ -102,7 +103,7 @@ class Run:
         return proc
 
     def service(self, kind: str, model: Path | None) -> subprocess.Popen:
-        if kind == "ours":
+        if kind.startswith("ours"):
             args = [sys.executable, "-m", "stream_recs", "worker", "--model", str(model)]
         else:
             args = [sys.executable, str(HERE / "services.py"), kind]
@@ -175,9 +176,10 @@ def _wait(proc: subprocess.Popen, run: Run, timeout: float) -> None:
         time.sleep(0.2)
 
 
-def throughput(bootstrap, prefix, workdir, kind, model, records, timeout) -> float:
+def throughput(bootstrap, prefix, workdir, kind, model, records, timeout, env=None) -> float:
     """Events/s at saturation: backlog first, then the service; 10th-90th percentile of outputs."""
     run = Run(bootstrap, prefix, kind, workdir)
+    run.env.update(env or {})
     try:
         run.create_topics()
         producer = _producer(bootstrap)
@@ -236,10 +238,16 @@ def latency(bootstrap, prefix, workdir, kind, model, records, rate) -> dict:
 @click.option("--latency-seconds", default=20.0, show_default=True)
 @click.option("--latency-services", default="ours", show_default=True, help="Also: ceiling, naive.")
 @click.option("--measure", default="throughput,latency", show_default=True)
+@click.option("--ann-lists", default=0, show_default=True,
+              help="Also run stream-recs with the ann option (this many cells) at the largest catalogue.")
+@click.option("--ann-probes", default=32, show_default=True)
 @click.option("--repeats", default=3, show_default=True)
 @click.option("--scale", default=1.0, show_default=True, help="Multiplies every backlog size.")
 @click.option("--json", "as_json", is_flag=True, help="Last line: one JSON object with the results.")
-def main(items, dims, rates, latency_seconds, latency_services, measure, repeats, scale, as_json):
+def main(
+    items, dims, rates, latency_seconds, latency_services, measure, ann_lists, ann_probes, repeats, scale,
+    as_json,
+):
     settings = load_settings()
     from stream_recs.cli.kafka import resolve_bootstrap
 
@@ -259,6 +267,7 @@ def main(items, dims, rates, latency_seconds, latency_services, measure, repeats
         base = sizes[0]
         lat_records = click_records(base, int(max(loads) * latency_seconds), seed=1)
         results: dict[str, list[float]] = {}
+        ann = {"STREAM_RECS_ANN_LISTS": str(ann_lists), "STREAM_RECS_ANN_PROBES": str(ann_probes)}
 
         def add(key: str, value: float) -> None:
             results.setdefault(key, []).append(value)
@@ -275,6 +284,10 @@ def main(items, dims, rates, latency_seconds, latency_services, measure, repeats
                         recs = data[n][: backlog[n][kind]]
                         eps = throughput(bootstrap, prefix, workdir, kind, models[n, d], recs, 400)
                         add(f"{kind}_eps_{n}_{d}", eps)
+                    if ann_lists and n == sizes[-1]:
+                        recs = data[n][: backlog[n]["ours"]]
+                        eps = throughput(bootstrap, prefix, workdir, "ours_ann", models[n, d], recs, 400, ann)
+                        add(f"ours_ann_eps_{n}_{d}", eps)
             for kind in latency_services.split(",") if "latency" in measure else ():
                 for rate in loads:
                     recs = lat_records[: int(rate * latency_seconds)]
@@ -288,6 +301,8 @@ def main(items, dims, rates, latency_seconds, latency_services, measure, repeats
 
     med = {key: statistics.median(values) for key, values in results.items()}
     summary = report(med, sizes, ds, loads, latency_services.split(","), repeats, settings.partitions)
+    if ann_lists:
+        summary["ann_lists"], summary["ann_probes"] = ann_lists, ann_probes
     if as_json:
         emit_json({**summary, "medians": med, "runs": results, "repeats": repeats})
 
@@ -307,6 +322,10 @@ def report(med, sizes, ds, loads, latency_kinds, repeats, partitions) -> dict:
                              "of_ceiling": naive / ceiling})  # fmt: skip
                 rows.append({"service": "stream-recs", "items": n, "d": d, "events_per_s": ours,
                              "of_ceiling": ours / ceiling, "ours_over_naive": ours / naive})  # fmt: skip
+                if f"ours_ann_eps_{n}_{d}" in med:
+                    eps = med[f"ours_ann_eps_{n}_{d}"]
+                    rows.append({"service": "stream-recs ann", "items": n, "d": d, "events_per_s": eps,
+                                 "of_ceiling": eps / ceiling, "ours_over_naive": eps / naive})  # fmt: skip
         print(f"throughput at saturation, median of {repeats} "
               f"(events/s; one worker, {partitions} partitions)")
         print(table(rows, ["service", "items", "d", "events_per_s", "of_ceiling", "ours_over_naive"]))
@@ -317,8 +336,13 @@ def report(med, sizes, ds, loads, latency_kinds, repeats, partitions) -> dict:
         }  # fmt: skip
         summary["ours_over_ceiling"] = summary["ours_eps"] / ceiling
         summary["ours_over_naive_100k"] = summary["ours_eps_100k"] / summary["naive_eps_100k"]
+        if f"ours_ann_eps_{big}_{d0}" in med:
+            summary["ours_ann_eps_100k"] = med[f"ours_ann_eps_{big}_{d0}"]
+            summary["ours_ann_over_naive_100k"] = summary["ours_ann_eps_100k"] / summary["naive_eps_100k"]
         print(f"\nours/ceiling ({base} items, d={d0}): {summary['ours_over_ceiling']:.2f}   "
-              f"ours/naive ({big} items, d={d0}): {summary['ours_over_naive_100k']:.1f}x")
+              f"ours/naive ({big} items, d={d0}): {summary['ours_over_naive_100k']:.1f}x"
+              + (f"   with ann: {summary['ours_ann_over_naive_100k']:.1f}x" if "ours_ann_eps_100k" in summary
+                 else ""))  # fmt: skip
     for kind in latency_kinds:
         tag = "" if kind == "ours" else f"_{kind}"
         if f"p50_ms_at_{int(loads[0])}{tag}" not in med:

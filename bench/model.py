@@ -10,6 +10,9 @@ FLOP rates count the matmul's 2*m*n*d only. Everything runs with the worker's th
 (``--threads``, default ``Worker.torch_threads``); the GEMM reference is given at that count and at
 the machine's core count. Per event: ``Recommender.step_batch`` (steady-state users, batch
 ``--event-batch``) against the naive way (GRU over the whole history, one event at a time).
+Training: one epoch on synthetic sessions over the largest catalogue, per d. The ``ann`` option
+(inverted file, ``4 sqrt(n)`` cells) is measured on that trained model and on the synthetic model
+bench/e2e.py serves, with queries from real session prefixes: recall of the exact top-K and cost.
 """
 
 from __future__ import annotations
@@ -113,17 +116,56 @@ def per_event_costs(n_items: int, d: int, batch: int, repeat: int) -> dict:
     }  # fmt: skip
 
 
-def training_throughput(n_items: int, d: int, n_events: int) -> dict:
-    """Events/s of one training epoch (models/train.py) on synthetic sessions."""
+def training_throughput(n_items: int, d: int, n_events: int):
+    """Events/s of one training epoch (models/train.py) on synthetic sessions; also returns the
+    trained model and its sequences (approximate-search recall is measured on them)."""
     from stream_recs.datasets import synthetic_sessions, to_sequences
     from stream_recs.models.train import TrainConfig, train_model
 
     events = synthetic_sessions(n_users=n_events // 20, n_items=n_items, n_events=n_events)
     sequences = to_sequences(events).items
     config = TrainConfig(hidden_size=d, epochs=1)
-    _, history = train_model(sequences, events.item_ids, config, "bench", show_progress=False)
-    return {"items": n_items, "d": d, "events": history[0]["events"],
-            "train_events_per_s": history[0]["events_per_s"]}  # fmt: skip
+    model, history = train_model(sequences, events.item_ids, config, "bench", show_progress=False)
+    row = {"items": n_items, "d": d, "events": history[0]["events"],
+           "train_events_per_s": history[0]["events_per_s"]}  # fmt: skip
+    return row, model, sequences
+
+
+@torch.inference_mode()
+def session_queries(model, sequences, n: int, rng) -> torch.Tensor:
+    """Output vectors after random prefixes of real sessions: the queries the stream scores."""
+    rows = []
+    for s in rng.choice(len(sequences), n):
+        seq = sequences[s]
+        hidden = model.init_hidden(1)
+        for item in seq[: rng.integers(1, len(seq) + 1)]:
+            hidden = model.step(hidden, torch.tensor([int(item)]))
+        rows.append(model.output_of(hidden)[0])
+    return torch.stack(rows)
+
+
+@torch.inference_mode()
+def ann_rows(label: str, model, queries: torch.Tensor, probes: list[int], repeat: int) -> list[dict]:
+    """Recall of the exact top-K and cost per event of the ``ann`` option against exact scoring."""
+    lists = max(16, int(4 * model.n_items**0.5))
+    weight, bias = (t.float().contiguous() for t in model.output_embeddings())
+    _, exact = top_k_scores(queries, weight, bias, K)
+    exact_s = median_time(lambda: top_k_scores(queries, weight, bias, K), repeat) / len(queries)
+    rows = []
+    for p in probes:
+        started = time.perf_counter()
+        live = Recommender(model, ann_lists=lists, ann_probes=p)._live
+        build = time.perf_counter() - started
+        _, approx = live.top_k(queries, K, None)
+        recall = statistics.mean(
+            len(set(a) & set(e)) / K for a, e in zip(approx.tolist(), exact.tolist(), strict=True)
+        )
+        seconds = median_time(lambda live=live: live.top_k(queries, K, None), repeat) / len(queries)
+        rows.append({"model": label, "items": model.n_items, "d": model.hidden_size, "lists": lists,
+                     "probes": p, "recall_at_20": recall, "ann_us_per_event": seconds * 1e6,
+                     "exact_us_per_event": exact_s * 1e6, "speedup": exact_s / seconds,
+                     "build_s": build})  # fmt: skip
+    return rows
 
 
 @click.command()
@@ -133,9 +175,10 @@ def training_throughput(n_items: int, d: int, n_events: int) -> dict:
 @click.option("--event-batch", default=256, show_default=True, help="Micro-batch for per-event costs.")
 @click.option("--threads", type=int, default=Worker.torch_threads, show_default=True)
 @click.option("--repeat", default=15, show_default=True, help="Timings per measurement (median).")
-@click.option("--train-events", default=100_000, show_default=True)
+@click.option("--train-events", default=400_000, show_default=True, help="At the largest catalogue.")
+@click.option("--probes", default="8,16,32", show_default=True, help="ann: cells scanned per event.")
 @click.option("--json", "as_json", is_flag=True, help="Last line: one JSON object with every result.")
-def main(items, dims, batches, event_batch, threads, repeat, train_events, as_json):
+def main(items, dims, batches, event_batch, threads, repeat, train_events, probes, as_json):
     sizes = [int(x) for x in items.split(",")]
     ds = [int(x) for x in dims.split(",")]
     ms = [int(x) for x in batches.split(",")]
@@ -165,13 +208,27 @@ def main(items, dims, batches, event_batch, threads, repeat, train_events, as_js
     print(f"\nper-event inference cost (micro-batch {event_batch} vs naive: 50-item history rerun)")
     print(table(costs, ["items", "d", "ours_us_per_event", "ours_inference_us_per_event",
                         "naive_us_per_event", "naive_over_ours"]))  # fmt: skip
-    training = [training_throughput(min(sizes), d, train_events) for d in ds]
+    training, ann = [], []
+    rng = np.random.default_rng(0)
+    probe_list = [int(x) for x in probes.split(",")]
+    for d in ds:
+        row, model, sequences = training_throughput(max(sizes), d, train_events)
+        training.append(row)
+        if d == ds[0]:
+            queries = session_queries(model, sequences, event_batch, rng)
+            ann += ann_rows("trained 1 epoch", model, queries, probe_list, repeat)
+            synthetic = synthetic_model(max(sizes), d)
+            queries = session_queries(synthetic, sequences, event_batch, rng)
+            ann += ann_rows("synthetic (bench/e2e.py)", synthetic, queries, probe_list, repeat)
     print("\ntraining throughput (one epoch, synthetic sessions)")
     print(table(training, ["items", "d", "events", "train_events_per_s"]))
+    print(f"\napproximate scoring (ann option) against exact, {event_batch} session queries, K={K}")
+    print(table(ann, ["model", "items", "d", "lists", "probes", "recall_at_20", "ann_us_per_event",
+                      "exact_us_per_event", "speedup", "build_s"]))  # fmt: skip
     if as_json:
         emit_json({
             "threads": threads, "gemm_gflops": gemm_rate_t / 1e9, "gemm_gflops_all_cores": gemm_all[0] / 1e9,
-            "scoring": scoring, "per_event": costs, "training": training,
+            "scoring": scoring, "per_event": costs, "training": training, "ann": ann,
         })  # fmt: skip
 
 
