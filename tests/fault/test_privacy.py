@@ -77,11 +77,23 @@ def test_forget_deletes_the_state_and_it_stays_gone_after_a_restart(stream, work
     assert stored[b"u3"] is None, "no tombstone for the forgotten user"
     assert all(stored[u.encode()] is not None for u in users if u != "u3")
 
+    # in one micro-batch: a click that continues u7's session, forget u7, a click that starts afresh
+    evaluated = first.value("stream_recs_online_evaluated_total")
+    bodies = [
+        {"event_id": "u7-before", "user_id": "u7", "item_id": "i2"},
+        {"user_id": "u7", "type": "forget"},
+        {"event_id": "u7-after", "user_id": "u7", "item_id": "i3"},
+    ]
+    stream.produce([(b"u7", orjson.dumps(body)) for body in bodies])
+    assert len(stream.consume(stream.topics.recommendations, 202)) == 202
+    wait_forgotten(first, 2.0)
+    assert first.value("stream_recs_online_evaluated_total") == evaluated + 1
+
     first.stop(signal.SIGTERM)
     second = workers("second", model).start()  # empty data dir: state only from the changelog
     wait_for(lambda: second.value("stream_recs_active_sessions") == 19.0, "restored sessions != 19")
     stream.produce_events([{"event_id": f"after-{u}", "user_id": u, "item_id": "i1"} for u in ("u3", "u4")])
-    assert len(stream.consume(stream.topics.recommendations, 202)) == 202
+    assert len(stream.consume(stream.topics.recommendations, 204)) == 204
     # u4 continues its session (scored online against its last answer), u3 starts afresh
     assert second.value("stream_recs_online_evaluated_total") == 1.0
 
