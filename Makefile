@@ -28,20 +28,19 @@ demo: install
 system-deps:
 	@command -v promtool >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus)
 
-test: install system-deps
-	@$(SR) kafka status >/dev/null 2>&1; was_up=$$?; \
+# $(call with_kafka,CMD): run CMD with the local broker up; stop it after unless it was already up
+with_kafka = $(SR) kafka status >/dev/null 2>&1; was_up=$$?; \
 	$(SR) kafka up || exit 1; \
-	$(BIN)/pytest $(PYTEST_ARGS); rc=$$?; \
+	$(1); rc=$$?; \
 	if [ $$was_up -ne 0 ]; then $(SR) kafka down; fi; \
 	exit $$rc
 
+test: install system-deps
+	@$(call with_kafka,$(BIN)/pytest $(PYTEST_ARGS))
+
 # the slow fault tests (kill -9 under load, broker restarts, exactly-once, SASL): minutes each
 test-fault: install
-	@$(SR) kafka status >/dev/null 2>&1; was_up=$$?; \
-	$(SR) kafka up || exit 1; \
-	STREAM_RECS_SLOW_TESTS=1 $(BIN)/pytest tests/fault -m slow $(PYTEST_ARGS); rc=$$?; \
-	if [ $$was_up -ne 0 ]; then $(SR) kafka down; fi; \
-	exit $$rc
+	@$(call with_kafka,STREAM_RECS_SLOW_TESTS=1 $(BIN)/pytest tests/fault -m slow $(PYTEST_ARGS))
 
 lint: install
 	$(BIN)/ruff check .
