@@ -126,13 +126,13 @@ def _replay_and_watch(settings: Settings, port: int, events: int, rate: float, s
         _cli("produce", "--dataset", "movielens-100k", "--rate", str(rate), "--limit", str(events), "--quiet")
     )
     first = previous = _scrape(port) or ""
-    started = last = time.monotonic()
-    quiet_since: float | None = None
-    samples: list[dict] = []
-    while quiet_since is None or time.monotonic() - quiet_since < 3:  # drain 3 s after the replay
-        if quiet_since is None and producer.poll() is not None:
-            quiet_since = time.monotonic()
+    started = last = progress_at = time.monotonic()
+    answered, samples = 0, []
+    # until every replayed click is answered (or nothing arrives for 15 s after the replay)
+    while answered < events and (producer.poll() is None or time.monotonic() - progress_at < 15):
         for records in consumer.poll(timeout_ms=200).values():
+            answered += len(records)
+            progress_at = time.monotonic()
             for record in records:
                 rec = orjson.loads(record.value)
                 if rec["strategy"] == "model" and len(samples) < 3 and rec["user_id"] not in {
@@ -143,6 +143,7 @@ def _replay_and_watch(settings: Settings, port: int, events: int, rate: float, s
             current = _scrape(port) or previous
             say("live: " + summarize(current, previous, time.monotonic() - last).format())
             previous, last = current, time.monotonic()
+    say(f"{answered} of {events} replayed clicks answered")
     consumer.close()
     titles = movie_titles()
     say("\nsample recommendations (top 5 of each; 'because' = the most similar movie the user rated):")
