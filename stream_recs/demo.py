@@ -24,6 +24,8 @@ import orjson
 from stream_recs.config import Settings, kafka_client_kwargs
 from stream_recs.metrics import summarize
 
+DEMO_EPOCHS = 5  # a few minutes on two cores; `stream-recs train` defaults to the tuned 20
+
 
 def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "stream_recs", *args]
@@ -53,10 +55,10 @@ def _scrape(port: int) -> str | None:
 
 
 def cached_model(settings: Settings, say) -> Path:
-    """The demo's MovieLens-100K checkpoint, trained once per training-code version."""
+    """The demo's MovieLens-100K checkpoint, trained once per training-code version and epochs."""
     import stream_recs.models as models_pkg
 
-    code = hashlib.sha256()
+    code = hashlib.sha256(f"epochs={DEMO_EPOCHS}".encode())
     for source in sorted(Path(models_pkg.__file__).parent.glob("*.py")):
         code.update(source.read_bytes())
     path = settings.home / "models" / f"movielens-100k-{code.hexdigest()[:10]}"
@@ -64,7 +66,8 @@ def cached_model(settings: Settings, say) -> Path:
         say(f"reusing the trained model {path}")
         return path
     say("training a GRU4Rec model on MovieLens-100K (once; cached) ...")
-    args = ("train", "--dataset", "movielens-100k", "--session-gap", "none", "--out", str(path))
+    args = ("train", "--dataset", "movielens-100k", "--session-gap", "none", "--epochs", str(DEMO_EPOCHS),
+            "--out", str(path))  # fmt: skip
     if subprocess.run(_cli(*args), check=False).returncode != 0:  # progress bar straight to the terminal
         raise SystemExit("training the demo model failed")
     return path
