@@ -244,11 +244,19 @@ def latency(bootstrap, prefix, workdir, kind, model, records, rate) -> dict:
 @click.option("--repeats", default=3, show_default=True)
 @click.option("--scale", default=1.0, show_default=True, help="Multiplies every backlog size.")
 @click.option("--json", "as_json", is_flag=True, help="Last line: one JSON object with the results.")
+@click.option("--report", "saved", type=click.Path(exists=True, dir_okay=False),
+              help="Only print the tables of a saved --json output (its last line), with these options.")
 def main(
     items, dims, rates, latency_seconds, latency_services, measure, ann_lists, ann_probes, repeats, scale,
-    as_json,
+    as_json, saved,
 ):
     settings = load_settings()
+    if saved:
+        runs = orjson.loads(Path(saved).read_text().strip().splitlines()[-1])["runs"]
+        report(runs, [int(x) for x in items.split(",")], [int(x) for x in dims.split(",")],
+               [float(x) for x in rates.split(",")], latency_services.split(","), len(runs["ceiling_eps"]),
+               settings.partitions)  # fmt: skip
+        return
     from stream_recs.cli.kafka import resolve_bootstrap
 
     bootstrap = resolve_bootstrap(settings, start=False)
@@ -299,16 +307,21 @@ def main(
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
-    med = {key: statistics.median(values) for key, values in results.items()}
-    summary = report(med, sizes, ds, loads, latency_services.split(","), repeats, settings.partitions)
+    summary = report(results, sizes, ds, loads, latency_services.split(","), repeats, settings.partitions)
     if ann_lists:
         summary["ann_lists"], summary["ann_probes"] = ann_lists, ann_probes
     if as_json:
-        emit_json({**summary, "medians": med, "runs": results, "repeats": repeats})
+        emit_json({**summary, "runs": results, "repeats": repeats})
 
 
-def report(med, sizes, ds, loads, latency_kinds, repeats, partitions) -> dict:
-    """Print the tables and ratios; the summary figures (medians) for the JSON line."""
+def report(results, sizes, ds, loads, latency_kinds, repeats, partitions) -> dict:
+    """Print the tables and ratios; the summary figures for the JSON line. Figures are medians over
+    the repeats; ratios are medians of the ratios measured side by side within each repeat."""
+    med = {key: statistics.median(values) for key, values in results.items()}
+
+    def ratio(num: str, den: str) -> float:
+        return statistics.median(a / b for a, b in zip(results[num], results[den], strict=True))
+
     summary: dict[str, float] = {}
     base, big, d0 = sizes[0], sizes[-1], ds[0]
     if "ceiling_eps" in med:
@@ -317,28 +330,28 @@ def report(med, sizes, ds, loads, latency_kinds, repeats, partitions) -> dict:
                  "of_ceiling": 1.0}]  # fmt: skip
         for n in sizes:
             for d in ds:
-                ours, naive = med[f"ours_eps_{n}_{d}"], med[f"naive_eps_{n}_{d}"]
+                naive = med[f"naive_eps_{n}_{d}"]
                 rows.append({"service": "naive", "items": n, "d": d, "events_per_s": naive,
-                             "of_ceiling": naive / ceiling})  # fmt: skip
-                rows.append({"service": "stream-recs", "items": n, "d": d, "events_per_s": ours,
-                             "of_ceiling": ours / ceiling, "ours_over_naive": ours / naive})  # fmt: skip
-                if f"ours_ann_eps_{n}_{d}" in med:
-                    eps = med[f"ours_ann_eps_{n}_{d}"]
-                    rows.append({"service": "stream-recs ann", "items": n, "d": d, "events_per_s": eps,
-                                 "of_ceiling": eps / ceiling, "ours_over_naive": eps / naive})  # fmt: skip
-        print(f"throughput at saturation, median of {repeats} "
-              f"(events/s; one worker, {partitions} partitions)")
+                             "of_ceiling": ratio(f"naive_eps_{n}_{d}", "ceiling_eps")})  # fmt: skip
+                for kind, name in (("ours", "stream-recs"), ("ours_ann", "stream-recs ann")):
+                    key = f"{kind}_eps_{n}_{d}"
+                    if key in med:
+                        rows.append({"service": name, "items": n, "d": d, "events_per_s": med[key],
+                                     "of_ceiling": ratio(key, "ceiling_eps"),
+                                     "ours_over_naive": ratio(key, f"naive_eps_{n}_{d}")})  # fmt: skip
+        print(f"throughput at saturation, median of {repeats} (events/s; one worker, {partitions} partitions;"
+              " ratios: median of the side-by-side ratios of each repeat)")
         print(table(rows, ["service", "items", "d", "events_per_s", "of_ceiling", "ours_over_naive"]))
         summary = {
             "ceiling_eps": ceiling, "ours_eps": med[f"ours_eps_{base}_{d0}"],
             "ours_eps_100k": med[f"ours_eps_{big}_{d0}"], "naive_eps_100k": med[f"naive_eps_{big}_{d0}"],
             "naive_eps": med[f"naive_eps_{base}_{d0}"],
         }  # fmt: skip
-        summary["ours_over_ceiling"] = summary["ours_eps"] / ceiling
-        summary["ours_over_naive_100k"] = summary["ours_eps_100k"] / summary["naive_eps_100k"]
+        summary["ours_over_ceiling"] = ratio(f"ours_eps_{base}_{d0}", "ceiling_eps")
+        summary["ours_over_naive_100k"] = ratio(f"ours_eps_{big}_{d0}", f"naive_eps_{big}_{d0}")
         if f"ours_ann_eps_{big}_{d0}" in med:
             summary["ours_ann_eps_100k"] = med[f"ours_ann_eps_{big}_{d0}"]
-            summary["ours_ann_over_naive_100k"] = summary["ours_ann_eps_100k"] / summary["naive_eps_100k"]
+            summary["ours_ann_over_naive_100k"] = ratio(f"ours_ann_eps_{big}_{d0}", f"naive_eps_{big}_{d0}")
         print(f"\nours/ceiling ({base} items, d={d0}): {summary['ours_over_ceiling']:.2f}   "
               f"ours/naive ({big} items, d={d0}): {summary['ours_over_naive_100k']:.1f}x"
               + (f"   with ann: {summary['ours_ann_over_naive_100k']:.1f}x" if "ours_ann_eps_100k" in summary

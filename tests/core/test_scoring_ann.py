@@ -28,10 +28,10 @@ def make_model() -> GRU4Rec:
 
 def sessions(n_users: int, length: int, seed: int = 0) -> list[list[Event]]:
     rng = np.random.default_rng(seed)
-    return [
-        [Event(f"u{u}-{t}", f"u{u}", f"i{rng.integers(1, len(ITEMS))}", "click", T0 + t) for u in range(n_users)]
-        for t in range(length)
-    ]
+    def click(u: int, t: int) -> Event:
+        return Event(f"u{u}-{t}", f"u{u}", f"i{rng.integers(1, len(ITEMS))}", "click", T0 + t)
+
+    return [[click(u, t) for u in range(n_users)] for t in range(length)]
 
 
 def serve(rec: Recommender, waves: list[list[Event]]):
@@ -74,5 +74,6 @@ def test_recall_of_exact_top_k_with_a_few_cells():
     outputs = torch.randn(64, 16)
     _, exact = top_k_scores(outputs, weight, bias, 20)
     _, approx = rec._live.top_k(outputs, 20, None)
-    recall = np.mean([len(set(a) & set(e)) / 20 for a, e in zip(approx.tolist(), exact.tolist(), strict=True)])
+    pairs = zip(approx.tolist(), exact.tolist(), strict=True)
+    recall = np.mean([len(set(a) & set(e)) / 20 for a, e in pairs])
     assert recall >= 0.8
