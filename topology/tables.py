@@ -23,6 +23,17 @@ from faust.streams import _current_event
 from stream_recs.state import SessionState
 from stream_recs.topology.topics import SESSIONS_TABLE
 
+# RocksDB sizing per partition database (Faust's defaults: 64 MiB write buffers, a 2 GiB block
+# cache each): states are ~300 bytes, so small buffers flush and compact often enough that deleted
+# (expired, forgotten) states leave the disk soon, and memory stays bounded by these numbers.
+ROCKSDB_OPTIONS = {
+    "write_buffer_size": 4 << 20,
+    "max_write_buffer_number": 2,
+    "target_file_size_base": 8 << 20,
+    "block_cache_size": 16 << 20,
+    "block_cache_compressed_size": 0,
+}
+
 
 def sessions_table(app: faust.App, partitions: int) -> faust.Table:
     """User id (bytes) -> ``SessionState.encode()`` bytes."""
@@ -32,6 +43,7 @@ def sessions_table(app: faust.App, partitions: int) -> faust.Table:
         key_type=bytes,  # bytes types mean the raw codec, both ways
         value_type=bytes,
         help="per-user session state (history, GRU hidden state, last recommendations)",
+        options=ROCKSDB_OPTIONS,
     )
 
 

@@ -45,7 +45,7 @@ def crash_and_restart(stream, workers, tmp_path, guarantee: str, read_committed:
     wait_answered(first, KILL_AFTER)
     first.stop(signal.SIGKILL)
     killed_at = time.time()
-    second = workers("second", model).start()
+    second = workers("second", model).start(timeout_s=240)  # waits out the killed member's session
     load.wait_sent(TOTAL)
     load.stop()
     assert not load.failed
