@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Sequence
@@ -103,7 +104,7 @@ def wire(topology: Topology, recommender: Recommender, metrics: Metrics, bootstr
                     await answer(valid, event_of_user, received, index - answered_upto)
                     valid, event_of_user, answered_upto = [], {}, index
                 forget(topology.sessions, decoded.user_id, event)
-                metrics.events.labels("forgotten").inc()
+                metrics.record_forgotten()
                 continue
             valid.append(decoded)
             event_of_user[decoded.user_id] = event
@@ -122,7 +123,7 @@ def wire(topology: Topology, recommender: Recommender, metrics: Metrics, bootstr
             bootstrap, settings.security, settings.topics.model_updates, recommender, metrics, app
         )
 
-    @app.timer(LAG_INTERVAL_S)
+    @_timer(app, LAG_INTERVAL_S)
     async def report_lag() -> None:
         """Lag per partition, and readiness: partitions assigned AND the broker answering (an
         outage keeps the assignment but turns ``stream_recs_ready`` to 0 until it ends)."""
@@ -138,7 +139,10 @@ def wire(topology: Topology, recommender: Recommender, metrics: Metrics, bootstr
             return
         metrics.set_ready(bool(clicks))
         for tp in clicks:
-            position = await app.consumer.position(tp)
+            try:
+                position = await app.consumer.position(tp)
+            except KafkaError:  # revoked by a rebalance since the assignment was read
+                continue
             if position is not None and tp in highwaters:
                 metrics.set_lag(tp.topic, tp.partition, max(0, highwaters[tp] - position))
 
@@ -147,15 +151,32 @@ def wire(topology: Topology, recommender: Recommender, metrics: Metrics, bootstr
         for tp in revoked:
             metrics.clear_lag(tp.topic, tp.partition)
 
-    @app.timer(SESSIONS_INTERVAL_S)
+    @_timer(app, SESSIONS_INTERVAL_S)
     async def count_sessions() -> None:
         metrics.set_active_sessions(len(topology.sessions))
 
-    @app.timer(w.state_sweep_interval)
+    @_timer(app, w.state_sweep_interval)
     async def expire_idle_states() -> None:
         removed = await sweep_expired(topology.sessions, settings.topics.clicks, time.time(), w.state_ttl)
         if removed:
             log.info("deleted %d session states idle for more than %.0f s", removed, w.state_ttl)
+
+
+def _timer(app: faust.App, interval: float):
+    """``app.timer`` whose failures are logged, never fatal: a metric probe or a sweep that hits a
+    rebalance must not stop the stream (Faust crashes the worker on a timer's exception)."""
+
+    def decorate(func):
+        @functools.wraps(func)
+        async def guarded() -> None:
+            try:
+                await func()
+            except Exception:
+                log.exception("%s failed; next try in %.0f s", func.__name__, interval)
+
+        return app.timer(interval)(guarded)
+
+    return decorate
 
 
 def _encode(decoded: Event | Forget) -> bytes:

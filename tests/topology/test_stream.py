@@ -183,7 +183,7 @@ def test_two_workers_share_the_partitions_and_answer_each_event_once(stream, wor
     model = make_model(tmp_path / "m1", "v1", seed=1)
     first = workers("a", model).start()
     second = workers("b", model).start()
-    deadline = time.monotonic() + 60  # the group rebalances until both hold partitions
+    deadline = time.monotonic() + 120  # the group rebalances until both hold partitions
     while not (first.lag_partitions() and second.lag_partitions()):
         assert time.monotonic() < deadline, "the two workers never split the partitions"
         time.sleep(1)
