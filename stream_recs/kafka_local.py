@@ -395,8 +395,12 @@ def _java() -> str:
 
 
 def _uuid_base64() -> str:
-    """A KRaft cluster id: a random UUID in URL-safe base64 without padding."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A KRaft cluster id: a random UUID in URL-safe base64 without padding. Never one starting
+    with "-", which the storage tool's argument parser would take for an option (1 in 64 would)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def local_kafka(home: Path, **kwargs: object) -> LocalKafka:
