@@ -7,7 +7,8 @@ states back, and one Recommendation per event is produced, keyed by user. A reco
 is first re-sent to the clicks topic keyed by its user (the repartition step: a user's events and
 state must share a partition); its event id and time are fixed then, so nothing changes on the way.
 Offsets are committed after the batch body (at-least-once: a crash replays the batch; outputs
-carry the event id).
+carry the event id); a record delivered again after it was processed is skipped
+(``offsets.Redeliveries``: Faust may fetch a backlog twice).
 
 With a pseudonymisation key, user ids are replaced by their keyed hash right after decoding
 (privacy.py), before state, logs and outputs. A ``forget`` control record deletes the user's state
@@ -22,6 +23,7 @@ import dataclasses
 import functools
 import logging
 import time
+from collections import defaultdict
 from collections.abc import Sequence
 
 import faust
@@ -46,6 +48,7 @@ from stream_recs.privacy import load_pseudonymiser
 from stream_recs.scoring import Recommender
 
 from .app import Topology, aiokafka_security
+from .offsets import Redeliveries
 from .tables import forget, load_states, save_states, sweep_expired
 
 log = logging.getLogger(__name__)
@@ -60,6 +63,7 @@ def wire(topology: Topology, recommender: Recommender, metrics: Metrics, bootstr
     w = settings.worker
     limits = Limits(max_record_bytes=w.max_record_bytes)
     pseudonym = load_pseudonymiser(w.pseudonymise_key, w.pseudonymise_key_file)
+    redeliveries = Redeliveries(app)
 
     async def answer(valid: list[Event], event_of_user: dict, received: float, taken: int) -> None:
         if not valid:
@@ -76,9 +80,12 @@ def wire(topology: Topology, recommender: Recommender, metrics: Metrics, bootstr
 
     async def process(batch: Sequence[faust.types.EventT]) -> None:
         received = time.time()
-        valid, event_of_user, rekeyed, answered_upto = [], {}, 0, 0
+        valid, event_of_user, rekeyed, answered_upto, handled = [], {}, 0, 0, defaultdict(list)
         for index, event in enumerate(batch):
             msg = event.message
+            if redeliveries.repeated(msg.tp, msg.offset):
+                continue
+            handled[msg.tp].append(msg.offset)
             decoded = decode_event(
                 msg.value, msg.key, topic=msg.topic, partition=msg.partition, offset=msg.offset,
                 broker_ts=msg.timestamp, now=received, limits=limits,
@@ -111,6 +118,10 @@ def wire(topology: Topology, recommender: Recommender, metrics: Metrics, bootstr
         if rekeyed:
             metrics.record_repartitioned(rekeyed)
         await answer(valid, event_of_user, received, len(batch) - answered_upto)
+        for tp, offsets in handled.items():
+            redeliveries.processed(tp, offsets)
+        if repeated := len(batch) - sum(map(len, handled.values())):
+            metrics.record_redelivered(repeated)
 
     @app.agent(topology.clicks, concurrency=1, name="recommend")
     async def recommend(stream: faust.StreamT) -> None:
@@ -147,7 +158,8 @@ def wire(topology: Topology, recommender: Recommender, metrics: Metrics, bootstr
                 metrics.set_lag(tp.topic, tp.partition, max(0, highwaters[tp] - position))
 
     @app.on_partitions_revoked.connect
-    async def forget_lag(app: faust.App, revoked: set, **_: object) -> None:
+    async def on_revoked(app: faust.App, revoked: set, **_: object) -> None:
+        redeliveries.revoked(revoked)
         for tp in revoked:
             metrics.clear_lag(tp.topic, tp.partition)
 

@@ -15,6 +15,7 @@ import faust
 
 from stream_recs.config import Security, Settings
 
+from .offsets import guard_offset_commits
 from .tables import sessions_table
 
 
@@ -28,29 +29,6 @@ class Topology:
     recommendations: faust.TopicT
     dead_letters: faust.TopicT
     sessions: faust.Table
-
-
-def _ack_only_what_was_processed() -> None:
-    """Work around a faust-streaming 0.15 data-loss path: a stream *skips* a message fetched under
-    an older consumer generation (or while flow control is suspended for a rebalance) and then
-    *acks* it, so its offset gets committed although no agent ever saw it; a `kill -9` followed by
-    rebalances lost clicks that way. Such acks are refused here: the offset stays uncommitted and
-    the message is fetched again (at-least-once: a duplicate at worst, never a loss)."""
-    from faust.transport.consumer import Consumer
-
-    if getattr(Consumer.ack, "stream_recs_guard", False):
-        return
-    original = Consumer.ack
-
-    def ack(self: Consumer, message: faust.types.Message) -> bool:
-        if message.generation_id != self.app.consumer_generation_id or not self.app.flow_control.is_active():
-            message.acked = True  # nothing will wait for it any more ...
-            self._unacked_messages.discard(message)
-            return False  # ... but its offset is not committed
-        return original(self, message)
-
-    ack.stream_recs_guard = True
-    Consumer.ack = ack
 
 
 def broker_credentials(security: Security) -> faust.types.auth.CredentialsT | ssl.SSLContext | None:
@@ -111,7 +89,7 @@ def create_app(settings: Settings, bootstrap: str) -> Topology:
     raw = {"key_serializer": "raw", "value_serializer": "raw"}
     datadir = data_dir(settings)
     datadir.mkdir(parents=True, exist_ok=True)
-    _ack_only_what_was_processed()
+    guard_offset_commits()
     app = faust.App(
         w.app_id,
         broker=[f"kafka://{host}" for host in bootstrap.split(",")],

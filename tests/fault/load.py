@@ -18,7 +18,8 @@ FIGURES: list[str] = []  # one line per fault test, shown in the terminal summar
 
 class SteadyLoad:
     """Clicks at a fixed rate from a thread, keyed by user, ``ts`` = send time; keeps the ids of
-    the events the broker acknowledged (``acked``) and of those it never did (``failed``)."""
+    the events the broker acknowledged (``acked``, with their ``placed`` partition and offset) and
+    of those it never did (``failed``)."""
 
     def __init__(self, bootstrap: str, topic: str, rate: float, users: int, seed: int = 0,
                  prefix: str = "e", **client: object) -> None:  # fmt: skip
@@ -30,6 +31,7 @@ class SteadyLoad:
         )  # fmt: skip
         self.acked: list[str] = []
         self.failed: list[str] = []
+        self.placed: dict[str, tuple[int, int]] = {}
         self.sent = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -50,13 +52,15 @@ class SteadyLoad:
             body = {"event_id": event_id, "user_id": user, "item_id": f"i{self.rng.randrange(N_ITEMS)}",
                     "type": "click", "ts": time.time()}  # fmt: skip
             future = self.producer.send(self.topic, key=user.encode(), value=orjson.dumps(body))
-            future.add_callback(lambda _meta, e=event_id: self._done(self.acked, e))
+            future.add_callback(lambda meta, e=event_id: self._done(self.acked, e, meta))
             future.add_errback(lambda _exc, e=event_id: self._done(self.failed, e))
             self.sent += 1
 
-    def _done(self, into: list[str], event_id: str) -> None:
+    def _done(self, into: list[str], event_id: str, meta: object = None) -> None:
         with self._lock:
             into.append(event_id)
+            if meta is not None:
+                self.placed[event_id] = (meta.partition, meta.offset)
 
     def wait_sent(self, count: int, timeout_s: float = 300.0) -> None:
         deadline = time.monotonic() + timeout_s
@@ -104,16 +108,24 @@ class Tally:
     duplicated: int
     lost: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)  # answers to events never sent
+    placed: dict[str, tuple[int, int]] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def of(cls, name: str, sent_ids: list[str], answer_ids: list[str], dead_ids: list[str] = ()) -> Tally:
+    def of(cls, name: str, sent_ids: list[str], answer_ids: list[str], dead_ids: list[str] = (),
+           placed: dict[str, tuple[int, int]] | None = None) -> Tally:  # fmt: skip
         sent, answered, dead = set(sent_ids), set(answer_ids), set(dead_ids)
         assert len(sent) == len(sent_ids), "event ids must be unique"
         return cls(
             name=name, sent=len(sent), answered=len(answered & sent), dead_lettered=len(dead & sent),
             duplicated=len(answer_ids) - len(answered), lost=sorted(sent - answered - dead),
-            unexpected=sorted(answered - sent),
+            unexpected=sorted(answered - sent), placed=dict(placed or {}),
         )  # fmt: skip
+
+    def lost_summary(self, shown: int = 8) -> str:
+        """How many were lost, and where the first ones were (partition:offset), to tell a
+        partition's skipped offsets from a lost answer."""
+        where = [f"{e}@{':'.join(map(str, self.placed[e]))}" if e in self.placed else e for e in self.lost]
+        return f"{len(self.lost)} events lost, e.g. {', '.join(where[:shown])}"
 
     def report(self, extra: str = "") -> Tally:
         FIGURES.append(

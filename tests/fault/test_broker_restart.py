@@ -80,13 +80,13 @@ def test_broker_restart_under_load_loses_nothing(own_broker, tmp_path):
     finally:
         worker.stop()
     answers = [orjson.loads(r.value)["event_id"] for r in records]
-    tally = Tally.of("broker restart", load.acked, answers)
+    tally = Tally.of("broker restart", load.acked, answers, placed=load.placed)
     outage = [v for t, v in watch.seen if down_at <= t <= up_at]
     tally.report(
         f"{OUTAGE_S:.0f} s outage, {len(load.failed)} sends refused; stream_recs_ready during it: "
         f"{sorted({v for v in outage if v is not None})}, {sum(v is None for v in outage)} scrapes unanswered"
     )
     assert not load.failed
-    assert not tally.lost, f"{len(tally.lost)} events lost, e.g. {tally.lost[:5]}"
+    assert not tally.lost, tally.lost_summary()
     assert not tally.unexpected
     assert 0.0 in outage, "the outage does not show in stream_recs_ready"
