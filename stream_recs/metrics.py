@@ -39,7 +39,7 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 END_TO_END_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 INFERENCE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
-OUTCOMES = ("recommended", "dead_lettered", "repartitioned", "forgotten", "redelivered")
+OUTCOMES = ("recommended", "dead_lettered", "repartitioned", "forgotten")
 STRATEGIES = ("model", "popular")
 
 
@@ -162,10 +162,6 @@ class Metrics:
     def record_repartitioned(self, count: int) -> None:
         """Events that arrived without a key and were re-sent keyed by their user."""
         self.events.labels("repartitioned").inc(count)
-
-    def record_redelivered(self, count: int) -> None:
-        """Records delivered again although already processed (skipped: answered once)."""
-        self.events.labels("redelivered").inc(count)
 
     def record_forgotten(self) -> None:
         """A user's state deleted on request (a ``forget`` control record)."""

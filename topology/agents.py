@@ -7,8 +7,8 @@ states back, and one Recommendation per event is produced, keyed by user. A reco
 is first re-sent to the clicks topic keyed by its user (the repartition step: a user's events and
 state must share a partition); its event id and time are fixed then, so nothing changes on the way.
 Offsets are committed after the batch body (at-least-once: a crash replays the batch; outputs
-carry the event id); a record delivered again after it was processed is skipped
-(``offsets.Redeliveries``: Faust may fetch a backlog twice).
+carry the event id). ``offsets.InOrder`` admits each partition's records once and in offset
+order, and only the admitted ones are marked processed (only their acks count).
 
 With a pseudonymisation key, user ids are replaced by their keyed hash right after decoding
 (privacy.py), before state, logs and outputs. A ``forget`` control record deletes the user's state
@@ -23,7 +23,6 @@ import dataclasses
 import functools
 import logging
 import time
-from collections import defaultdict
 from collections.abc import Sequence
 
 import faust
@@ -48,7 +47,7 @@ from stream_recs.privacy import load_pseudonymiser
 from stream_recs.scoring import Recommender
 
 from .app import Topology, aiokafka_security
-from .offsets import Redeliveries
+from .offsets import RESEEK_EVERY_S, InOrder, mark_processed
 from .tables import forget, load_states, save_states, sweep_expired
 
 log = logging.getLogger(__name__)
@@ -63,7 +62,8 @@ def wire(topology: Topology, recommender: Recommender, metrics: Metrics, bootstr
     w = settings.worker
     limits = Limits(max_record_bytes=w.max_record_bytes)
     pseudonym = load_pseudonymiser(w.pseudonymise_key, w.pseudonymise_key_file)
-    redeliveries = Redeliveries(app)
+    order = InOrder(app)
+    send_recommendation = _recommendation_sender(topology)
 
     async def answer(valid: list[Event], event_of_user: dict, received: float, taken: int) -> None:
         if not valid:
@@ -73,19 +73,17 @@ def wire(topology: Topology, recommender: Recommender, metrics: Metrics, bootstr
         save_states(topology.sessions, result.states, event_of_user)
         produced = time.time()
         for rec in result.recommendations:
-            await topology.recommendations.send(
-                key=rec.user_id.encode(), value=encode_recommendation(rec, produced)
-            )
+            await send_recommendation(rec.user_id.encode(), encode_recommendation(rec, produced))
         metrics.record_batch(result, received_at=received, produced_at=produced, taken=taken)
 
     async def process(batch: Sequence[faust.types.EventT]) -> None:
         received = time.time()
-        valid, event_of_user, rekeyed, answered_upto, handled = [], {}, 0, 0, defaultdict(list)
+        valid, event_of_user, rekeyed, answered_upto, admitted = [], {}, 0, 0, []
         for index, event in enumerate(batch):
             msg = event.message
-            if redeliveries.repeated(msg.tp, msg.offset):
+            if not order.admit(msg):  # processed already, or past records the fetch loop lost
                 continue
-            handled[msg.tp].append(msg.offset)
+            admitted.append(msg)
             decoded = decode_event(
                 msg.value, msg.key, topic=msg.topic, partition=msg.partition, offset=msg.offset,
                 broker_ts=msg.timestamp, now=received, limits=limits,
@@ -118,10 +116,7 @@ def wire(topology: Topology, recommender: Recommender, metrics: Metrics, bootstr
         if rekeyed:
             metrics.record_repartitioned(rekeyed)
         await answer(valid, event_of_user, received, len(batch) - answered_upto)
-        for tp, offsets in handled.items():
-            redeliveries.processed(tp, offsets)
-        if repeated := len(batch) - sum(map(len, handled.values())):
-            metrics.record_redelivered(repeated)
+        mark_processed(admitted)
 
     @app.agent(topology.clicks, concurrency=1, name="recommend")
     async def recommend(stream: faust.StreamT) -> None:
@@ -159,9 +154,13 @@ def wire(topology: Topology, recommender: Recommender, metrics: Metrics, bootstr
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app: faust.App, revoked: set, **_: object) -> None:
-        redeliveries.revoked(revoked)
+        order.revoked(revoked)
         for tp in revoked:
             metrics.clear_lag(tp.topic, tp.partition)
+
+    @_timer(app, RESEEK_EVERY_S)
+    async def refetch_lost() -> None:
+        order.retry()
 
     @_timer(app, SESSIONS_INTERVAL_S)
     async def count_sessions() -> None:
@@ -189,6 +188,17 @@ def _timer(app: faust.App, interval: float):
         return app.timer(interval)(guarded)
 
     return decorate
+
+
+def _recommendation_sender(topology: Topology):
+    """``send(key, value)`` for answers. At-least-once: straight to the app's producer, which Faust
+    flushes before every offset commit (``Topic.send`` builds futures, sensor calls and callbacks
+    per record on the way). Exactly-once: through the topic, inside the partition's transaction."""
+    if topology.settings.worker.processing_guarantee == "exactly_once":
+        topic = topology.recommendations
+        return lambda key, value: topic.send(key=key, value=value)
+    app, name = topology.app, topology.settings.topics.recommendations
+    return lambda key, value: app.producer.send(name, key, value, None, None, None)
 
 
 def _encode(decoded: Event | Forget) -> bytes:

@@ -1,32 +1,36 @@
-"""Offset commits that never pass an unprocessed click: corrections to faust-streaming 0.15.
+"""Each click processed once per worker, in offset order, and never committed unprocessed:
+corrections to faust-streaming 0.15 under at-least-once.
 
-Faust commits, per partition, the end of the run of acknowledged offsets. Three of its paths let
-that run pass a message no agent processed, and each lost clicks after a ``kill -9`` (see
-tests/fault/test_crash.py):
+Faust commits, per partition, the end of the run of acknowledged offsets, and several of its paths
+let that run pass a message no agent processed (each lost clicks after a ``kill -9`` or a restart;
+see tests/fault/test_crash.py and tests/topology/test_stream.py):
 
-1. A stream *skips* a message fetched under an older consumer generation (or while a rebalance
-   suspends the streams) and then *acks* it. Such acks are refused here: the offset stays
-   uncommitted and the message is fetched again.
-2. The fetch loop compares each record with the last offset it read; a seek back to the committed
-   offset (recovery does one) while a fetched batch is still being iterated makes the loop drop
-   the re-fetched records as already read, and declare the offsets it "jumped" over skippable
-   (as if they were transaction markers). Under at-least-once the read offsets are kept unknown,
-   so no record is dropped (a re-fetched one is processed again: a duplicate) and no offset is
-   declared skippable.
-3. A commit may pass one missing offset right after the committed one. Under at-least-once the
-   run must start *at* the committed offset; otherwise the commit waits (logged once) until that
-   message is processed.
+1. a stream *skips* a message fetched under an older consumer generation (or while a rebalance
+   suspends the streams) and then *acks* it;
+2. the fetch loop treats offsets it "jumped" over as skippable (as if they were transaction
+   markers); a seek back to the committed offset (recovery does one) while a fetched batch is still
+   being iterated makes it jump over real records, and drop the re-fetched ones as already read;
+3. a commit may pass one missing offset right after the committed one.
 
-Exactly-once keeps Faust's own rules: there, transaction markers really do leave offset gaps.
-Under at-least-once the clicks topic must therefore not be written by transactional producers
-(their markers would hold the commits back: nothing lost, more replayed after a restart).
+Under at-least-once: an ack counts only for a message the agent reported processed
+(``mark_processed``); no offset is declared skippable; a commit must start *at* the committed
+offset. ``InOrder`` lets the agent process each partition's records in offset order and once: a
+record behind the next expected offset was processed already (Faust fetched it twice), and one
+past it means the fetch loop lost the records in between, so that partition is sought back to the
+expected offset and later records wait for them (never processed out of order).
+
+Exactly-once keeps Faust's rules (transaction markers leave real offset gaps) plus the refusal of
+skipped messages' acks. Under at-least-once the clicks topic must not be written by transactional
+producers: their markers would look like lost records, and that partition would stall.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections import defaultdict
+import time
 from collections.abc import Iterable
+from weakref import WeakSet
 
 import faust
 from faust.transport.consumer import Consumer
@@ -35,31 +39,36 @@ from faust.types.enums import ProcessingGuarantee
 
 log = logging.getLogger(__name__)
 
+RESEEK_EVERY_S = 1.0  # a partition waiting for lost records is sought back at most this often
 
-class _UnknownReadOffsets(dict):
-    """Read offsets the fetch loop always finds unknown (it writes them; it never reads one)."""
+_PROCESSED: WeakSet[Message] = WeakSet()  # messages an agent processed: only their acks count
 
-    def __getitem__(self, tp: TP) -> None:
-        return None
+
+def mark_processed(messages: Iterable[Message]) -> None:
+    """The agent is done with these messages (call before they are acked)."""
+    _PROCESSED.update(messages)
 
 
 def guard_offset_commits() -> None:
-    """Install the three corrections on Faust's consumer (once per process)."""
+    """Install the corrections on Faust's consumer (once per process)."""
     if getattr(Consumer, "stream_recs_guarded", False):
         return
-    ack, reset_state, new_offset = Consumer.ack, Consumer._reset_state, Consumer._new_offset
+    ack, add_gap, new_offset = Consumer.ack, Consumer._add_gap, Consumer._new_offset
 
     def guarded_ack(self: Consumer, message: Message) -> bool:
-        if message.generation_id != self.app.consumer_generation_id or not self.app.flow_control.is_active():
+        if message not in _PROCESSED and (
+            not _transactional(self)
+            or message.generation_id != self.app.consumer_generation_id
+            or not self.app.flow_control.is_active()
+        ):
             message.acked = True  # nothing will wait for it any more ...
             self._unacked_messages.discard(message)
             return False  # ... but its offset is not committed
         return ack(self, message)
 
-    def guarded_reset_state(self: Consumer) -> None:
-        reset_state(self)
-        if not _transactional(self):
-            self._read_offset = _UnknownReadOffsets(self._read_offset)
+    async def guarded_add_gap(self: Consumer, tp: TP, offset_from: int, offset_to: int) -> None:
+        if _transactional(self):
+            await add_gap(self, tp, offset_from, offset_to)
 
     def guarded_new_offset(self: Consumer, tp: TP) -> int | None:
         if not _transactional(self):
@@ -67,62 +76,70 @@ def guard_offset_commits() -> None:
             if acked and committed is not None:
                 acked.sort()
                 if acked[0] != committed:
-                    _log_held(self, tp, committed, acked[0])
-                    return None
+                    return None  # the message at the committed offset is not processed yet
         return new_offset(self, tp)
 
     Consumer.ack = guarded_ack
-    Consumer._reset_state = guarded_reset_state
+    Consumer._add_gap = guarded_add_gap
     Consumer._new_offset = guarded_new_offset
     Consumer.stream_recs_guarded = True
 
 
-class Redeliveries:
-    """Which offsets of each assigned partition were processed and not yet committed (at-least-once;
-    under exactly-once Faust's own read-offset check stays on and this knows nothing)."""
+class InOrder:
+    """Per assigned partition, the next offset to process (at-least-once; under exactly-once every
+    record is admitted and Faust's own read-offset check orders them)."""
 
     def __init__(self, app: faust.App) -> None:
         self._app = app
         self._active = app.conf.processing_guarantee != ProcessingGuarantee.EXACTLY_ONCE
-        self._done: defaultdict[TP, set[int]] = defaultdict(set)
-        self._pruned_at: dict[TP, int | None] = {}
+        self._next: dict[TP, int] = {}
+        self._sought: dict[TP, float] = {}
+        self._waiting: dict[TP, int] = {}  # partitions whose records from this offset were lost
+        self._seeks: set[asyncio.Future] = set()
 
-    def repeated(self, tp: TP, offset: int) -> bool:
-        """Was the record at ``offset`` processed already (committed, or done since)?"""
+    def admit(self, message: Message) -> bool:
+        """Process this record now? A repeat is marked processed (its ack may count); a record
+        past lost ones is neither (it comes again after the seek back)."""
         if not self._active:
+            return True
+        tp, offset = message.tp, message.offset
+        expected = self._next.get(tp)
+        if expected is None:
+            expected = self._app.consumer._committed_offset[tp]
+        if expected is None or offset == expected:
+            self._next[tp] = offset + 1
+            self._waiting.pop(tp, None)
+            return True
+        if offset < expected:
+            _PROCESSED.add(message)
             return False
-        committed = self._app.consumer._committed_offset[tp]
-        return (committed is not None and offset < committed) or offset in self._done[tp]
+        self._waiting[tp] = expected
+        self._seek_back(tp, expected)
+        return False
 
-    def processed(self, tp: TP, offsets: Iterable[int]) -> None:
-        """Record processed offsets; forget those the partition's commits have passed."""
-        if not self._active:
-            return
-        done = self._done[tp]
-        done.update(offsets)
-        committed = self._app.consumer._committed_offset[tp]
-        if committed is not None and self._pruned_at.get(tp) != committed:
-            self._pruned_at[tp] = committed
-            done.difference_update([offset for offset in done if offset < committed])
+    def retry(self) -> None:
+        """Seek back again where lost records have still not arrived (call periodically: a seek
+        can be undone by the fetch loop, and no later record may come to trigger another)."""
+        for tp, expected in list(self._waiting.items()):
+            self._seek_back(tp, expected)
 
     def revoked(self, tps: Iterable[TP]) -> None:
-        """A partition taken away: whoever gets it next starts from its committed offset."""
+        """Partitions taken away: whoever gets one next starts at its committed offset."""
         for tp in tps:
-            self._done.pop(tp, None)
-            self._pruned_at.pop(tp, None)
+            self._next.pop(tp, None)
+            self._sought.pop(tp, None)
+            self._waiting.pop(tp, None)
+
+    def _seek_back(self, tp: TP, expected: int) -> None:
+        now = time.monotonic()
+        if now - self._sought.get(tp, -RESEEK_EVERY_S) < RESEEK_EVERY_S:
+            return
+        self._sought[tp] = now
+        log.warning("%s: offset %d never arrived, fetching again from it", tp, expected)
+        task = asyncio.ensure_future(self._app.consumer.seek(tp, expected))
+        self._seeks.add(task)
+        task.add_done_callback(self._seeks.discard)
 
 
 def _transactional(consumer: Consumer) -> bool:
     return consumer.app.conf.processing_guarantee == ProcessingGuarantee.EXACTLY_ONCE
-
-
-def _log_held(consumer: Consumer, tp: TP, committed: int, first_acked: int) -> None:
-    """One warning per held offset: commits of ``tp`` wait for the message at ``committed``."""
-    held = consumer.__dict__.setdefault("_stream_recs_held", {})
-    if held.get(tp) != committed:
-        held[tp] = committed
-        log.warning(
-            "%s: offset commits wait for offset %d (processed from %d on); it is replayed, never "
-            "skipped (a transactional producer's marker would also hold commits here)",
-            tp, committed, first_acked,
-        )  # fmt: skip

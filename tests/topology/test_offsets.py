@@ -1,11 +1,14 @@
-"""Offset commits never pass an unprocessed click (topology/offsets.py), without a broker."""
+"""Clicks processed once, in order, never committed unprocessed (topology/offsets.py); no broker."""
 
 from __future__ import annotations
+
+import asyncio
 
 import faust
 from faust.types import TP, Message
 
-from stream_recs.topology.offsets import Redeliveries, guard_offset_commits
+from stream_recs.topology import offsets
+from stream_recs.topology.offsets import InOrder, guard_offset_commits, mark_processed
 
 TOPIC = "clicks"
 PART = TP(TOPIC, 0)
@@ -14,8 +17,7 @@ PART = TP(TOPIC, 0)
 def consumer(guarantee: str = "at_least_once"):
     guard_offset_commits()
     app = faust.App(f"offsets-{guarantee}", broker="kafka://127.0.0.1:1", processing_guarantee=guarantee)
-    app.topic(TOPIC)  # acks are tracked for subscribed topics only
-    app.topics._acking_topics.add(TOPIC)
+    app.topics._acking_topics.add(TOPIC)  # acks are tracked for subscribed topics only
     app.flow_control.resume()
     return app, app.consumer
 
@@ -25,71 +27,91 @@ def message(app: faust.App, offset: int, generation: int | None = None) -> Messa
     return Message(TOPIC, 0, offset, 0.0, 0, {}, b"u", b"{}", None, generation_id=generation)
 
 
-def test_a_commit_waits_for_the_message_at_the_committed_offset(caplog):
+def processed(app: faust.App, *offsets: int) -> list[Message]:
+    done = [message(app, o) for o in offsets]
+    mark_processed(done)
+    return done
+
+
+def test_only_acks_of_processed_messages_count():
+    app, c = consumer()
+    skipped = message(app, 4)
+    assert not c.ack(skipped) and skipped.acked  # nothing waits for it, its offset is not committed
+    stale = processed(app, 5)[0]
+    stale.generation_id -= 1
+    app.flow_control.suspend()  # a batch finished during a rebalance or shutdown still commits
+    assert c.ack(stale)
+    assert c._acked[PART] == [5]
+
+
+def test_a_commit_waits_for_the_message_at_the_committed_offset():
     app, c = consumer()
     c._committed_offset[PART] = 10
-    for offset in (11, 12):
-        assert c.ack(message(app, offset))
+    done = processed(app, 11, 12)
+    assert all(c.ack(m) for m in done)
     assert c._new_offset(PART) is None  # offset 10 was never processed: Faust would commit 13
-    assert "wait for offset 10" in caplog.text
-    assert c.ack(message(app, 10))
+    assert c.ack(processed(app, 10)[0])
     assert c._new_offset(PART) == 13
 
 
-def test_a_commit_covers_the_acknowledged_run_only():
-    app, c = consumer()
-    c._committed_offset[PART] = 10
-    for offset in (10, 11, 12, 14):
-        c.ack(message(app, offset))
-    assert c._new_offset(PART) == 13
-
-
-def test_the_fetch_loop_never_knows_a_read_offset():
-    """Then it neither drops a re-fetched record as already read nor declares offsets skippable."""
+async def test_no_offset_is_declared_skippable():
     _, c = consumer()
-    c._read_offset[PART] = 42
-    assert c._read_offset[PART] is None
-    assert dict(c._read_offset) == {PART: 42}
+    await c._add_gap(PART, 5, 9)
+    assert not c._gap[PART]
 
 
-def test_an_ack_from_an_older_generation_or_a_suspended_flow_is_refused():
+async def test_records_are_admitted_once_in_order_and_lost_ones_fetched_again(monkeypatch):
     app, c = consumer()
-    stale = message(app, 5, generation=app.consumer_generation_id - 1)
-    assert not c.ack(stale) and stale.acked
-    app.flow_control.suspend()
-    assert not c.ack(message(app, 6))
-    assert not c._acked[PART]
+    sought = []
+
+    async def seek(tp, offset):
+        sought.append((tp, offset))
+
+    monkeypatch.setattr(c, "seek", seek)
+    order = InOrder(app)
+    c._committed_offset[PART] = 10
+    assert [order.admit(message(app, o)) for o in (10, 11)] == [True, True]
+    repeat = message(app, 10)
+    assert not order.admit(repeat)  # fetched twice: skipped, and its ack counts
+    assert c.ack(repeat)
+    late = message(app, 14)
+    assert not order.admit(late) and not order.admit(message(app, 15))  # 12, 13 never arrived
+    await asyncio.sleep(0)
+    assert sought == [(PART, 12)]  # once per RESEEK_EVERY_S
+    assert not c.ack(late)
+    assert [order.admit(message(app, o)) for o in (12, 13, 14)] == [True, True, True]
+    order.revoked([PART])
+    c._committed_offset[PART] = 20
+    assert not order.admit(message(app, 14)) and order.admit(message(app, 20))
 
 
-def test_exactly_once_keeps_faust_rules():
+async def test_a_partition_is_sought_back_again_while_records_stay_lost(monkeypatch):
+    app, c = consumer()
+    sought = []
+
+    async def seek(tp, offset):
+        sought.append(offset)
+
+    monkeypatch.setattr(c, "seek", seek)
+    monkeypatch.setattr(offsets, "RESEEK_EVERY_S", 0.0)
+    order = InOrder(app)
+    c._committed_offset[PART] = 3
+    order.admit(message(app, 5))
+    order.retry()  # no later record has to arrive for another try
+    await asyncio.sleep(0)
+    assert sought == [3, 3]
+    assert order.admit(message(app, 3))
+    order.retry()
+    await asyncio.sleep(0)
+    assert sought == [3, 3]
+
+
+async def test_exactly_once_keeps_faust_rules():
     """Transaction markers leave real gaps there: one missing offset does not hold commits."""
     app, c = consumer("exactly_once")
     c._committed_offset[PART] = 10
-    c.ack(message(app, 11))
+    assert c.ack(message(app, 11))  # acks of the current generation count as Faust's do
     assert c._new_offset(PART) == 12
-    assert c._read_offset[PART] is None  # Faust's own default, not ours
-    c._read_offset[PART] = 3
-    assert c._read_offset[PART] == 3
-
-
-def test_redeliveries_know_what_was_processed_since_the_commit():
-    app, c = consumer()
-    seen = Redeliveries(app)
-    c._committed_offset[PART] = 10
-    seen.processed(PART, [10, 11, 13])
-    assert [o for o in range(8, 15) if seen.repeated(PART, o)] == [8, 9, 10, 11, 13]
-    c._committed_offset[PART] = 12  # a commit: offsets below are forgotten, still repeated
-    seen.processed(PART, [14])
-    assert seen._done[PART] == {13, 14}
-    assert not seen.repeated(PART, 12) and seen.repeated(PART, 11)
-    seen.revoked([PART])
-    c._committed_offset[PART] = None
-    assert not seen.repeated(PART, 13)
-
-
-def test_redeliveries_stay_off_under_exactly_once():
-    app, c = consumer("exactly_once")
-    seen = Redeliveries(app)
-    c._committed_offset[PART] = 10
-    seen.processed(PART, [10])
-    assert not seen.repeated(PART, 5) and not seen.repeated(PART, 10)
+    await c._add_gap(PART, 13, 14)
+    assert c._gap[PART]
+    assert InOrder(app).admit(message(app, 3))

@@ -174,9 +174,10 @@ def test_restart_restores_state_from_the_changelog(stream, workers, tmp_path):
     for event_id, rec in reference.items():
         got = restarted[event_id]
         assert [it["item_id"] for it in got["items"]] == [it["item_id"] for it in rec["items"]], event_id
-        # equal up to float summation order (BLAS blocks differ with the micro-batch's size)
+        # equal up to float summation order (BLAS blocks differ with the micro-batch's size), which
+        # can flip the float16 rounding of a stored hidden state by one unit (2**-11 relative)
         scores = [it["score"] for it in rec["items"]]
-        assert [it["score"] for it in got["items"]] == pytest.approx(scores, rel=1e-4, abs=1e-6)
+        assert [it["score"] for it in got["items"]] == pytest.approx(scores, rel=2e-3, abs=1e-4)
 
 
 def test_two_workers_share_the_partitions_and_answer_each_event_once(stream, workers, tmp_path):
