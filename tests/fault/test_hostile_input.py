@@ -117,6 +117,8 @@ def test_hostile_records_are_all_answered_or_dead_lettered(stream, workers, tmp_
             if isinstance(value, dict):
                 if "event_id" not in value:  # unique, so answers can be matched to records
                     value["event_id"] = event_id = f"h{next(ids)}"
+                elif isinstance(value["event_id"], str) and value["event_id"]:  # hostile, maybe valid:
+                    value["event_id"] = event_id = f"h{next(ids)}{value['event_id']}"  # made unique too
                 value = json.dumps(value).encode()  # orjson refuses nesting past 255 levels
             sent.append((producer.send(stream.topics.clicks, key=key, value=value), event_id, key is None))
 
