@@ -63,6 +63,9 @@ def guard_offset_commits() -> None:
         ):
             message.acked = True  # nothing will wait for it any more ...
             self._unacked_messages.discard(message)
+            waiting = self._waiting_for_ack  # a rebalance waiting for the acks goes on at once
+            if waiting is not None and not waiting.done():
+                waiting.set_result(None)
             return False  # ... but its offset is not committed
         return ack(self, message)
 

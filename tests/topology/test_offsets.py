@@ -33,10 +33,12 @@ def processed(app: faust.App, *offsets: int) -> list[Message]:
     return done
 
 
-def test_only_acks_of_processed_messages_count():
+async def test_only_acks_of_processed_messages_count():
     app, c = consumer()
     skipped = message(app, 4)
+    c._waiting_for_ack = waiting = asyncio.get_running_loop().create_future()  # a rebalance's wait
     assert not c.ack(skipped) and skipped.acked  # nothing waits for it, its offset is not committed
+    assert waiting.done()
     stale = processed(app, 5)[0]
     stale.generation_id -= 1
     app.flow_control.suspend()  # a batch finished during a rebalance or shutdown still commits
