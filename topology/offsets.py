@@ -57,7 +57,7 @@ def guard_offset_commits() -> None:
 
     def guarded_ack(self: Consumer, message: Message) -> bool:
         if message not in _PROCESSED and (
-            not _transactional(self)
+            not _transactional(self.app)
             or message.generation_id != self.app.consumer_generation_id
             or not self.app.flow_control.is_active()
         ):
@@ -70,11 +70,11 @@ def guard_offset_commits() -> None:
         return ack(self, message)
 
     async def guarded_add_gap(self: Consumer, tp: TP, offset_from: int, offset_to: int) -> None:
-        if _transactional(self):
+        if _transactional(self.app):
             await add_gap(self, tp, offset_from, offset_to)
 
     def guarded_new_offset(self: Consumer, tp: TP) -> int | None:
-        if not _transactional(self):
+        if not _transactional(self.app):
             acked, committed = self._acked[tp], self._committed_offset[tp]
             if acked and committed is not None:
                 acked.sort()
@@ -94,7 +94,7 @@ class InOrder:
 
     def __init__(self, app: faust.App) -> None:
         self._app = app
-        self._active = app.conf.processing_guarantee != ProcessingGuarantee.EXACTLY_ONCE
+        self._active = not _transactional(app)
         self._next: dict[TP, int] = {}
         self._sought: dict[TP, float] = {}
         self._waiting: dict[TP, int] = {}  # partitions whose records from this offset were lost
@@ -144,5 +144,5 @@ class InOrder:
         task.add_done_callback(self._seeks.discard)
 
 
-def _transactional(consumer: Consumer) -> bool:
-    return consumer.app.conf.processing_guarantee == ProcessingGuarantee.EXACTLY_ONCE
+def _transactional(app: faust.App) -> bool:
+    return app.conf.processing_guarantee == ProcessingGuarantee.EXACTLY_ONCE
