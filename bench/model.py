@@ -3,9 +3,11 @@ against the machine's large-GEMM rate, all measured in the same run.
 
     .venv/bin/python bench/model.py [--items 10000,100000] [--dims 64,256] [--batches 64,256] [--json]
 
-Scoring step = ``scoring.top_k_scores`` (scores of a batch of users against every item, mask, top-K),
-in both layouts: ``users x items`` (``addmm(b, H, E.T)``) and ``items x users`` (``addmm(b, E, H.T)``
-read transposed); the matmuls alone (torch both ways, numpy) and ``torch.topk`` are timed as well.
+Scoring step = ``scoring.top_k_scores`` as the worker runs it (scores of a batch of users against
+every item written into a reused buffer, 50 items masked per user, block-maxima top-K). Its parts
+are timed as well: the matmul into a fresh matrix and into the buffer (``users x items``,
+``addmm(b, H, E.T)``), in the other layout (``items x users``, ``addmm(b, E, H.T)``) and in numpy,
+and top-K by ``torch.topk`` and by ``scoring.top_k``.
 FLOP rates count the matmul's 2*m*n*d only. Everything runs with the worker's thread count
 (``--threads``, default ``Worker.torch_threads``); the GEMM reference is given at that count and at
 the machine's core count. Per event: ``Recommender.step_batch`` (steady-state users, batch
@@ -33,7 +35,7 @@ from common import emit_json, gemm_rate, median_time, synthetic_model, table
 
 from stream_recs.config import Worker
 from stream_recs.events import Event
-from stream_recs.scoring import Recommender, top_k_scores
+from stream_recs.scoring import Recommender, top_k, top_k_scores
 
 K = 20
 
@@ -53,24 +55,22 @@ def scoring_rows(n_items: int, d: int, batches: list[int], repeat: int) -> list[
         row = {"items": n_items, "d": d, "batch": m}
         for name, seconds in times.items():
             row[f"{name}_ms"] = seconds * 1e3
-            row[f"{name}_gflops"] = flops / seconds / 1e9 if name != "topk" else None
+            row[f"{name}_gflops"] = flops / seconds / 1e9 if "top" not in name else None
         rows.append(row)
     return rows
 
 
 def _scoring_times(weight, bias, outputs, masked, scores, repeat: int) -> dict[str, float]:
     weight_np, outputs_np = weight.numpy(), outputs.numpy()
+    buffer = torch.empty_like(scores)
     return {
         "mm_users_x_items": median_time(lambda: torch.addmm(bias, outputs, weight.T), repeat),
+        "mm_into_buffer": median_time(lambda: torch.addmm(bias, outputs, weight.T, out=buffer), repeat),
         "mm_items_x_users": median_time(lambda: torch.addmm(bias[:, None], weight, outputs.T), repeat),
         "mm_numpy": median_time(lambda: outputs_np @ weight_np.T, repeat),
         "topk": median_time(lambda: torch.topk(scores, K, dim=1), repeat),
-        "step_users_x_items": median_time(
-            lambda: top_k_scores(outputs, weight, bias, K, masked, item_major=False), repeat
-        ),
-        "step_items_x_users": median_time(
-            lambda: top_k_scores(outputs, weight, bias, K, masked, item_major=True), repeat
-        ),
+        "block_top_k": median_time(lambda: top_k(scores, K), repeat),
+        "step": median_time(lambda: top_k_scores(outputs, weight, bias, K, masked, out=buffer), repeat),
     }
 
 
@@ -200,9 +200,9 @@ def main(items, dims, batches, event_batch, threads, repeat, train_events, probe
     print(f"large GEMM (1024^3 float32): {gemm_all[0] / 1e9:.1f} GFLOP/s on {cores} threads, "
           f"{gemm_rate_t / 1e9:.1f} GFLOP/s on {threads} (median of {len(gemm)} in this run)")  # fmt: skip
     print("\nscoring step (ms, and matmul GFLOP/s as a fraction of the GEMM rate on the same threads)")
-    cols = ["items", "d", "batch", "mm_users_x_items_ms", "mm_items_x_users_ms", "mm_numpy_ms", "topk_ms",
-            "step_users_x_items_ms", "step_items_x_users_ms", "step_users_x_items_of_gemm",
-            "step_items_x_users_of_gemm", "mm_items_x_users_of_gemm"]  # fmt: skip
+    cols = ["items", "d", "batch", "mm_users_x_items_ms", "mm_into_buffer_ms", "mm_items_x_users_ms",
+            "mm_numpy_ms", "topk_ms", "block_top_k_ms", "step_ms", "mm_into_buffer_of_gemm",
+            "step_of_gemm"]  # fmt: skip
     print(table(scoring, cols))
     costs = [per_event_costs(n, d, event_batch, repeat) for n in sizes for d in ds]
     print(f"\nper-event inference cost (micro-batch {event_batch} vs naive: 50-item history rerun)")
