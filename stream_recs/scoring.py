@@ -25,9 +25,9 @@ and ``recommender.swap_model(model)`` on a hot swap. What happens to each event,
    ``addmm`` into a reused buffer, the padding ids (``never_recommend``) and the user's recent
    items (``mask_recent``: True = whole history, n = last n, False = none) masked, exact top-K
    per row through block maxima (``top_k``), and for each item ``because`` = the history item
-   with the most similar embedding (cosine). Otherwise ``popular``: the items with the largest exponentially decayed
-   counts this worker saw (``popularity_half_life`` seconds), minus the event's item and the
-   masked history, ``because`` None.
+   with the most similar embedding (cosine). Otherwise ``popular``: the items with the largest
+   exponentially decayed counts this worker saw (``popularity_half_life`` seconds), minus the
+   event's item and the masked history, ``because`` None.
 
 A hidden state is rounded to float16 after every step, as the state store keeps it, so answers
 do not depend on where micro-batch boundaries fall (a replayed batch may be cut differently).
