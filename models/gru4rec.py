@@ -100,7 +100,7 @@ class GRU4Rec(nn.Module):
             weight, bias = self.item_embedding.weight, self.item_bias.weight[:, 0]
         else:
             weight, bias = self.item_embedding(items), self.item_bias(items)[:, 0]
-        return output @ weight.T + bias
+        return torch.addmm(bias, output, weight.T)
 
     # --- incremental inference API (the contract the stream relies on) --------------------
     def init_hidden(self, n: int) -> torch.Tensor:
