@@ -6,6 +6,7 @@ Heavy imports (torch, numpy, optuna) happen inside the commands so other command
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -71,8 +72,8 @@ def _split(events, protocol: str, max_len: int, session_gap: float | None, test_
 @click.option("--test-days", default=1.0, show_default=True, help="session holdout: test days.")
 @click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
               help="Override a training hyper-parameter (repeatable), e.g. --param bptt=8.")
-@click.option("--threads", default=1, show_default=True,
-              help="torch threads; per-step ops are small, so 1 is fastest on a busy CPU.")
+@click.option("--threads", default=0, show_default=True,
+              help="torch threads (0: one per core; 1 can be faster on a CPU busy with other work).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train(dataset, events_path, n_events, n_users, n_items, data_seed, out_dir, holdout, loss,
           session_gap, max_len, epochs, seed, test_days, params, threads, quiet):
@@ -82,7 +83,7 @@ def train(dataset, events_path, n_events, n_users, n_items, data_seed, out_dir, 
 
     import torch
 
-    torch.set_num_threads(threads)
+    torch.set_num_threads(threads or os.cpu_count() or 1)
 
     from stream_recs.datasets import to_sequences
     from stream_recs.models import save_model
