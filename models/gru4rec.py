@@ -110,12 +110,13 @@ class GRU4Rec(nn.Module):
     @torch.inference_mode()
     def step(self, hidden: torch.Tensor, item_idx: torch.Tensor) -> torch.Tensor:
         """Advance ``n`` sequences by one item each; returns the next state."""
-        was_training = self.training
+        if not self.training:  # the serving case: no mode switch (it walks every submodule)
+            return self.forward(hidden, item_idx)[0]
         self.eval()
         try:
             new_hidden, _ = self.forward(hidden, item_idx)
         finally:
-            self.train(was_training)
+            self.train()
         return new_hidden
 
     def output_of(self, hidden: torch.Tensor) -> torch.Tensor:

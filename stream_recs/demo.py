@@ -24,7 +24,7 @@ import orjson
 from stream_recs.config import Settings, kafka_client_kwargs
 from stream_recs.metrics import summarize
 
-DEMO_EPOCHS = 5  # a few minutes on two cores; `stream-recs train` defaults to the tuned 20
+DEMO_EPOCHS = 5  # under a minute on two quiet cores; `stream-recs train` defaults to the tuned 20
 
 
 def _cli(*args: str) -> list[str]:
