@@ -146,8 +146,8 @@ def select_block(k: int) -> int:
 
 def top_k(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact top-``k`` (values, indices) per row of a row-major ``scores``, best first, as
-    ``torch.topk`` gives them (of equal scores, either may be chosen), in about a third of its
-    time on wide rows: each row is cut into ``w / b`` interleaved blocks of ``b`` items (item i in
+    ``torch.topk`` gives them (of equal scores, either may be chosen), 2-6x faster on wide rows
+    (``bench/model.py``): each row is cut into ``w / b`` interleaved blocks of ``b`` items (item i in
     block ``i mod (w / b)``), the ``k`` blocks with the largest maxima (found the same way,
     recursively) are gathered and only their ``k * b`` items ranked. Exact, because a block that
     holds a top-``k`` item is beaten only by blocks holding a better item, which are fewer than
