@@ -222,6 +222,12 @@ def _ann_top_k(index, outputs: torch.Tensor, k: int, masked: torch.Tensor | None
     return values, ids.gather(1, pos).clamp_min(0)
 
 
+def _rows(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``table[index]`` for a 2-D index: one ``index_select`` (1.5-2x faster here than advanced
+    indexing for the batch's top-K and history item vectors)."""
+    return table.index_select(0, index.reshape(-1)).view(*index.shape, table.shape[1])
+
+
 def _as_stored(hidden: torch.Tensor) -> torch.Tensor:
     """Round a hidden state to what the state store keeps (float16)."""
     return hidden.half().float()
@@ -541,7 +547,7 @@ class Recommender:
         history = torch.from_numpy(np.array(padded, dtype=np.int64))
         masked = history[:, -self.mask_recent :] if self.mask_recent else None
         values, top = live.top_k(outputs, self.k, masked)
-        similarity = torch.bmm(live.unit[top], live.unit[history].transpose(1, 2))
+        similarity = torch.bmm(_rows(live.unit, top), _rows(live.unit, history).transpose(1, 2))
         because = history.gather(1, similarity.argmax(dim=2))
         name, make = live.vocab.ids.__getitem__, partial(tuple.__new__, RecItem)  # no Python frame per item
         masked_out = bool(torch.isinf(values).any())  # fewer than k items left for some rows
