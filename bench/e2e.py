@@ -16,8 +16,10 @@ output records' timestamps (start-up and the tail do not count). Services, per c
 
 Latency (ours, 10k items, d=64): a running worker, clicks produced at a fixed rate (500 and 2,000
 events/s) with their send time as ``ts``; the consumer process records when each recommendation
-arrives; p50/p95/p99 of (arrival - ts) after a warm-up. Every run uses its own topics, consumer
-group and data directory (unique names), deleted afterwards; the shared broker is left running.
+arrives; p50/p95/p99 of (arrival - ts) after a warm-up. CPU (``--measure cpu``; ceiling and ours,
+10k items, d=64): the service's CPU time per event while it answers a burst of clicks, from /proc.
+Every run uses its own topics, consumer group and data directory (unique names), deleted
+afterwards; the shared broker is left running.
 Medians over ``--repeats``; the services of one repeat run one after the other, interleaved.
 """
 
@@ -208,6 +210,31 @@ def throughput(bootstrap, prefix, workdir, kind, model, records, timeout, env=No
         run.close()
 
 
+def cpu_per_event(bootstrap, prefix, workdir, kind, model, records) -> float:
+    """Microseconds of the service's CPU time (all its threads, from /proc) per event: a running
+    service, then ``records`` sent as fast as they go, until the consumer has every answer. Less
+    sensitive to other jobs on the machine than events/s, though a busy cache still costs."""
+    run = Run(bootstrap, prefix, f"{kind}-cpu", workdir)
+    try:
+        run.create_topics()
+        service = run.service(kind, model)
+        probes = run.wait_serving()
+        consumer, _ = run.consumer(probes + len(records), timeout=300)
+        time.sleep(1.0)  # the consumer process starts before the clock does
+        before = _cpu_seconds(service.pid)
+        asyncio.run(produce_at_rate(bootstrap, run.topics.clicks, records, 1e9))
+        _wait(consumer, run, 330)
+        return (_cpu_seconds(service.pid) - before) / len(records) * 1e6
+    finally:
+        run.close()
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (every thread)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def produce_at_rate(bootstrap: str, topic: str, records: list[tuple[bytes, dict]], rate: float
                           ) -> float:
     """Send ``records`` at ``rate`` per second, each stamped with its send time as ``ts``; returns
@@ -259,7 +286,7 @@ def latency(bootstrap, prefix, workdir, kind, model, records, rate) -> dict:
 @click.option("--rates", default="500,2000", show_default=True, help="Offered loads for latency.")
 @click.option("--latency-seconds", default=20.0, show_default=True)
 @click.option("--latency-services", default="ours", show_default=True, help="Also: ceiling, naive.")
-@click.option("--measure", default="throughput,latency", show_default=True)
+@click.option("--measure", default="throughput,latency", show_default=True, help="Also: cpu.")
 @click.option("--ann-lists", default=0, show_default=True,
               help="Also run stream-recs with the ann option (this many cells) at the largest catalogue.")
 @click.option("--ann-probes", default=32, show_default=True)
@@ -318,6 +345,10 @@ def main(
                         recs = data[n][: backlog[n]["ours"]]
                         eps = throughput(bootstrap, prefix, workdir, "ours_ann", models[n, d], recs, 400, ann)
                         add(f"ours_ann_eps_{n}_{d}", eps)
+            for kind in ("ceiling", "ours") if "cpu" in measure else ():
+                recs = data[base][: backlog[base]["ours"]]
+                add(f"{kind}_cpu_us", cpu_per_event(bootstrap, prefix, workdir, kind,
+                                                    models[base, ds[0]], recs))  # fmt: skip
             for kind in latency_services.split(",") if "latency" in measure else ():
                 for rate in loads:
                     recs = lat_records[: int(rate * latency_seconds)]
@@ -378,6 +409,10 @@ def report(results, sizes, ds, loads, latency_kinds, repeats, partitions) -> dic
               f"ours/naive ({big} items, d={d0}): {summary['ours_over_naive_100k']:.1f}x"
               + (f"   with ann: {summary['ours_ann_over_naive_100k']:.1f}x" if "ours_ann_eps_100k" in summary
                  else ""))  # fmt: skip
+    if "ours_cpu_us" in med:
+        print(f"\nCPU per event ({base} items, d={d0}; service process, all threads), median of {repeats}: "
+              f"ceiling {med['ceiling_cpu_us']:.0f} us, stream-recs {med['ours_cpu_us']:.0f} us")
+        summary["ceiling_cpu_us"], summary["ours_cpu_us"] = med["ceiling_cpu_us"], med["ours_cpu_us"]
     for kind in latency_kinds:
         tag = "" if kind == "ours" else f"_{kind}"
         if f"p50_ms_at_{int(loads[0])}{tag}" not in med:
