@@ -94,8 +94,8 @@ async def _tune_gc() -> None:
     With Python's defaults, a full collection rescanned that heap every second or two under load,
     each a pause of 120-140 ms (``gc.callbacks``, 20,000 clicks at 10k items), and the many
     small ones ran every 700 new objects, which a 256-event batch makes several times over.
-    After this, no full collection ran while serving and the worker used about 4 % less CPU per
-    event. Cyclic garbage is still collected, only later."""
+    After this, no full collection ran while serving (CPU per event did not change beyond the
+    noise: ``bench/e2e.py --measure cpu``). Cyclic garbage is still collected, only later."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
