@@ -192,12 +192,7 @@ def throughput(bootstrap, prefix, workdir, kind, model, records, timeout, env=No
     run.env.update(env or {})
     try:
         run.create_topics()
-        producer = _producer(bootstrap)
-        now = time.time()
-        for key, event in records:
-            producer.send(run.topics.clicks, key=key, value=orjson.dumps({**event, "ts": now}))
-        producer.flush()
-        producer.close()
+        asyncio.run(produce_at_rate(bootstrap, run.topics.clicks, records))
         consumer, out = run.consumer(len(records), timeout)
         run.service(kind, model)
         _wait(consumer, run, timeout + 30)
@@ -222,7 +217,7 @@ def cpu_per_event(bootstrap, prefix, workdir, kind, model, records) -> float:
         consumer, _ = run.consumer(probes + len(records), timeout=300)
         time.sleep(1.0)  # the consumer process starts before the clock does
         before = _cpu_seconds(service.pid)
-        asyncio.run(produce_at_rate(bootstrap, run.topics.clicks, records, 1e9))
+        asyncio.run(produce_at_rate(bootstrap, run.topics.clicks, records))
         _wait(consumer, run, 330)
         return (_cpu_seconds(service.pid) - before) / len(records) * 1e6
     finally:
@@ -235,11 +230,12 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def produce_at_rate(bootstrap: str, topic: str, records: list[tuple[bytes, dict]], rate: float
-                          ) -> float:
-    """Send ``records`` at ``rate`` per second, each stamped with its send time as ``ts``; returns
-    the rate achieved. Paced in 1 ms ticks, every record due is sent at each tick. aiokafka, not
-    kafka-python: about 13 us of CPU per record here against 45, on the cores the service uses."""
+async def produce_at_rate(bootstrap: str, topic: str, records: list[tuple[bytes, dict]],
+                          rate: float | None = None) -> float:
+    """Send ``records`` at ``rate`` per second (None: as fast as they go), each stamped with its
+    send time as ``ts``; returns the rate achieved. Paced in 1 ms ticks, every record due is sent
+    at each tick. aiokafka, not kafka-python: about 13 us of CPU per record here against 45, on the
+    cores the service uses."""
     from aiokafka import AIOKafkaProducer
 
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
@@ -247,11 +243,13 @@ async def produce_at_rate(bootstrap: str, topic: str, records: list[tuple[bytes,
     try:
         started, sent = time.monotonic(), 0
         while sent < len(records):
-            due = min(len(records), int((time.monotonic() - started) * rate) + 1)
+            elapsed = time.monotonic() - started
+            due = len(records) if rate is None else min(len(records), int(elapsed * rate) + 1)
             for key, event in records[sent:due]:
                 await producer.send(topic, key=key, value=orjson.dumps({**event, "ts": time.time()}))
             sent = due
-            await asyncio.sleep(max(0.001, started + sent / rate - time.monotonic()))
+            if sent < len(records):
+                await asyncio.sleep(max(0.001, started + sent / rate - time.monotonic()))
         await producer.flush()
         return len(records) / (time.monotonic() - started)
     finally:
