@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import faust
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
 from stream_recs.config import Security, Settings
 
@@ -84,6 +85,31 @@ async def _skip_unemitted_logs() -> None:
             logger.setLevel(logging.INFO)
 
 
+def bound_fetch_wait() -> None:
+    """Let the app's ``stream_recs_fetch_max_wait`` (seconds) bound how long the broker may hold
+    a fetch of the worker's consumer (Faust fixes it at 1.5 s). Installed once per process.
+
+    That consumer also reads the app's leader-election topic (``<app id>-__assignor-__leader``),
+    which never has records, and aiokafka leaves a partition out of a fetch while records fetched
+    for it are still unconsumed. So under load a fetch could hold only that idle partition: the
+    broker kept it the full 1.5 s and no click was fetched meanwhile. At 2,000 events/s one such
+    stall left every later answer 1.3-1.7 s late (each round trip then brought 1.5 s of clicks,
+    as fast as they came, so the backlog never drained)."""
+    if getattr(AIOKafkaConsumerThread, "stream_recs_bounded", False):
+        return
+    create = AIOKafkaConsumerThread._create_worker_consumer
+
+    def create_bounded(self: AIOKafkaConsumerThread, transport):
+        consumer = create(self, transport)
+        wait = getattr(self.app, "stream_recs_fetch_max_wait", None)
+        if wait is not None:
+            consumer._fetch_max_wait_ms = max(1, round(wait * 1000))  # read when it starts
+        return consumer
+
+    AIOKafkaConsumerThread._create_worker_consumer = create_bounded
+    AIOKafkaConsumerThread.stream_recs_bounded = True
+
+
 GC_THRESHOLDS = (10_000, 50, 100)  # Python's defaults: (700, 10, 10)
 
 
@@ -108,6 +134,7 @@ def create_app(settings: Settings, bootstrap: str) -> Topology:
     datadir = data_dir(settings)
     datadir.mkdir(parents=True, exist_ok=True)
     guard_offset_commits()
+    bound_fetch_wait()
     app = faust.App(
         w.app_id,
         broker=[f"kafka://{host}" for host in bootstrap.split(",")],
@@ -126,6 +153,7 @@ def create_app(settings: Settings, bootstrap: str) -> Topology:
         stream_wait_empty=True,  # a rebalance waits for the batch in flight
         table_standby_replicas=0,
     )
+    app.stream_recs_fetch_max_wait = w.fetch_max_wait
     app.task(_skip_unemitted_logs)
     app.task(_tune_gc)
     topics = settings.topics
