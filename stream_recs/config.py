@@ -50,7 +50,7 @@ class Worker:
     app_id: str = "stream-recs"
     k: int = 20
     batch_size: int = 256  # most events taken into one micro-batch
-    batch_window: float = 0.01  # seconds to wait for a micro-batch to fill
+    batch_window: float = 0.015  # seconds to wait for a micro-batch to fill
     producer_linger: float = 0.005  # seconds the producer waits to fill a request
     fetch_max_wait: float = 0.02  # seconds the broker may hold a fetch with no new records
     session_gap: float = 1800.0  # inactivity (event time) that starts a new session

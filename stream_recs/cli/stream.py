@@ -25,7 +25,7 @@ def _producer(settings: Settings, bootstrap: str, **options: object):
 @click.option("--app-id", help="Consumer group and table namespace (default stream-recs).")
 @click.option("--k", type=int, help="Recommendations per event (default 20).")
 @click.option("--batch-size", type=int, help="Most events per micro-batch (default 256).")
-@click.option("--batch-window", type=float, help="Seconds a micro-batch may wait to fill (default 0.01).")
+@click.option("--batch-window", type=float, help="Seconds a micro-batch may wait to fill (default 0.015).")
 @click.option("--session-gap", type=float, help="Inactivity seconds that start a new session (1800).")
 @click.option("--store", help="Table store URL: rocksdb:// (default) or memory://.")
 @click.option("--data-dir", help="Where the worker keeps its tables.")
