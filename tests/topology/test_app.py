@@ -9,7 +9,9 @@ from stream_recs.topology.app import create_app
 
 
 @pytest.mark.parametrize(("seconds", "expected_ms"), [("0.02", 20), ("1.5", 1500)])
-async def test_the_worker_consumer_fetches_with_the_configured_wait(monkeypatch, tmp_path, seconds, expected_ms):
+async def test_the_worker_consumer_fetches_with_the_configured_wait(
+    monkeypatch, tmp_path, seconds, expected_ms
+):
     monkeypatch.setenv("STREAM_RECS_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("STREAM_RECS_FETCH_MAX_WAIT", seconds)
     app = create_app(load_settings(), "127.0.0.1:1").app
