@@ -70,12 +70,6 @@ def click_records(n_items: int, n_events: int, seed: int = 0) -> list[tuple[byte
     return [(e["user_id"].encode(), e) for e in events.records()]
 
 
-def _producer(bootstrap: str):
-    from kafka import KafkaProducer
-
-    return KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
-
-
 class Run:
     """One service run: unique topics, group and data directory; its processes; the cleanup."""
 
@@ -131,11 +125,11 @@ class Run:
     def wait_serving(self, timeout: float = 120.0) -> int:
         """Send probe clicks until the service answers one; returns how many were sent (each is
         answered once, before the measured events, and excluded from the percentiles)."""
-        from kafka import KafkaConsumer
+        from kafka import KafkaConsumer, KafkaProducer
 
         consumer = KafkaConsumer(self.topics.recommendations, bootstrap_servers=self.bootstrap,
                                  auto_offset_reset="earliest", enable_auto_commit=False)  # fmt: skip
-        producer = _producer(self.bootstrap)
+        producer = KafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
         deadline, sent = time.monotonic() + timeout, 0
         try:
             while time.monotonic() < deadline and not any(p.poll() is not None for p in self.procs):
