@@ -48,7 +48,7 @@ from stream_recs.scoring import Recommender
 
 from .app import Topology, aiokafka_security
 from .offsets import RESEEK_EVERY_S, InOrder, mark_processed
-from .tables import forget, load_states, save_states, sweep_expired
+from .tables import StoredUsers, forget, load_states, save_states, sweep_expired
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +64,15 @@ def wire(topology: Topology, recommender: Recommender, metrics: Metrics, bootstr
     pseudonym = load_pseudonymiser(w.pseudonymise_key, w.pseudonymise_key_file)
     order = InOrder(app)
     send_recommendation = _recommendation_sender(topology)
+    stored = StoredUsers(topology.sessions)
 
     async def answer(valid: list[Event], event_of_user: dict, received: float, taken: int) -> None:
         if not valid:
             return
-        states = load_states(topology.sessions, event_of_user)
+        states, unstored = load_states(topology.sessions, event_of_user)
         result = recommender.step_batch(valid, states, now=received)
         save_states(topology.sessions, result.states, event_of_user)
+        stored.created(unstored)
         produced = time.time()
         for rec in result.recommendations:
             await send_recommendation(rec.user_id.encode(), encode_recommendation(rec, produced))
@@ -108,7 +110,8 @@ def wire(topology: Topology, recommender: Recommender, metrics: Metrics, bootstr
                 if decoded.user_id in event_of_user:  # the user's earlier clicks come first
                     await answer(valid, event_of_user, received, index - answered_upto)
                     valid, event_of_user, answered_upto = [], {}, index
-                forget(topology.sessions, decoded.user_id, event)
+                if forget(topology.sessions, decoded.user_id, event):
+                    stored.deleted(1)
                 metrics.record_forgotten()
                 continue
             valid.append(decoded)
@@ -164,11 +167,12 @@ def wire(topology: Topology, recommender: Recommender, metrics: Metrics, bootstr
 
     @_timer(app, SESSIONS_INTERVAL_S)
     async def count_sessions() -> None:
-        metrics.set_active_sessions(len(topology.sessions))
+        metrics.set_active_sessions(stored.value)
 
     @_timer(app, w.state_sweep_interval)
     async def expire_idle_states() -> None:
         removed = await sweep_expired(topology.sessions, settings.topics.clicks, time.time(), w.state_ttl)
+        stored.deleted(removed)
         if removed:
             log.info("deleted %d session states idle for more than %.0f s", removed, w.state_ttl)
 

@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from stream_recs.privacy import Pseudonymiser, PseudonymKeyError, load_pseudonymiser
+from stream_recs.topology.agents import SESSIONS_INTERVAL_S
 from stream_recs.topology.topics import changelog_topic
 from tests.harness import make_model
 
@@ -88,6 +89,10 @@ def test_forget_deletes_the_state_and_it_stays_gone_after_a_restart(stream, work
     assert len(stream.consume(stream.topics.recommendations, 202)) == 202
     wait_forgotten(first, 2.0)
     assert first.value("stream_recs_online_evaluated_total") == evaluated + 1
+    # the gauge is kept by counting creations and deletions: u3 gone, u7 deleted and created again
+    wait_for(lambda: first.value("stream_recs_active_sessions") == 19.0, "sessions after forget != 19")
+    time.sleep(SESSIONS_INTERVAL_S + 1)  # one more report, after every record above was handled
+    assert first.value("stream_recs_active_sessions") == 19.0
 
     first.stop(signal.SIGTERM)
     second = workers("second", model).start()  # empty data dir: state only from the changelog
