@@ -177,17 +177,10 @@ class SessionState(NamedTuple):
     @classmethod
     def decode(cls, data: bytes) -> SessionState:
         """Inverse of ``encode``; raises ``ValueError`` for bytes it did not produce."""
-        if len(data) < _HEADER.size:
-            raise ValueError(f"session state is {len(data)} bytes, shorter than its header")
-        fmt, width, last_ts, session, model, vocab, touched, n_hidden, n_hist, n_sess, n_recs = (
-            _HEADER.unpack_from(data)
-        )
-        if fmt != FORMAT or width not in (2, 4):
-            raise ValueError(f"unknown session state format {fmt} (index width {width})")
+        header = _checked_header(data)
+        _, width, last_ts, session, model, vocab, touched, n_hidden, n_hist, n_sess, n_recs = header
         end_hidden = _HEADER.size + 2 * n_hidden
         end_hist = end_hidden + width * n_hist
-        if len(data) != end_hist + width * n_recs or n_sess > n_hist:
-            raise ValueError("session state length does not match its header")
         dtype = np.uint32 if width == 4 else np.uint16
         return cls(
             last_ts=last_ts,
@@ -200,3 +193,22 @@ class SessionState(NamedTuple):
             session_len=n_sess,
             last_recs=tuple(np.frombuffer(data, dtype, n_recs, end_hist).tolist()),
         )
+
+    @staticmethod
+    def touched_of(data: bytes) -> int:
+        """``decode(data).touched`` from the header alone (the TTL sweep reads every stored
+        state); raises ``ValueError`` where ``decode`` does."""
+        return _checked_header(data)[6]
+
+
+def _checked_header(data: bytes) -> tuple:
+    """The header fields of an encoded state, once they are known to describe ``data``."""
+    if len(data) < _HEADER.size:
+        raise ValueError(f"session state is {len(data)} bytes, shorter than its header")
+    header = _HEADER.unpack_from(data)
+    fmt, width, *_, n_hidden, n_hist, n_sess, n_recs = header
+    if fmt != FORMAT or width not in (2, 4):
+        raise ValueError(f"unknown session state format {fmt} (index width {width})")
+    if len(data) != _HEADER.size + 2 * n_hidden + width * (n_hist + n_recs) or n_sess > n_hist:
+        raise ValueError("session state length does not match its header")
+    return header

@@ -54,18 +54,23 @@ states = st.builds(
 @given(states)
 def test_encoding_round_trips(state):
     assert SessionState.decode(state.encode()) == state
+    assert SessionState.touched_of(state.encode()) == state.touched
 
 
 @pytest.mark.parametrize("data", [b"", b"\x01" * 10, b"\x09" + bytes(36)])
 def test_decode_rejects_foreign_bytes(data):
     with pytest.raises(ValueError):
         SessionState.decode(data)
+    with pytest.raises(ValueError):
+        SessionState.touched_of(data)
 
 
 def test_decode_rejects_truncated_state():
     data = SessionState(last_ts=T0, touched=0, history=(1, 2, 3)).encode()
     with pytest.raises(ValueError, match="length"):
         SessionState.decode(data[:-1])
+    with pytest.raises(ValueError, match="length"):
+        SessionState.touched_of(data[:-1])
 
 
 def test_fingerprints_are_stable_and_nonzero():
