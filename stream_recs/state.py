@@ -30,8 +30,10 @@ keeps per-user data (popularity counts are per item).
 
 from __future__ import annotations
 
+import array
 import hashlib
 import struct
+import sys
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -41,6 +43,8 @@ FORMAT = 1
 _new = tuple.__new__  # builds a SessionState from its fields without _replace's keyword handling
 _HEADER = struct.Struct("<BBdQIIIHHHB")
 _MAX_RECS = 255
+_SWAP = sys.byteorder == "big"  # the encoding is little-endian; ``array`` uses the host's order
+assert array.array("H").itemsize == 2 and array.array("I").itemsize == 4
 
 
 def fingerprint(text: str) -> int:
@@ -149,12 +153,15 @@ class SessionState(NamedTuple):
     # --- encoding -------------------------------------------------------------------------
     def encode(self) -> bytes:
         """Compact bytes for the sessions table (see the module docstring for the layout)."""
-        indices = self.history + self.last_recs
-        wide = bool(indices) and max(indices) > 0xFFFF
-        dtype = np.uint32 if wide else np.uint16
+        try:  # history then last_recs, one array: cheaper than numpy for ~70 small ints
+            packed = array.array("H", self.history + self.last_recs)
+        except OverflowError:  # an index above 65535
+            packed = array.array("I", self.history + self.last_recs)
+        if _SWAP:
+            packed.byteswap()
         header = _HEADER.pack(
             FORMAT,
-            4 if wide else 2,
+            packed.itemsize,
             self.last_ts,
             self.session,
             self.model,
@@ -165,34 +172,20 @@ class SessionState(NamedTuple):
             self.session_len,
             len(self.last_recs),
         )
-        return b"".join(
-            (
-                header,
-                self.hidden,
-                np.asarray(self.history, dtype=dtype).tobytes(),
-                np.asarray(self.last_recs, dtype=dtype).tobytes(),
-            )
-        )
+        return b"".join((header, self.hidden, packed.tobytes()))
 
     @classmethod
     def decode(cls, data: bytes) -> SessionState:
         """Inverse of ``encode``; raises ``ValueError`` for bytes it did not produce."""
         header = _checked_header(data)
-        _, width, last_ts, session, model, vocab, touched, n_hidden, n_hist, n_sess, n_recs = header
+        _, width, last_ts, session, model, vocab, touched, n_hidden, n_hist, n_sess, _ = header
         end_hidden = _HEADER.size + 2 * n_hidden
-        end_hist = end_hidden + width * n_hist
-        dtype = np.uint32 if width == 4 else np.uint16
-        return cls(
-            last_ts=last_ts,
-            touched=touched,
-            session=session,
-            model=model,
-            vocab=vocab,
-            hidden=bytes(data[_HEADER.size : end_hidden]),
-            history=tuple(np.frombuffer(data, dtype, n_hist, end_hidden).tolist()),
-            session_len=n_sess,
-            last_recs=tuple(np.frombuffer(data, dtype, n_recs, end_hist).tolist()),
-        )
+        indices = array.array("I" if width == 4 else "H", data[end_hidden:])
+        if _SWAP:
+            indices.byteswap()
+        hidden = bytes(data[_HEADER.size : end_hidden])
+        history, last_recs = tuple(indices[:n_hist]), tuple(indices[n_hist:])
+        return _new(cls, (last_ts, touched, session, model, vocab, hidden, history, n_sess, last_recs))
 
     @staticmethod
     def touched_of(data: bytes) -> int:
