@@ -40,7 +40,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from functools import partial
+from itertools import repeat
 
 import numpy as np
 import torch
@@ -549,7 +549,7 @@ class Recommender:
         values, top = live.top_k(outputs, self.k, masked)
         similarity = torch.bmm(_rows(live.unit, top), _rows(live.unit, history).transpose(1, 2))
         because = history.gather(1, similarity.argmax(dim=2))
-        name, make = live.vocab.ids.__getitem__, partial(tuple.__new__, RecItem)  # no Python frame per item
+        name, new = live.vocab.ids.__getitem__, tuple.__new__  # RecItems without a Python frame each
         masked_out = bool(torch.isinf(values).any())  # fewer than k items left for some rows
         answers = {}
         for plan, vals, items, why in zip(
@@ -559,7 +559,8 @@ class Recommender:
                 n = sum(v != float("-inf") for v in vals)
                 vals, items, why = vals[:n], items[:n], why[:n]
             plan.recs = items
-            answers[plan.out] = tuple(map(make, zip(map(name, items), vals, map(name, why), strict=True)))
+            fields = zip(map(name, items), vals, map(name, why), strict=True)
+            answers[plan.out] = tuple(map(new, repeat(RecItem, len(items)), fields))
         return answers
 
     def _rank(self, plan: _Plan, plans: list[_Plan], live: _Live | None) -> int | None:
