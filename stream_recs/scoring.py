@@ -6,8 +6,9 @@ The wiring calls, per micro-batch of valid events::
     # result.recommendations[i] answers events[i]; result.states[user] is the state to write back;
     # result.ranks[i]: online evaluation of events[i] (None: not evaluated, 0: miss, r: rank)
 
-and ``recommender.swap_model(model)`` on a hot swap. What happens to each event, in input order
-(events of one user are applied one after the other, as if they came in separate batches):
+and on a hot swap ``recommender.swap_model(model)``, or ``prepare(model)`` in another thread then
+``install`` (building the approximate index takes seconds). What happens to each event, in input
+order (events of one user are applied one after the other, as if they came in separate batches):
 
 1. a state idle longer than ``ttl`` (processing time) is ignored (a new user);
 2. online evaluation: if the event continues a session whose last answer came from the model,
@@ -31,7 +32,7 @@ and ``recommender.swap_model(model)`` on a hot swap. What happens to each event,
 
 A hidden state is rounded to float16 after every step, as the state store keeps it, so answers
 do not depend on where micro-batch boundaries fall (a replayed batch may be cut differently).
-``swap_model`` may be called from another thread: a batch in flight finishes with its model.
+``install`` may be called from another thread: a batch in flight finishes with its model.
 """
 
 from __future__ import annotations
@@ -242,8 +243,8 @@ class _Vocabulary:
         self.fp = vocabulary_fingerprint(self.ids)
 
 
-class _Live:
-    """The live model and what is derived from it once per swap. The output matrices are padded
+class LiveModel:
+    """A model and what serving derives from it once per swap. The output matrices are padded
     to a multiple of ``select_block(k)`` rows (zero vectors, bias -inf) so that ``top_k`` never
     copies the scores; a padding index is only ever returned with a -inf score."""
 
@@ -341,7 +342,7 @@ class Recommender:
         self.ann_probes = ann_probes
         self._vocabularies: OrderedDict[int, _Vocabulary] = OrderedDict()
         self._mappings: dict[tuple[int, int], np.ndarray] = {}
-        self._live: _Live | None = None
+        self._live: LiveModel | None = None
         self.swap_model(model)
 
     # --- model management -----------------------------------------------------------------
@@ -350,14 +351,21 @@ class Recommender:
         """Version of the live model, None when only the fallback serves."""
         return self._live.version if self._live else None
 
-    def swap_model(self, model: GRU4Rec | None) -> None:
-        """Make ``model`` live (None: popularity only). States catch up lazily, per user."""
-        live = None
-        if model is not None:
-            live = _Live(model, self.never_recommend, self.k, self.ann_lists, self.ann_probes)
+    def prepare(self, model: GRU4Rec) -> LiveModel:
+        """``model`` made ready to serve with this recommender's settings (35 ms for 100k items at
+        d=64 here, 2.9 s with the approximate index of 1,264 cells). It changes nothing here, so it
+        can run in another thread while batches are served."""
+        return LiveModel(model, self.never_recommend, self.k, self.ann_lists, self.ann_probes)
+
+    def install(self, live: LiveModel | None) -> None:
+        """Make a prepared model live (None: popularity only). States catch up lazily, per user."""
         self._live = live
-        if self._live is not None:
-            self._remember(self._live.vocab)
+        if live is not None:
+            self._remember(live.vocab)
+
+    def swap_model(self, model: GRU4Rec | None) -> None:
+        """``install(prepare(model))`` (None: popularity only)."""
+        self.install(self.prepare(model) if model is not None else None)
 
     def register_vocabulary(self, item_ids: Sequence[str]) -> None:
         """Make an older model's vocabulary known, so states written under it can be translated
@@ -370,7 +378,7 @@ class Recommender:
         while len(self._vocabularies) > self.max_vocabularies:
             self._vocabularies.popitem(last=False)
 
-    def _mapping(self, old_fp: int, live: _Live) -> np.ndarray | None:
+    def _mapping(self, old_fp: int, live: LiveModel) -> np.ndarray | None:
         old = self._vocabularies.get(old_fp)
         if old is None:
             return None
@@ -452,17 +460,17 @@ class Recommender:
             last_pos[user] = pos
         return plans, current, starts
 
-    def _vocabulary(self, fp: int, live: _Live | None) -> _Vocabulary | None:
+    def _vocabulary(self, fp: int, live: LiveModel | None) -> _Vocabulary | None:
         return live.vocab if live is not None and live.vocab.fp == fp else self._vocabularies.get(fp)
 
-    def _masked_ids(self, item_id: str, state: SessionState, live: _Live | None) -> frozenset[str]:
+    def _masked_ids(self, item_id: str, state: SessionState, live: LiveModel | None) -> frozenset[str]:
         vocab = self._vocabulary(state.vocab, live)
         recent = state.history[-self.mask_recent :] if vocab and self.mask_recent else ()
         return frozenset((item_id, *(vocab.ids[i] for i in recent), *self.never_recommend))
 
     @torch.inference_mode()
     def _run_model(
-        self, plans: list[_Plan], starts: list[SessionState], live: _Live
+        self, plans: list[_Plan], starts: list[SessionState], live: LiveModel
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """GRU steps for every wave: (final hidden rows, output vector per model event)."""
         size = live.state_size
@@ -503,7 +511,7 @@ class Recommender:
         return hidden, outputs
 
     @staticmethod
-    def _replay(live: _Live, sequences: list[tuple[int, ...]]) -> torch.Tensor:
+    def _replay(live: LiveModel, sequences: list[tuple[int, ...]]) -> torch.Tensor:
         """Hidden states after feeding each sequence from the zero state, all at once."""
         longest = max(len(s) for s in sequences)
         items = torch.zeros(len(sequences), longest, dtype=torch.long)
@@ -517,7 +525,7 @@ class Recommender:
         return hidden
 
     def _answer(
-        self, plans: list[_Plan], answers: dict[int, tuple[RecItem, ...]], live: _Live | None
+        self, plans: list[_Plan], answers: dict[int, tuple[RecItem, ...]], live: LiveModel | None
     ) -> list[Recommendation]:
         widest = max((len(p.masked_ids) for p in plans if not p.use_model), default=-1)
         candidates = self.popularity.top(self.k + widest) if widest >= 0 else []
@@ -538,7 +546,7 @@ class Recommender:
 
     @torch.inference_mode()
     def _score(
-        self, plans: list[_Plan], outputs: torch.Tensor, live: _Live
+        self, plans: list[_Plan], outputs: torch.Tensor, live: LiveModel
     ) -> dict[int, tuple[RecItem, ...]]:
         """Top-K and explanations for the model events; sets ``plan.recs``."""
         longest = max(len(p.history) for p in plans)
@@ -563,7 +571,7 @@ class Recommender:
             answers[plan.out] = tuple(map(new, repeat(RecItem, len(items)), fields))
         return answers
 
-    def _rank(self, plan: _Plan, plans: list[_Plan], live: _Live | None) -> int | None:
+    def _rank(self, plan: _Plan, plans: list[_Plan], live: LiveModel | None) -> int | None:
         """Online evaluation of ``plan``'s event against the answer that preceded it."""
         if plan.ref is None:
             return None

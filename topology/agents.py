@@ -237,7 +237,8 @@ async def follow_model_updates(
 
 
 async def apply_model_update(raw: bytes | None, recommender: Recommender, metrics: Metrics) -> bool:
-    """Load, verify and swap in the announced checkpoint; False (logged, counted) on failure."""
+    """Load, verify and swap in the announced checkpoint; False (logged, counted) on failure.
+    Loading and preparing (seconds with the approximate index) run off the event loop."""
     try:
         update = decode_model_update(raw)
         if update.version == recommender.model_version:
@@ -247,7 +248,7 @@ async def apply_model_update(raw: bytes | None, recommender: Recommender, metric
         log.error("model update rejected, the old model keeps serving: %s", exc)
         metrics.record_reload(False)
         return False
-    recommender.swap_model(model)
+    recommender.install(await asyncio.to_thread(recommender.prepare, model))
     metrics.set_model(model.version)
     metrics.record_reload(True)
     log.warning("model %s is live (%d items)", model.version, model.n_items)

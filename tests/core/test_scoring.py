@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+
 import numpy as np
 import pytest
 import torch
@@ -228,6 +230,22 @@ def test_swap_same_vocabulary_rebuilds_stale_hidden_lazily():
         new, ["i1", "i2", "i3"], 5, ["i1", "i2", "i3"]
     )
     assert result.ranks[0] is not None  # the old model's answer is still evaluated
+
+
+def test_prepare_in_another_thread_changes_nothing_until_installed():
+    old, new = make_model(0, version="v1"), make_model(1, version="v2")
+    rec, swapped = Recommender(old, k=5), Recommender(old, k=5)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        prepared = pool.submit(rec.prepare, new).result()
+    assert rec.model_version == "v1"
+    assert rec.step_batch([ev("u", "i1", T0)], {}, T0).states["u"].model == fingerprint("v1")
+    rec.install(prepared)
+    swapped.swap_model(new)
+    a = rec.step_batch([ev("u", "i1", T0), ev("u", "i2", T0 + 1)], {}, T0)
+    b = swapped.step_batch([ev("u", "i1", T0), ev("u", "i2", T0 + 1)], {}, T0)
+    assert rec.model_version == "v2" and a.recommendations == b.recommendations
+    rec.install(None)
+    assert rec.model_version is None
 
 
 def test_swap_to_new_vocabulary_translates_history():
