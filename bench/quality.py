@@ -8,6 +8,9 @@
 - ``session``: synthetic click sessions, global time split (last day test), every next item of a
   test session predicted from its prefix.
 
+``--sasrec`` (loo only) also trains the SASRec-style reference model (``models/sasrec.py``) on the
+same training part, once per seed, in this process, and evaluates it by the same code.
+
 Prints the exact commands, a table (medians over seeds; train wall time and events/s from the
 train command), and writes results.json and results.png under --out.
 """
@@ -45,8 +48,9 @@ def run(args: list[str], log) -> tuple[str, float]:
 @click.option("--loss", type=click.Choice(["xe", "bpr-max"]), default="xe", show_default=True)
 @click.option("--param", "params", multiple=True, help="Passed to train as --param.")
 @click.option("--out", "out_dir", default="artifacts/quality", show_default=True)
+@click.option("--sasrec", is_flag=True, help="loo: also the SASRec-style model, per seed.")
 @click.option("--json", "as_json", is_flag=True)
-def main(protocol, seeds, loss, params, out_dir, as_json):
+def main(protocol, seeds, loss, params, out_dir, as_json, sasrec):
     from stream_recs.models.report import table, write_chart, write_json
 
     out = ROOT / out_dir / protocol
@@ -55,12 +59,15 @@ def main(protocol, seeds, loss, params, out_dir, as_json):
     def log(line: str) -> None:
         click.echo(line, err=True)
 
+    if sasrec and protocol != "loo":
+        raise click.UsageError("--sasrec needs --protocol loo")
     if protocol == "loo":
         from stream_recs.datasets import load_movielens_100k
         from stream_recs.models.evaluate import leave_one_out
 
+        split = leave_one_out(load_movielens_100k())
         train_log = out / "ml100k-train.csv"
-        leave_one_out(load_movielens_100k()).train.write_csv(train_log)
+        split.train.write_csv(train_log)
         train_data = ["--events", str(train_log), "--session-gap", "none"]
         eval_data = ["--dataset", "movielens-100k", "--protocol", "loo"]
     else:
@@ -90,6 +97,11 @@ def main(protocol, seeds, loss, params, out_dir, as_json):
     results = {f"GRU4Rec (ours, median of {len(runs)} seeds)": median, **baselines}
     payload = {"protocol": protocol, "hyperparameters": meta["hyperparameters"],
                "runs": runs, "results": results}
+    if sasrec:
+        reference = [_sasrec_run(split, run["seed"], log) for run in runs]
+        results[f"SASRec-style (median of {len(reference)} seeds)"] = {
+            k: statistics.median(r[k] for r in reference) for k in reference[0] if k != "seed"}
+        payload["sasrec_runs"] = reference
     write_json(out / "results.json", payload)
     write_chart(out / "results.png", results, f"{protocol} protocol, test, full ranking")
     if as_json:
@@ -98,6 +110,24 @@ def main(protocol, seeds, loss, params, out_dir, as_json):
     click.echo(table(results))
     click.echo(f"ours: train wall {median['train_wall_s']:.1f}s (median), "
                f"{median['train_events_per_s']:,.0f} events/s; charts and JSON in {out}")
+
+
+def _sasrec_run(split, seed: int, log) -> dict:
+    """Train the SASRec-style model on ``split.train`` with ``seed``; its test metrics."""
+    import dataclasses
+
+    from stream_recs.datasets import to_sequences
+    from stream_recs.models.evaluate import evaluate
+    from stream_recs.models.sasrec import SASRec, SASRecConfig
+
+    config = dataclasses.replace(SASRecConfig(), seed=seed)
+    started = time.perf_counter()
+    model = SASRec(to_sequences(split.train, None).items, len(split.train.item_ids), config)
+    wall = time.perf_counter() - started
+    metrics = evaluate(model, split.test)
+    log(f"SASRec-style seed {seed}: ndcg@10 {metrics['ndcg@10']:.4f} recall@10 "
+        f"{metrics['recall@10']:.4f} train {wall:.1f}s ({config.epochs} epochs)")
+    return {"seed": seed, "train_wall_s": wall, **metrics}
 
 
 if __name__ == "__main__":
