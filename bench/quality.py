@@ -98,7 +98,7 @@ def main(protocol, seeds, loss, params, out_dir, as_json, sasrec):
     payload = {"protocol": protocol, "hyperparameters": meta["hyperparameters"],
                "runs": runs, "results": results}
     if sasrec:
-        reference = [_sasrec_run(split, run["seed"], log) for run in runs]
+        reference = [_sasrec_run(split, r["seed"], log) for r in runs]
         results[f"SASRec-style (median of {len(reference)} seeds)"] = {
             k: statistics.median(r[k] for r in reference) for k in reference[0] if k != "seed"}
         payload["sasrec_runs"] = reference
