@@ -99,7 +99,7 @@ class SessionState(NamedTuple):
 
     def expired(self, now: float, ttl: float) -> bool:
         """Has the user been idle (processing time) for more than ``ttl`` seconds?"""
-        return now - self.touched > ttl
+        return idle_expired(self.touched, now, ttl)
 
     def new_session(self, session: int) -> SessionState:
         """Start a session: the hidden state and last recommendations go, history stays."""
@@ -192,6 +192,11 @@ class SessionState(NamedTuple):
         """``decode(data).touched`` from the header alone (the TTL sweep reads every stored
         state); raises ``ValueError`` where ``decode`` does."""
         return _checked_header(data)[6]
+
+
+def idle_expired(touched: float, now: float, ttl: float) -> bool:
+    """The TTL rule, for a state last touched at ``touched`` (also read from its header alone)."""
+    return now - touched > ttl
 
 
 def _checked_header(data: bytes) -> tuple:

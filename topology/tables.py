@@ -21,7 +21,7 @@ from types import SimpleNamespace
 import faust
 from faust.streams import _current_event
 
-from stream_recs.state import SessionState
+from stream_recs.state import SessionState, idle_expired
 from stream_recs.topology.topics import SESSIONS_TABLE
 
 # RocksDB sizing per partition database (Faust's defaults: 64 MiB write buffers, a 2 GiB block
@@ -138,7 +138,7 @@ class PartitionEvent:
 
 def _expired(raw: bytes | None, now: float, ttl: float) -> bool:
     try:
-        return raw is not None and now - SessionState.touched_of(raw) > ttl
+        return raw is not None and idle_expired(SessionState.touched_of(raw), now, ttl)
     except ValueError:  # a state this version cannot read is not ours to judge
         return False
 
