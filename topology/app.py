@@ -149,6 +149,7 @@ def create_app(settings: Settings, bootstrap: str) -> Topology:
         topic_allow_declare=True,
         web_enabled=False,
         producer_linger=w.producer_linger,
+        producer_max_batch_size=w.producer_batch_bytes,
         producer_acks=-1,
         stream_wait_empty=True,  # a rebalance waits for the batch in flight
         table_standby_replicas=0,

@@ -20,3 +20,14 @@ async def test_the_worker_consumer_fetches_with_the_configured_wait(
         assert consumer._fetch_max_wait_ms == expected_ms
     finally:
         await consumer.stop()
+
+
+async def test_the_producer_batches_up_to_the_configured_size(monkeypatch, tmp_path):
+    monkeypatch.setenv("STREAM_RECS_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("STREAM_RECS_PRODUCER_BATCH_BYTES", "65536")
+    app = create_app(load_settings(), "127.0.0.1:1").app
+    producer = app.producer._new_producer()  # the aiokafka producer Faust starts
+    try:
+        assert producer._message_accumulator._batch_size == 65_536
+    finally:
+        await producer.stop()
