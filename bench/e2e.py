@@ -14,6 +14,13 @@ output records' timestamps (start-up and the tail do not count). Services, per c
 3. ours: ``stream-recs worker`` as shipped (RocksDB store, default settings: exact scoring);
    with ``--ann-lists``, also with the ``ann`` option at the largest catalogue.
 
+Returning users (``--returning-history N``): the throughput runs start with every user of the
+backlog already holding N earlier clicks (random items, the last a minute before the backlog, in
+the session of the user's first click), as after a warm-up: ours gets the states its own
+``Recommender`` builds from those clicks, written to the sessions changelog before the worker
+starts (it restores them as after a restart); naive gets the same histories in its dict. Without
+it every user is new, so the naive service's histories stay short (3-4 items on average).
+
 Latency (ours, 10k items, d=64): a running worker, clicks produced at a fixed rate (500 and 2,000
 events/s) with their send time as ``ts``; the consumer process records when each recommendation
 arrives; p50/p95/p99 of (arrival - ts) after a warm-up. CPU (``--measure cpu``; ceiling and ours,
@@ -106,13 +113,17 @@ class Run:
         self.procs.append(proc)
         return proc
 
-    def service(self, kind: str, model: Path | None) -> subprocess.Popen:
+    def service(self, kind: str, model: Path | None, histories: dict | None = None) -> subprocess.Popen:
         if kind.startswith("ours"):
             args = [sys.executable, "-m", "stream_recs", "worker", "--model", str(model)]
         else:
             args = [sys.executable, str(HERE / "services.py"), kind]
             if kind != "ceiling":
                 args += ["--model", str(model)]
+            if histories:
+                path = self.dir / "histories.json"
+                path.write_bytes(orjson.dumps(histories))
+                args += ["--histories", str(path)]
         return self.start(args, f"{kind}.log")
 
     def consumer(self, count: int, timeout: float) -> tuple[subprocess.Popen, Path]:
@@ -180,15 +191,21 @@ def _wait(proc: subprocess.Popen, run: Run, timeout: float) -> None:
         time.sleep(0.2)
 
 
-def throughput(bootstrap, prefix, workdir, kind, model, records, timeout, env=None) -> float:
-    """Events/s at saturation: backlog first, then the service; 10th-90th percentile of outputs."""
+def throughput(bootstrap, prefix, workdir, kind, model, records, timeout, env=None, history=0) -> float:
+    """Events/s at saturation: backlog first, then the service; 10th-90th percentile of outputs.
+    ``history`` > 0: the backlog's users return with that many earlier clicks (module docstring)."""
     run = Run(bootstrap, prefix, kind, workdir)
     run.env.update(env or {})
     try:
         run.create_topics()
+        histories = None
+        if history and kind != "ceiling":
+            histories = returning_histories(records, model, history)
+            if kind.startswith("ours"):
+                asyncio.run(produce_states(bootstrap, run, model, records, histories))
         asyncio.run(produce_at_rate(bootstrap, run.topics.clicks, records))
         consumer, out = run.consumer(len(records), timeout)
-        run.service(kind, model)
+        run.service(kind, model, histories if kind == "naive" else None)
         _wait(consumer, run, timeout + 30)
         stamps = np.sort(np.array([row[1] for row in orjson.loads(out.read_bytes())]))
         if len(stamps) < 0.9 * len(records):
@@ -197,6 +214,48 @@ def throughput(bootstrap, prefix, workdir, kind, model, records, timeout, env=No
         return (hi - lo) / max(stamps[hi] - stamps[lo], 1e-6)
     finally:
         run.close()
+
+
+def returning_histories(records, model_dir: Path, history: int, seed: int = 0) -> dict[str, list[str]]:
+    """``history`` random item ids per user of ``records`` (seeded: the same for every service)."""
+    from stream_recs.models.checkpoint import read_meta
+
+    item_ids = read_meta(model_dir)["item_ids"]
+    users = sorted({event["user_id"] for _, event in records})
+    picks = np.random.default_rng(seed).integers(len(item_ids), size=(len(users), history))
+    return {user: [item_ids[i] for i in row] for user, row in zip(users, picks, strict=True)}
+
+
+async def produce_states(bootstrap: str, run: Run, model_dir: Path, records, histories) -> None:
+    """Write to the run's sessions changelog the state each user has after its ``histories``
+    clicks, as the worker's ``Recommender`` builds it, keyed and partitioned like the clicks."""
+    from aiokafka import AIOKafkaProducer
+
+    from stream_recs.events import Event
+    from stream_recs.models import load_model
+    from stream_recs.scoring import Recommender
+    from stream_recs.topology.topics import changelog_topic
+
+    recommender = Recommender(load_model(model_dir), k=K)
+    session = {}
+    for _, event in records:
+        session.setdefault(event["user_id"], event.get("session_id"))
+    users, now = sorted(histories), time.time()
+    states: dict = {}
+    for start in range(0, len(users), 256):  # 256 users per micro-batch, one click each
+        part = users[start : start + 256]
+        for j in range(len(histories[part[0]])):
+            ts = now - 60 - len(histories[part[0]]) + j
+            events = [Event(f"warm-{u}-{j}", u, histories[u][j], "click", ts, session[u]) for u in part]
+            states.update(recommender.step_batch(events, states, now).states)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
+    await producer.start()
+    try:
+        for user, state in states.items():
+            await producer.send(changelog_topic(run.app_id), key=user.encode(), value=state.encode())
+        await producer.flush()
+    finally:
+        await producer.stop()
 
 
 def cpu_per_event(bootstrap, prefix, workdir, kind, model, records) -> float:
@@ -284,12 +343,14 @@ def latency(bootstrap, prefix, workdir, kind, model, records, rate) -> dict:
 @click.option("--ann-probes", default=32, show_default=True)
 @click.option("--repeats", default=3, show_default=True)
 @click.option("--scale", default=1.0, show_default=True, help="Multiplies every backlog size.")
+@click.option("--returning-history", "history", default=0, show_default=True,
+              help="Throughput with returning users: each holds this many earlier clicks.")
 @click.option("--json", "as_json", is_flag=True, help="Last line: one JSON object with the results.")
 @click.option("--report", "saved", type=click.Path(exists=True, dir_okay=False),
               help="Only print the tables of a saved --json output (its last line), with these options.")
 def main(
     items, dims, rates, latency_seconds, latency_services, measure, ann_lists, ann_probes, repeats, scale,
-    as_json, saved,
+    history, as_json, saved,
 ):
     settings = load_settings()
     if saved:
@@ -331,11 +392,13 @@ def main(
                 for d in ds:
                     for kind in ("ours", "naive"):
                         recs = data[n][: backlog[n][kind]]
-                        eps = throughput(bootstrap, prefix, workdir, kind, models[n, d], recs, 400)
+                        eps = throughput(bootstrap, prefix, workdir, kind, models[n, d], recs, 400,
+                                         history=history)  # fmt: skip
                         add(f"{kind}_eps_{n}_{d}", eps)
                     if ann_lists and n == sizes[-1]:
                         recs = data[n][: backlog[n]["ours"]]
-                        eps = throughput(bootstrap, prefix, workdir, "ours_ann", models[n, d], recs, 400, ann)
+                        eps = throughput(bootstrap, prefix, workdir, "ours_ann", models[n, d], recs, 400, ann,
+                                         history)  # fmt: skip
                         add(f"ours_ann_eps_{n}_{d}", eps)
             for kind in ("ceiling", "ours") if "cpu" in measure else ():
                 recs = data[base][: backlog[base]["ours"]]
@@ -355,6 +418,8 @@ def main(
     summary = report(results, sizes, ds, loads, latency_services.split(","), repeats, settings.partitions)
     if ann_lists:
         summary["ann_lists"], summary["ann_probes"] = ann_lists, ann_probes
+    if history:
+        summary["returning_history"] = history
     if as_json:
         emit_json({**summary, "runs": results, "repeats": repeats})
 

@@ -18,6 +18,7 @@ send one recommendation.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import click
 import orjson
@@ -61,7 +62,9 @@ def ceiling() -> None:
 
 @main.command()
 @click.option("--model", "model_dir", required=True, type=click.Path(exists=True, file_okay=False))
-def naive(model_dir) -> None:
+@click.option("--histories", "histories_path", type=click.Path(exists=True, dir_okay=False),
+              help="JSON {user: [item ids]}: the users' earlier clicks (returning users).")
+def naive(model_dir, histories_path) -> None:
     """Per event: GRU over the user's whole recent history, full scoring, top-K, send."""
     import torch
 
@@ -74,6 +77,9 @@ def naive(model_dir) -> None:
     torch.set_num_threads(w.torch_threads)
     model = load_model(model_dir).eval()
     histories: dict[str, list[int]] = {}
+    if histories_path:
+        for user, items in orjson.loads(Path(histories_path).read_bytes()).items():
+            histories[user] = [model.item_index(i) for i in items][-w.history_len :]
 
     @torch.inference_mode()
     def recommend(history: list[int]) -> tuple[list[float], list[int]]:
