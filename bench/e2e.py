@@ -18,8 +18,10 @@ Returning users (``--returning-history N``): the throughput runs start with ever
 backlog already holding N earlier clicks (random items, the last a minute before the backlog, in
 the session of the user's first click), as after a warm-up: ours gets the states its own
 ``Recommender`` builds from those clicks, written to the sessions changelog before the worker
-starts (it restores them as after a restart); naive gets the same histories in its dict. Without
-it every user is new, so the naive service's histories stay short (3-4 items on average).
+starts (it restores them as after a restart); naive gets the same histories in its dict. The
+backlog is sent once the service answers a probe (the restore is not measured; the service still
+falls behind at once). Without it every user is new, so the naive service's histories stay short
+(3-4 items on average).
 
 Latency (ours, 10k items, d=64): a running worker, clicks produced at a fixed rate (500 and 2,000
 events/s) with their send time as ``ts``; the consumer process records when each recommendation
@@ -193,19 +195,24 @@ def _wait(proc: subprocess.Popen, run: Run, timeout: float) -> None:
 
 def throughput(bootstrap, prefix, workdir, kind, model, records, timeout, env=None, history=0) -> float:
     """Events/s at saturation: backlog first, then the service; 10th-90th percentile of outputs.
-    ``history`` > 0: the backlog's users return with that many earlier clicks (module docstring)."""
+    ``history`` > 0: the backlog's users return with that many earlier clicks (module docstring);
+    the service starts first and the backlog is sent once it answers, so the worker's restore of
+    the states (a restart's) is not measured."""
     run = Run(bootstrap, prefix, kind, workdir)
     run.env.update(env or {})
     try:
         run.create_topics()
-        histories = None
         if history and kind != "ceiling":
             histories = returning_histories(records, model, history)
             if kind.startswith("ours"):
                 asyncio.run(produce_states(bootstrap, run, model, records, histories))
-        asyncio.run(produce_at_rate(bootstrap, run.topics.clicks, records))
-        consumer, out = run.consumer(len(records), timeout)
-        run.service(kind, model, histories if kind == "naive" else None)
+            run.service(kind, model, histories if kind == "naive" else None)
+            consumer, out = run.consumer(run.wait_serving() + len(records), timeout)
+            asyncio.run(produce_at_rate(bootstrap, run.topics.clicks, records))
+        else:
+            asyncio.run(produce_at_rate(bootstrap, run.topics.clicks, records))
+            consumer, out = run.consumer(len(records), timeout)
+            run.service(kind, model)
         _wait(consumer, run, timeout + 30)
         stamps = np.sort(np.array([row[1] for row in orjson.loads(out.read_bytes())]))
         if len(stamps) < 0.9 * len(records):
