@@ -52,7 +52,7 @@ class Worker:
     batch_size: int = 256  # most events taken into one micro-batch
     batch_window: float = 0.015  # seconds to wait for a micro-batch to fill
     producer_linger: float = 0.005  # seconds the producer waits to fill a request
-    producer_batch_bytes: int = 262_144  # largest producer batch per partition (Faust: 16 KiB)
+    producer_batch_bytes: int = 0  # largest producer batch per partition; 0: topology.app chooses
     fetch_max_wait: float = 0.02  # seconds the broker may hold a fetch with no new records
     session_gap: float = 1800.0  # inactivity (event time) that starts a new session
     history_len: int = 50

@@ -15,7 +15,7 @@ from pathlib import Path
 import faust
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
-from stream_recs.config import Security, Settings
+from stream_recs.config import Security, Settings, Worker
 
 from .offsets import guard_offset_commits
 from .tables import sessions_table
@@ -110,6 +110,20 @@ def bound_fetch_wait() -> None:
     AIOKafkaConsumerThread.stream_recs_bounded = True
 
 
+PRODUCER_BATCH_BYTES = 256 << 10
+FAUST_PRODUCER_BATCH_BYTES = 16 << 10
+
+
+def producer_batch_bytes(w: Worker) -> int:
+    """The producer's batch size: the configured one, else 256 KiB under at-least-once. Faust's
+    16 KiB batches hold about 11 of our 1.4 KB recommendation records, so every produce request
+    carried few (README, Performance: 0.46 -> 0.52 of the ceiling). Exactly-once keeps Faust's
+    size: one of three kill -9 runs with 256 KiB lost an answer there, none of nine before."""
+    if w.producer_batch_bytes:
+        return w.producer_batch_bytes
+    return FAUST_PRODUCER_BATCH_BYTES if w.processing_guarantee == "exactly_once" else PRODUCER_BATCH_BYTES
+
+
 GC_THRESHOLDS = (10_000, 50, 100)  # Python's defaults: (700, 10, 10)
 
 
@@ -149,7 +163,7 @@ def create_app(settings: Settings, bootstrap: str) -> Topology:
         topic_allow_declare=True,
         web_enabled=False,
         producer_linger=w.producer_linger,
-        producer_max_batch_size=w.producer_batch_bytes,
+        producer_max_batch_size=producer_batch_bytes(w),
         producer_acks=-1,
         stream_wait_empty=True,  # a rebalance waits for the batch in flight
         table_standby_replicas=0,
