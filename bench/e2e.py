@@ -248,11 +248,12 @@ async def produce_states(bootstrap: str, run: Run, model_dir: Path, records, his
     for _, event in records:
         session.setdefault(event["user_id"], event.get("session_id"))
     users, now = sorted(histories), time.time()
+    length = len(histories[users[0]])  # the same for every user
     states: dict = {}
     for start in range(0, len(users), 256):  # 256 users per micro-batch, one click each
         part = users[start : start + 256]
-        for j in range(len(histories[part[0]])):
-            ts = now - 60 - len(histories[part[0]]) + j
+        for j in range(length):
+            ts = now - 60 - length + j
             events = [Event(f"warm-{u}-{j}", u, histories[u][j], "click", ts, session[u]) for u in part]
             states.update(recommender.step_batch(events, states, now).states)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")

@@ -111,17 +111,16 @@ def bound_fetch_wait() -> None:
 
 
 PRODUCER_BATCH_BYTES = 256 << 10
-FAUST_PRODUCER_BATCH_BYTES = 16 << 10
 
 
-def producer_batch_bytes(w: Worker) -> int:
+def producer_batch_bytes(w: Worker) -> int | None:
     """The producer's batch size: the configured one, else 256 KiB under at-least-once. Faust's
     16 KiB batches hold about 11 of our 1.4 KB recommendation records, so every produce request
     carried few (README, Performance: 0.46 -> 0.52 of the ceiling). Exactly-once keeps Faust's
-    size: one of three kill -9 runs with 256 KiB lost an answer there, none of nine before."""
+    default (None): one of three kill -9 runs with 256 KiB lost an answer there, none of nine before."""
     if w.producer_batch_bytes:
         return w.producer_batch_bytes
-    return FAUST_PRODUCER_BATCH_BYTES if w.processing_guarantee == "exactly_once" else PRODUCER_BATCH_BYTES
+    return None if w.processing_guarantee == "exactly_once" else PRODUCER_BATCH_BYTES
 
 
 GC_THRESHOLDS = (10_000, 50, 100)  # Python's defaults: (700, 10, 10)
