@@ -8,7 +8,9 @@ is first re-sent to the clicks topic keyed by its user (the repartition step: a 
 state must share a partition); its event id and time are fixed then, so nothing changes on the way.
 Offsets are committed after the batch body (at-least-once: a crash replays the batch; outputs
 carry the event id). ``offsets.InOrder`` admits each partition's records once and in offset
-order, and only the admitted ones are marked processed (only their acks count).
+order, and only the admitted ones are marked processed (only their acks count). Under
+exactly-once, a click's outputs go into its partition's transaction and commits wait for the
+batch to end (transactions.py).
 
 With a pseudonymisation key, user ids are replaced by their keyed hash right after decoding
 (privacy.py), before state, logs and outputs. A ``forget`` control record deletes the user's state
@@ -49,6 +51,7 @@ from stream_recs.scoring import Recommender
 from .app import Topology, aiokafka_security
 from .offsets import RESEEK_EVERY_S, InOrder, mark_processed
 from .tables import StoredUsers, forget, load_states, save_states, sweep_expired
+from .transactions import BatchGate, output_sender
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +66,15 @@ def wire(topology: Topology, recommender: Recommender, metrics: Metrics, bootstr
     limits = Limits(max_record_bytes=w.max_record_bytes)
     pseudonym = load_pseudonymiser(w.pseudonymise_key, w.pseudonymise_key_file)
     order = InOrder(app)
-    send_recommendation = _recommendation_sender(topology)
+    send = output_sender(topology)
+    gate = BatchGate(app)
+    names = settings.topics
     stored = StoredUsers(topology.sessions)
 
-    async def answer(valid: list[Event], event_of_user: dict, received: float, taken: int) -> None:
+    async def answer(
+        valid: list[Event], sources: list, event_of_user: dict, received: float, taken: int
+    ) -> None:
+        """Step and score ``valid`` (read from the messages ``sources``), store, send the answers."""
         if not valid:
             return
         states, unstored = load_states(topology.sessions, event_of_user)
@@ -74,13 +82,14 @@ def wire(topology: Topology, recommender: Recommender, metrics: Metrics, bootstr
         save_states(topology.sessions, result.states, event_of_user)
         stored.created(unstored)
         produced = time.time()
-        for rec in result.recommendations:
-            await send_recommendation(rec.user_id.encode(), encode_recommendation(rec, produced))
+        for rec, source in zip(result.recommendations, sources, strict=True):
+            key, value = rec.user_id.encode(), encode_recommendation(rec, produced)
+            await send(names.recommendations, key, value, source)
         metrics.record_batch(result, received_at=received, produced_at=produced, taken=taken)
 
     async def process(batch: Sequence[faust.types.EventT]) -> None:
         received = time.time()
-        valid, event_of_user, rekeyed, answered_upto, admitted = [], {}, 0, 0, []
+        valid, sources, event_of_user, rekeyed, answered_upto, admitted = [], [], {}, 0, 0, []
         for index, event in enumerate(batch):
             msg = event.message
             if not order.admit(msg):  # processed already, or past records the fetch loop lost
@@ -91,40 +100,43 @@ def wire(topology: Topology, recommender: Recommender, metrics: Metrics, bootstr
                 broker_ts=msg.timestamp, now=received, limits=limits,
             )  # fmt: skip
             if isinstance(decoded, Rejection):
-                await topology.dead_letters.send(
-                    key=msg.key,
-                    value=encode_dead_letter(
+                await send(
+                    names.dead_letters, msg.key,
+                    encode_dead_letter(
                         decoded.reason, decoded.detail, msg.value, topic=msg.topic,
                         partition=msg.partition, offset=msg.offset, ts=received,
                     ),
-                )
+                    msg,
+                )  # fmt: skip
                 metrics.record_dead_letter(decoded.reason)
                 continue
             if msg.key is None:  # not keyed by user: its state may live on another partition
-                await topology.clicks.send(key=decoded.user_id.encode(), value=_encode(decoded))
+                await send(names.clicks, decoded.user_id.encode(), _encode(decoded), msg)
                 rekeyed += 1
                 continue
             if pseudonym is not None:
                 decoded = dataclasses.replace(decoded, user_id=pseudonym(decoded.user_id))
             if isinstance(decoded, Forget):
                 if decoded.user_id in event_of_user:  # the user's earlier clicks come first
-                    await answer(valid, event_of_user, received, index - answered_upto)
-                    valid, event_of_user, answered_upto = [], {}, index
+                    await answer(valid, sources, event_of_user, received, index - answered_upto)
+                    valid, sources, event_of_user, answered_upto = [], [], {}, index
                 if forget(topology.sessions, decoded.user_id, event):
                     stored.deleted(1)
                 metrics.record_forgotten()
                 continue
             valid.append(decoded)
+            sources.append(msg)
             event_of_user[decoded.user_id] = event
         if rekeyed:
             metrics.record_repartitioned(rekeyed)
-        await answer(valid, event_of_user, received, len(batch) - answered_upto)
+        await answer(valid, sources, event_of_user, received, len(batch) - answered_upto)
         mark_processed(admitted)
 
     @app.agent(topology.clicks, concurrency=1, name="recommend")
     async def recommend(stream: faust.StreamT) -> None:
         async for batch in stream.take_events(w.batch_size, within=w.batch_window):
-            await process(batch)
+            async with gate.batch():
+                await process(batch)
 
     @app.task
     async def watch_model_updates() -> None:
@@ -192,17 +204,6 @@ def _timer(app: faust.App, interval: float):
         return app.timer(interval)(guarded)
 
     return decorate
-
-
-def _recommendation_sender(topology: Topology):
-    """``send(key, value)`` for answers. At-least-once: straight to the app's producer, which Faust
-    flushes before every offset commit (``Topic.send`` builds futures, sensor calls and callbacks
-    per record on the way). Exactly-once: through the topic, inside the partition's transaction."""
-    if topology.settings.worker.processing_guarantee == "exactly_once":
-        topic = topology.recommendations
-        return lambda key, value: topic.send(key=key, value=value)
-    app, name = topology.app, topology.settings.topics.recommendations
-    return lambda key, value: app.producer.send(name, key, value, None, None, None)
 
 
 def _encode(decoded: Event | Forget) -> bytes:

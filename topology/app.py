@@ -29,7 +29,6 @@ class Topology:
     settings: Settings
     clicks: faust.TopicT
     recommendations: faust.TopicT
-    dead_letters: faust.TopicT
     sessions: faust.Table
 
 
@@ -117,7 +116,8 @@ def producer_batch_bytes(w: Worker) -> int | None:
     """The producer's batch size: the configured one, else 256 KiB under at-least-once. Faust's
     16 KiB batches hold about 11 of our 1.4 KB recommendation records, so every produce request
     carried few (README, Performance: 0.46 -> 0.52 of the ceiling). Exactly-once keeps Faust's
-    default (None): one of three kill -9 runs with 256 KiB lost an answer there, none of nine before."""
+    default (None), the size its kill -9 tests ran with: one of three runs with 256 KiB lost an
+    answer, when answers still went out outside the transactions (transactions.py)."""
     if w.producer_batch_bytes:
         return w.producer_batch_bytes
     return None if w.processing_guarantee == "exactly_once" else PRODUCER_BATCH_BYTES
@@ -176,6 +176,5 @@ def create_app(settings: Settings, bootstrap: str) -> Topology:
         settings=settings,
         clicks=app.topic(topics.clicks, partitions=settings.partitions, **raw),
         recommendations=app.topic(topics.recommendations, **raw),
-        dead_letters=app.topic(topics.dead_letters, **raw),
         sessions=sessions_table(app, partitions=settings.partitions),
     )
