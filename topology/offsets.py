@@ -19,9 +19,11 @@ record behind the next expected offset was processed already (Faust fetched it t
 past it means the fetch loop lost the records in between, so that partition is sought back to the
 expected offset and later records wait for them (never processed out of order).
 
-Exactly-once keeps Faust's rules (transaction markers leave real offset gaps) plus the refusal of
-skipped messages' acks. Under at-least-once the clicks topic must not be written by transactional
-producers: their markers would look like lost records, and that partition would stall.
+Exactly-once keeps Faust's rules for gaps (transaction markers leave real ones) plus the refusal
+of skipped messages' acks; ``InOrder`` still skips records fetched twice (after a restart, one
+click was answered twice, each in a committed transaction, about 3 s apart). Under at-least-once
+the clicks topic must not be written by transactional producers: their markers would look like
+lost records, and that partition would stall.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ def guard_offset_commits() -> None:
 
     def guarded_ack(self: Consumer, message: Message) -> bool:
         if message not in _PROCESSED and (
-            not _transactional(self.app)
+            not transactional(self.app)
             or message.generation_id != self.app.consumer_generation_id
             or not self.app.flow_control.is_active()
         ):
@@ -70,11 +72,11 @@ def guard_offset_commits() -> None:
         return ack(self, message)
 
     async def guarded_add_gap(self: Consumer, tp: TP, offset_from: int, offset_to: int) -> None:
-        if _transactional(self.app):
+        if transactional(self.app):
             await add_gap(self, tp, offset_from, offset_to)
 
     def guarded_new_offset(self: Consumer, tp: TP) -> int | None:
-        if not _transactional(self.app):
+        if not transactional(self.app):
             acked, committed = self._acked[tp], self._committed_offset[tp]
             if acked and committed is not None:
                 acked.sort()
@@ -89,12 +91,12 @@ def guard_offset_commits() -> None:
 
 
 class InOrder:
-    """Per assigned partition, the next offset to process (at-least-once; under exactly-once every
-    record is admitted and Faust's own read-offset check orders them)."""
+    """Per assigned partition, the next offset to process. A record past it counts as lost on the
+    way under at-least-once only; under exactly-once the gap may be a transaction marker."""
 
     def __init__(self, app: faust.App) -> None:
         self._app = app
-        self._active = not _transactional(app)
+        self._gaps_are_losses = not transactional(app)
         self._next: dict[TP, int] = {}
         self._sought: dict[TP, float] = {}
         self._waiting: dict[TP, int] = {}  # partitions whose records from this offset were lost
@@ -103,13 +105,11 @@ class InOrder:
     def admit(self, message: Message) -> bool:
         """Process this record now? A repeat is marked processed (its ack may count); a record
         past lost ones is neither (it comes again after the seek back)."""
-        if not self._active:
-            return True
         tp, offset = message.tp, message.offset
         expected = self._next.get(tp)
         if expected is None:
             expected = self._app.consumer._committed_offset[tp]
-        if expected is None or offset == expected:
+        if expected is None or offset == expected or (offset > expected and not self._gaps_are_losses):
             self._next[tp] = offset + 1
             self._waiting.pop(tp, None)
             return True
@@ -144,5 +144,6 @@ class InOrder:
         task.add_done_callback(self._seeks.discard)
 
 
-def _transactional(app: faust.App) -> bool:
+def transactional(app: faust.App) -> bool:
+    """Does the app run under exactly-once (Kafka transactions)?"""
     return app.conf.processing_guarantee == ProcessingGuarantee.EXACTLY_ONCE
