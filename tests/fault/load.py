@@ -19,7 +19,7 @@ FIGURES: list[str] = []  # one line per fault test, shown in the terminal summar
 class SteadyLoad:
     """Clicks at a fixed rate from a thread, keyed by user, ``ts`` = send time; keeps the ids of
     the events the broker acknowledged (``acked``, with their ``placed`` partition and offset) and
-    of those it never did (``failed``)."""
+    of those it never did (``failed``), and every event's user and item (``clicks``)."""
 
     def __init__(self, bootstrap: str, topic: str, rate: float, users: int, seed: int = 0,
                  prefix: str = "e", **client: object) -> None:  # fmt: skip
@@ -32,6 +32,7 @@ class SteadyLoad:
         self.acked: list[str] = []
         self.failed: list[str] = []
         self.placed: dict[str, tuple[int, int]] = {}
+        self.clicks: dict[str, tuple[str, str]] = {}
         self.sent = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -49,8 +50,10 @@ class SteadyLoad:
                 time.sleep(delay)
             event_id = f"{self.prefix}{self.sent}"
             user = f"u{self.rng.randrange(self.users)}"
-            body = {"event_id": event_id, "user_id": user, "item_id": f"i{self.rng.randrange(N_ITEMS)}",
-                    "type": "click", "ts": time.time()}  # fmt: skip
+            item = f"i{self.rng.randrange(N_ITEMS)}"
+            body = {"event_id": event_id, "user_id": user, "item_id": item, "type": "click",
+                    "ts": time.time()}  # fmt: skip
+            self.clicks[event_id] = (user, item)
             future = self.producer.send(self.topic, key=user.encode(), value=orjson.dumps(body))
             future.add_callback(lambda meta, e=event_id: self._done(self.acked, e, meta))
             future.add_errback(lambda _exc, e=event_id: self._done(self.failed, e))
