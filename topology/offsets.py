@@ -21,7 +21,7 @@ expected offset and later records wait for them (never processed out of order).
 
 Exactly-once keeps Faust's rules for gaps (transaction markers leave real ones) plus the refusal
 of skipped messages' acks; ``InOrder`` still skips records fetched twice (after a restart, one
-click was answered twice, each in a committed transaction, about 3 s apart). Under at-least-once
+click was answered twice, each in a committed transaction, 3-6 s apart). Under at-least-once
 the clicks topic must not be written by transactional producers: their markers would look like
 lost records, and that partition would stall.
 """
