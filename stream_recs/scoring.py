@@ -137,7 +137,7 @@ class Popularity:
         self._slot = {item: i for i, item in enumerate(self._ids)}
 
 
-_SELECT_WIDTH = 200  # rows up to this wide go to torch.topk directly (cheap per row here)
+_SELECT_WIDTH = 200  # rows up to this wide are ranked by one sort (``_sorted_top_k``)
 
 
 def select_block(k: int) -> int:
@@ -145,29 +145,47 @@ def select_block(k: int) -> int:
     return max(1, _SELECT_WIDTH // max(k, 1))
 
 
+def _sorted_top_k(
+    values: torch.Tensor, k: int, columns: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-``k`` (values, columns) of each row of a narrow float32 ``values``, best first;
+    ``columns[i, j]`` is the index that ``values[i, j]`` stands for (default: ``j``). One numpy
+    sort of int64 keys, each the score's bits made to sort as the float does, above its column:
+    numpy sorts such rows with SIMD, 3x faster than ``torch.topk`` at 200 wide here (slower from
+    about 400). Of equal scores, the larger column comes first."""
+    bits = values.numpy().view(np.int32)
+    ordered = bits ^ ((bits >> 31) & 0x7FFFFFFF)  # negative floats: flip all but the sign
+    cols = columns.numpy() if columns is not None else np.arange(values.shape[1])
+    keys = np.sort((ordered.astype(np.int64) << 32) | cols, axis=1)[:, : -k - 1 : -1]
+    best = (keys >> 32).astype(np.int32)
+    best ^= (best >> 31) & 0x7FFFFFFF
+    return torch.from_numpy(best.view(np.float32)), torch.from_numpy(keys & 0xFFFFFFFF)
+
+
 def top_k(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact top-``k`` (values, indices) per row of a row-major ``scores``, best first, as
+    """Exact top-``k`` (values, indices) per row of a row-major float32 ``scores``, best first, as
     ``torch.topk`` gives them (of equal scores, either may be chosen), 2-6x faster on wide rows
     (``bench/model.py``): each row is cut into ``w / b`` interleaved blocks of ``b`` items (item i in
     block ``i mod (w / b)``), the ``k`` blocks with the largest maxima (found the same way,
-    recursively) are gathered and only their ``k * b`` items ranked. Exact, because a block that
-    holds a top-``k`` item is beaten only by blocks holding a better item, which are fewer than
-    ``k``. Rows whose width is not a multiple of ``b`` are padded with -inf (a copy: callers that
-    score many items size their matrices to avoid it, see ``select_block``).
+    recursively) are gathered and only their ``k * b <= 200`` items ranked, by one sort. Exact,
+    because a block that holds a top-``k`` item is beaten only by blocks holding a better item,
+    which are fewer than ``k``. Rows whose width is not a multiple of ``b`` are padded with -inf (a
+    copy: callers that score many items size their matrices to avoid it, see ``select_block``).
     """
     rows, width = scores.shape
     k = min(k, width)
     block = select_block(k)
-    if width <= _SELECT_WIDTH or block == 1:
+    if block == 1:  # k > 100: blocks would not pay off
         return torch.topk(scores, k, dim=1)
+    if width <= _SELECT_WIDTH:
+        return _sorted_top_k(scores, k)
     if width % block:
         scores = torch.nn.functional.pad(scores, (0, block - width % block), value=float("-inf"))
     blocks = scores.shape[1] // block
     maxima = scores.view(rows, block, blocks).amax(dim=1)
     _, best = top_k(maxima, k)
     members = (best[:, :, None] + torch.arange(0, blocks * block, blocks)).view(rows, -1)
-    values, pos = torch.topk(scores.gather(1, members), k, dim=1)
-    return values, members.gather(1, pos)
+    return _sorted_top_k(scores.gather(1, members), k, members)
 
 
 def top_k_scores(
