@@ -55,12 +55,16 @@ class Stream:
     def produce_events(self, events: list[dict]) -> None:
         self.produce([(e["user_id"].encode(), orjson.dumps(e)) for e in events])
 
-    def consume(self, topic: str, count: int, timeout_s: float = 90.0, settle_s: float = 2.0) -> list:
+    def consume(
+        self, topic: str, count: int, timeout_s: float = 90.0, settle_s: float = 2.0,
+        isolation_level: str = "read_uncommitted",
+    ) -> list:  # fmt: skip
         """Read ``topic`` from the start until ``count`` records arrived (and ``settle_s`` passed
         without more: extra records would be duplicates) or the timeout ends."""
         consumer = KafkaConsumer(
             topic, bootstrap_servers=self.bootstrap, auto_offset_reset="earliest",
             enable_auto_commit=False, consumer_timeout_ms=int(settle_s * 1000),
+            isolation_level=isolation_level,
         )  # fmt: skip
         records, deadline = [], time.monotonic() + timeout_s
         try:

@@ -8,7 +8,8 @@ is first re-sent to the clicks topic keyed by its user (the repartition step: a 
 state must share a partition); its event id and time are fixed then, so nothing changes on the way.
 Offsets are committed after the batch body (at-least-once: a crash replays the batch; outputs
 carry the event id). ``offsets.InOrder`` admits each partition's records once and in offset
-order, and only the admitted ones are marked processed (only their acks count). Under
+order, and only the admitted ones are marked processed (only their acks count); under
+exactly-once it asks ``first_record`` whether a gap in the offsets holds committed records. Under
 exactly-once, a click's outputs go into its partition's transaction and commits wait for the
 batch to end (transactions.py).
 
@@ -65,7 +66,7 @@ def wire(topology: Topology, recommender: Recommender, metrics: Metrics, bootstr
     w = settings.worker
     limits = Limits(max_record_bytes=w.max_record_bytes)
     pseudonym = load_pseudonymiser(w.pseudonymise_key, w.pseudonymise_key_file)
-    order = InOrder(app)
+    order = InOrder(app, first_record(bootstrap, settings.security))
     send = output_sender(topology)
     gate = BatchGate(app)
     names = settings.topics
@@ -211,6 +212,29 @@ def _encode(decoded: Event | Forget) -> bytes:
     if isinstance(decoded, Forget):
         return orjson.dumps({"event_id": decoded.event_id, "user_id": decoded.user_id, "type": FORGET})
     return encode_event(decoded)
+
+
+def first_record(bootstrap: str, security: Security):
+    """``first(tp, offset)``: the offset of the first committed record at or after ``offset``, read
+    by a short-lived read_committed consumer (None if none comes within 2 s). Under exactly-once it
+    tells transaction markers and aborted records from records the fetch loop lost."""
+
+    async def first(tp, offset: int) -> int | None:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+            isolation_level="read_committed", **aiokafka_security(security),
+        )  # fmt: skip
+        part = TopicPartition(tp.topic, tp.partition)
+        await consumer.start()
+        try:
+            consumer.assign([part])
+            consumer.seek(part, offset)
+            found = (await consumer.getmany(part, timeout_ms=2000, max_records=1)).get(part)
+            return found[0].offset if found else None
+        finally:
+            await consumer.stop()
+
+    return first
 
 
 async def follow_model_updates(

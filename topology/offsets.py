@@ -12,18 +12,17 @@ see tests/fault/test_crash.py and tests/topology/test_stream.py):
    being iterated makes it jump over real records, and drop the re-fetched ones as already read;
 3. a commit may pass one missing offset right after the committed one.
 
-Under at-least-once: an ack counts only for a message the agent reported processed
-(``mark_processed``); no offset is declared skippable; a commit must start *at* the committed
-offset. ``InOrder`` lets the agent process each partition's records in offset order and once: a
-record behind the next expected offset was processed already (Faust fetched it twice), and one
-past it means the fetch loop lost the records in between, so that partition is sought back to the
-expected offset and later records wait for them (never processed out of order).
-
-Exactly-once keeps Faust's rules for gaps (transaction markers leave real ones) plus the refusal
-of skipped messages' acks; ``InOrder`` still skips records fetched twice (after a restart, one
-click was answered twice, each in a committed transaction, 3-6 s apart). Under at-least-once
-the clicks topic must not be written by transactional producers: their markers would look like
-lost records, and that partition would stall.
+An ack counts only for a message the agent reported processed (``mark_processed``). Under
+at-least-once, no offset is declared skippable and a commit must start *at* the committed offset.
+``InOrder`` lets the agent process each partition's records in offset order and once: a record
+behind the next expected offset was processed already (Faust fetched it twice), and one past it
+waits (refused) until the records in between have been processed:
+- under at-least-once they were lost by the fetch loop: the partition is sought back to them;
+- under exactly-once they may also be transaction markers or aborted records (Faust's gap rules
+  stay), so a read_committed lookup first names the first committed record from there; the
+  partition is sought back to it. Without the check, a restart once skipped one click there.
+Under at-least-once the clicks topic must not be written by transactional producers: their
+markers would look like lost records, and that partition would stall.
 """
 
 from __future__ import annotations
@@ -31,10 +30,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from weakref import WeakSet
 
 import faust
+from aiokafka.errors import KafkaError
 from faust.transport.consumer import Consumer
 from faust.types import TP, Message
 from faust.types.enums import ProcessingGuarantee
@@ -58,11 +58,7 @@ def guard_offset_commits() -> None:
     ack, add_gap, new_offset = Consumer.ack, Consumer._add_gap, Consumer._new_offset
 
     def guarded_ack(self: Consumer, message: Message) -> bool:
-        if message not in _PROCESSED and (
-            not transactional(self.app)
-            or message.generation_id != self.app.consumer_generation_id
-            or not self.app.flow_control.is_active()
-        ):
+        if message not in _PROCESSED:
             message.acked = True  # nothing will wait for it any more ...
             self._unacked_messages.discard(message)
             waiting = self._waiting_for_ack  # a rebalance waiting for the acks goes on at once
@@ -90,26 +86,32 @@ def guard_offset_commits() -> None:
     Consumer.stream_recs_guarded = True
 
 
-class InOrder:
-    """Per assigned partition, the next offset to process. A record past it counts as lost on the
-    way under at-least-once only; under exactly-once the gap may be a transaction marker."""
+FirstRecord = Callable[[TP, int], Awaitable[int | None]]  # offset of the first committed record
 
-    def __init__(self, app: faust.App) -> None:
+
+class InOrder:
+    """Per assigned partition, the next offset to process; a record past it waits until the ones
+    before it are processed. ``first_record(tp, offset)`` (exactly-once only): the offset of the
+    first committed record at or after ``offset``, None if not known yet."""
+
+    def __init__(self, app: faust.App, first_record: FirstRecord | None = None) -> None:
+        if transactional(app) and first_record is None:
+            raise ValueError("exactly-once needs first_record: gaps may be transaction markers")
         self._app = app
-        self._gaps_are_losses = not transactional(app)
+        self._first_record = first_record if transactional(app) else None
         self._next: dict[TP, int] = {}
         self._sought: dict[TP, float] = {}
-        self._waiting: dict[TP, int] = {}  # partitions whose records from this offset were lost
-        self._seeks: set[asyncio.Future] = set()
+        self._waiting: dict[TP, int] = {}  # partitions whose records from this offset are missing
+        self._tasks: set[asyncio.Future] = set()
 
     def admit(self, message: Message) -> bool:
         """Process this record now? A repeat is marked processed (its ack may count); a record
-        past lost ones is neither (it comes again after the seek back)."""
+        past missing ones is neither (it comes again after the seek back)."""
         tp, offset = message.tp, message.offset
         expected = self._next.get(tp)
         if expected is None:
             expected = self._app.consumer._committed_offset[tp]
-        if expected is None or offset == expected or (offset > expected and not self._gaps_are_losses):
+        if expected is None or offset == expected:
             self._next[tp] = offset + 1
             self._waiting.pop(tp, None)
             return True
@@ -121,7 +123,7 @@ class InOrder:
         return False
 
     def retry(self) -> None:
-        """Seek back again where lost records have still not arrived (call periodically: a seek
+        """Seek back again where missing records have still not arrived (call periodically: a seek
         can be undone by the fetch loop, and no later record may come to trigger another)."""
         for tp, expected in list(self._waiting.items()):
             self._seek_back(tp, expected)
@@ -138,10 +140,30 @@ class InOrder:
         if now - self._sought.get(tp, -RESEEK_EVERY_S) < RESEEK_EVERY_S:
             return
         self._sought[tp] = now
-        log.warning("%s: offset %d never arrived, fetching again from it", tp, expected)
-        task = asyncio.ensure_future(self._app.consumer.seek(tp, expected))
-        self._seeks.add(task)
-        task.add_done_callback(self._seeks.discard)
+        work = self._seek(tp, expected) if self._first_record is None else self._find(tp, expected)
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _find(self, tp: TP, expected: int) -> None:
+        """Exactly-once: seek back to the first committed record from ``expected`` on."""
+        try:
+            first = await self._first_record(tp, expected)
+        except (KafkaError, OSError) as exc:
+            log.warning("%s: no answer on offset %d (%r); asking again", tp, expected, exc)
+            return
+        if first is None or self._waiting.get(tp) != expected:
+            return  # not found yet (retry asks again), or the partition moved on
+        if first == expected:
+            await self._seek(tp, first)
+            return
+        log.info("%s: no committed record at offsets %d-%d, going on from %d", tp, expected, first - 1, first)
+        self._next[tp] = self._waiting[tp] = first
+        await self._app.consumer.seek(tp, first)
+
+    async def _seek(self, tp: TP, offset: int) -> None:
+        log.warning("%s: offset %d never arrived, fetching again from it", tp, offset)
+        await self._app.consumer.seek(tp, offset)
 
 
 def transactional(app: faust.App) -> bool:

@@ -108,16 +108,63 @@ async def test_a_partition_is_sought_back_again_while_records_stay_lost(monkeypa
     assert sought == [3, 3]
 
 
-async def test_exactly_once_keeps_faust_rules():
-    """Transaction markers leave real gaps there: one missing offset does not hold commits, and
-    no record waits for one; a record fetched twice is still processed once."""
+async def test_exactly_once_keeps_faust_gaps_but_counts_only_processed_acks():
+    """Transaction markers leave real gaps there: Faust's fetch loop still declares them, one missing
+    offset does not hold commits; but a record that was never processed is never committed."""
     app, c = consumer("exactly_once")
     c._committed_offset[PART] = 10
-    assert c.ack(message(app, 11))  # acks of the current generation count as Faust's do
+    assert not c.ack(message(app, 11))  # refused by InOrder, say: not committed
+    assert c.ack(processed(app, 11)[0])
     assert c._new_offset(PART) == 12
     await c._add_gap(PART, 13, 14)
     assert c._gap[PART]
-    order = InOrder(app)
-    assert [order.admit(message(app, o)) for o in (10, 12, 15)] == [True, True, True]  # gaps pass
-    repeat = message(app, 12)
-    assert not order.admit(repeat) and c.ack(repeat)  # fetched twice: skipped, its ack counts
+
+
+def exactly_once_order(monkeypatch, committed: dict[int, int | None]):
+    """An exactly-once InOrder whose lookup answers from ``committed`` (asked offset -> first
+    committed record from there) and whose seeks are recorded."""
+    app, c = consumer("exactly_once")
+    asked, sought = [], []
+
+    async def first_record(tp, offset):
+        asked.append(offset)
+        return committed[offset]
+
+    async def seek(tp, offset):
+        sought.append(offset)
+
+    monkeypatch.setattr(c, "seek", seek)
+    c._committed_offset[PART] = 10
+    return app, InOrder(app, first_record), asked, sought
+
+
+async def test_exactly_once_gap_of_transaction_markers_is_skipped_after_the_lookup(monkeypatch):
+    app, order, asked, sought = exactly_once_order(monkeypatch, {11: 13})
+    assert order.admit(message(app, 10))
+    late = [message(app, o) for o in (13, 14)]
+    assert [order.admit(m) for m in late] == [False, False]  # wait for the lookup
+    await asyncio.sleep(0)
+    assert asked == [11] and sought == [13]  # 11 and 12 hold no committed record
+    assert not app.consumer.ack(late[0])  # not processed: not committed
+    assert [order.admit(message(app, o)) for o in (13, 14, 15)] == [True, True, True]
+    repeat = message(app, 14)
+    assert not order.admit(repeat) and app.consumer.ack(repeat)  # fetched twice: skipped, acked
+
+
+async def test_exactly_once_records_lost_by_the_fetch_loop_are_fetched_again(monkeypatch):
+    app, order, asked, sought = exactly_once_order(monkeypatch, {10: 10})
+    assert not order.admit(message(app, 12))  # 10 and 11 never arrived (a restart's fetch loop)
+    await asyncio.sleep(0)
+    assert asked == [10] and sought == [10]
+    assert [order.admit(message(app, o)) for o in (10, 11, 12)] == [True, True, True]
+
+
+async def test_exactly_once_lookup_without_answer_is_asked_again(monkeypatch):
+    app, order, asked, sought = exactly_once_order(monkeypatch, {11: None})
+    monkeypatch.setattr(offsets, "RESEEK_EVERY_S", 0.0)
+    assert order.admit(message(app, 10)) and not order.admit(message(app, 12))
+    await asyncio.sleep(0)
+    assert asked == [11] and sought == []  # nothing known yet: no seek
+    order.retry()
+    await asyncio.sleep(0)
+    assert asked == [11, 11]

@@ -3,6 +3,7 @@ share partitions and swap models mid-stream."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import random
 import signal
@@ -12,6 +13,7 @@ from collections import defaultdict
 import orjson
 import pytest
 import torch
+from aiokafka import AIOKafkaProducer
 
 from stream_recs.models import load_model
 from tests.harness import N_ITEMS, make_model
@@ -197,6 +199,42 @@ def test_two_workers_share_the_partitions_and_answer_each_event_once(stream, wor
     assert sorted(r["event_id"] for r in recs) == sorted(e["event_id"] for e in events)
     answered = [w.value("stream_recs_events_total", outcome="recommended") for w in (first, second)]
     assert all(n > 0 for n in answered) and sum(answered) == len(events)
+
+
+async def produce_in_transactions(stream, parts: list[list[dict]], aborted: set[int]) -> None:
+    """Part i of the clicks in a transaction of its own, aborted if ``i`` is in ``aborted``."""
+    producer = AIOKafkaProducer(bootstrap_servers=stream.bootstrap, transactional_id=stream.topics.clicks)
+    await producer.start()
+    try:
+        for i, part in enumerate(parts):
+            await producer.begin_transaction()
+            for e in part:
+                await producer.send(stream.topics.clicks, orjson.dumps(e), key=e["user_id"].encode())
+            await (producer.abort_transaction() if i in aborted else producer.commit_transaction())
+    finally:
+        await producer.stop()
+
+
+def test_exactly_once_answers_each_committed_click_once_past_transaction_markers(
+    stream, workers, tmp_path
+):
+    """Under exactly-once, clicks written in transactions, one of them aborted: each committed click
+    is answered once and no aborted one. The markers and the aborted records leave gaps in every
+    partition's offsets; the worker looks each gap up and goes on past it, never stalling."""
+    stream.env["STREAM_RECS_PROCESSING_GUARANTEE"] = "exactly_once"
+    worker = workers("w", make_model(tmp_path / "m1", "v1", seed=1)).start()
+    events = click_events(1000, users=60, seed=11)
+    parts = [events[i : i + 200] for i in range(0, len(events), 200)]
+    stream.produce_events(parts[0])
+    asyncio.run(produce_in_transactions(stream, parts[1:4], aborted={1}))
+    stream.produce_events(parts[4])
+    committed = parts[0] + parts[1] + parts[3] + parts[4]
+    records = stream.consume(
+        stream.topics.recommendations, len(committed), isolation_level="read_committed"
+    )
+    answered = [r["event_id"] for r in decoded(records)]
+    assert sorted(answered) == sorted(e["event_id"] for e in committed)
+    assert worker.value("stream_recs_events_total", outcome="recommended") == len(committed)
 
 
 def test_model_swap_mid_stream_rebuilds_stale_states(stream, workers, tmp_path):
