@@ -225,8 +225,8 @@ def first_record(bootstrap: str, security: Security):
             isolation_level="read_committed", **aiokafka_security(security),
         )  # fmt: skip
         part = TopicPartition(tp.topic, tp.partition)
-        await consumer.start()
         try:
+            await consumer.start()
             consumer.assign([part])
             consumer.seek(part, offset)
             found = (await consumer.getmany(part, timeout_ms=2000, max_records=1)).get(part)
