@@ -12,15 +12,18 @@ see tests/fault/test_crash.py and tests/topology/test_stream.py):
    being iterated makes it jump over real records, and drop the re-fetched ones as already read;
 3. a commit may pass one missing offset right after the committed one.
 
-An ack counts only for a message the agent reported processed (``mark_processed``). Under
-at-least-once, no offset is declared skippable and a commit must start *at* the committed offset.
-``InOrder`` lets the agent process each partition's records in offset order and once: a record
-behind the next expected offset was processed already (Faust fetched it twice), and one past it
-waits (refused) until the records in between have been processed:
+The corrections: an ack counts only for a message the agent reported processed
+(``mark_processed``); the fetch loop declares no offset skippable; under at-least-once a commit
+must start *at* the committed offset. ``InOrder`` lets the agent process each partition's records
+in offset order and once: a record behind the next expected offset was processed already (Faust
+fetched it twice), and one past it waits (refused) until the records in between are processed:
 - under at-least-once they were lost by the fetch loop: the partition is sought back to them;
-- under exactly-once they may also be transaction markers or aborted records (Faust's gap rules
-  stay), so a read_committed lookup first names the first committed record from there; the
-  partition is sought back to it. Without the check, a restart once skipped one click there.
+- under exactly-once they may also be transaction markers or aborted records, so a
+  read_committed lookup first names the first committed record from there; the offsets before
+  it are declared skippable and the partition is sought back to it. (Without the lookup, a
+  restart once skipped a click there.)
+While a partition waits, Faust's read offset for it is held at the awaited offset, so the
+records a seek back fetches again are not dropped as read by the batch still being iterated.
 Under at-least-once the clicks topic must not be written by transactional producers: their
 markers would look like lost records, and that partition would stall.
 """
@@ -30,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
 from weakref import WeakSet
 
@@ -51,11 +55,28 @@ def mark_processed(messages: Iterable[Message]) -> None:
     _PROCESSED.update(messages)
 
 
+class HeldReadOffsets(defaultdict):
+    """Faust's read offset per partition (its fetch loop drops a record below it as read), capped
+    at ``held[tp]`` while ``InOrder`` waits for that offset."""
+
+    def __init__(self, offsets: dict) -> None:
+        super().__init__(lambda: None, offsets)
+        self.held: dict[TP, int] = {}
+
+    def __setitem__(self, tp: TP, offset: int | None) -> None:
+        cap = self.held.get(tp)
+        super().__setitem__(tp, offset if cap is None or offset is None else min(offset, cap))
+
+
 def guard_offset_commits() -> None:
     """Install the corrections on Faust's consumer (once per process)."""
     if getattr(Consumer, "stream_recs_guarded", False):
         return
-    ack, add_gap, new_offset = Consumer.ack, Consumer._add_gap, Consumer._new_offset
+    init, ack, new_offset = Consumer.__init__, Consumer.ack, Consumer._new_offset
+
+    def guarded_init(self: Consumer, *args, **kwargs) -> None:
+        init(self, *args, **kwargs)
+        self._read_offset = HeldReadOffsets(self._read_offset)
 
     def guarded_ack(self: Consumer, message: Message) -> bool:
         if message not in _PROCESSED:
@@ -67,9 +88,8 @@ def guard_offset_commits() -> None:
             return False  # ... but its offset is not committed
         return ack(self, message)
 
-    async def guarded_add_gap(self: Consumer, tp: TP, offset_from: int, offset_to: int) -> None:
-        if transactional(self.app):
-            await add_gap(self, tp, offset_from, offset_to)
+    async def no_gap(self: Consumer, tp: TP, offset_from: int, offset_to: int) -> None:
+        """The fetch loop declares no offset skippable (``InOrder`` does, after its lookup)."""
 
     def guarded_new_offset(self: Consumer, tp: TP) -> int | None:
         if not transactional(self.app):
@@ -80,8 +100,9 @@ def guard_offset_commits() -> None:
                     return None  # the message at the committed offset is not processed yet
         return new_offset(self, tp)
 
+    Consumer.__init__ = guarded_init
     Consumer.ack = guarded_ack
-    Consumer._add_gap = guarded_add_gap
+    Consumer._add_gap = no_gap
     Consumer._new_offset = guarded_new_offset
     Consumer.stream_recs_guarded = True
 
@@ -113,12 +134,15 @@ class InOrder:
             expected = self._app.consumer._committed_offset[tp]
         if expected is None or offset == expected:
             self._next[tp] = offset + 1
-            self._waiting.pop(tp, None)
+            if self._waiting.pop(tp, None) is not None:
+                self._hold(tp, None)
             return True
         if offset < expected:
             _PROCESSED.add(message)
             return False
-        self._waiting[tp] = expected
+        if self._waiting.get(tp) != expected:
+            self._waiting[tp] = expected
+            self._hold(tp, expected)
         self._seek_back(tp, expected)
         return False
 
@@ -133,7 +157,16 @@ class InOrder:
         for tp in tps:
             self._next.pop(tp, None)
             self._sought.pop(tp, None)
-            self._waiting.pop(tp, None)
+            if self._waiting.pop(tp, None) is not None:
+                self._hold(tp, None)
+
+    def _hold(self, tp: TP, offset: int | None) -> None:
+        """Cap Faust's read offset for ``tp`` at ``offset`` (None: release it)."""
+        held = self._app.consumer._read_offset.held
+        if offset is None:
+            held.pop(tp, None)
+        else:
+            held[tp] = offset
 
     def _seek_back(self, tp: TP, expected: int) -> None:
         now = time.monotonic()
@@ -158,7 +191,11 @@ class InOrder:
             await self._seek(tp, first)
             return
         log.info("%s: no committed record at offsets %d-%d, going on from %d", tp, expected, first - 1, first)
+        gaps = self._app.consumer._gap[tp]  # skippable: commits may pass them
+        gaps.addi(expected, first)
+        gaps.merge_overlaps()
         self._next[tp] = self._waiting[tp] = first
+        self._hold(tp, first)
         await self._app.consumer.seek(tp, first)
 
     async def _seek(self, tp: TP, offset: int) -> None:
