@@ -172,6 +172,8 @@ def top_k(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     which are fewer than ``k``. Rows whose width is not a multiple of ``b`` are padded with -inf (a
     copy: callers that score many items size their matrices to avoid it, see ``select_block``).
     """
+    if scores.dtype != torch.float32:
+        raise TypeError(f"top_k ranks float32 scores (their bits are sorted), not {scores.dtype}")
     rows, width = scores.shape
     k = min(k, width)
     block = select_block(k)

@@ -47,6 +47,16 @@ def test_best_items_clustered_in_one_block_are_all_found():
     check_against_topk(scores, k)
 
 
+def test_negative_zero_nan_and_other_dtypes():
+    scores = -torch.rand(2, 240, generator=torch.Generator().manual_seed(2)) - 1.0
+    scores[:, [7, 8, 9, 10]] = torch.tensor([-0.0, 0.0, float("nan"), float("-inf")])
+    values, indices = top_k(scores, 3)
+    assert torch.isnan(values[:, 0]).all() and (indices[:, 0] == 9).all()  # NaN first, as torch.topk
+    assert values[:, 1:].tolist() == [[0.0, -0.0]] * 2 and (indices[:, 1:] == torch.tensor([8, 7])).all()
+    with pytest.raises(TypeError):
+        top_k(scores.double(), 3)
+
+
 def test_scores_written_into_a_reused_buffer():
     gen = torch.Generator().manual_seed(1)
     weight, bias, outputs = torch.randn(3000, 8, generator=gen), torch.randn(3000), torch.randn(5, 8)
@@ -55,7 +65,8 @@ def test_scores_written_into_a_reused_buffer():
     fresh = top_k_scores(outputs, weight, bias, 20, masked)
     reused = top_k_scores(outputs, weight, bias, 20, masked, out=buffer)
     assert torch.equal(fresh[0], reused[0]) and torch.equal(fresh[1], reused[1])
-    assert not (set(fresh[1].flatten().tolist()) & set(range(10)))
+    for row, mask in zip(fresh[1].tolist(), masked.tolist(), strict=True):
+        assert not set(row) & set(mask)
 
 
 def test_padding_items_never_answered_when_few_items_remain():
