@@ -182,7 +182,9 @@ def test_restart_restores_state_from_the_changelog(stream, workers, tmp_path):
         assert [it["score"] for it in got["items"]] == pytest.approx(scores, rel=2e-3, abs=1e-4)
 
 
-def test_two_workers_share_the_partitions_and_answer_each_event_once(stream, workers, tmp_path):
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
+def test_two_workers_share_the_partitions_and_answer_each_event_once(stream, workers, tmp_path, guarantee):
+    stream.env["STREAM_RECS_PROCESSING_GUARANTEE"] = guarantee
     model = make_model(tmp_path / "m1", "v1", seed=1)
     first = workers("a", model).start()
     second = workers("b", model).start()
@@ -195,7 +197,8 @@ def test_two_workers_share_the_partitions_and_answer_each_event_once(stream, wor
 
     events = click_events(3000, users=120, seed=5)
     stream.produce_events(events)
-    recs = decoded(stream.consume(stream.topics.recommendations, len(events)))
+    records = stream.consume(stream.topics.recommendations, len(events), isolation_level="read_committed")
+    recs = decoded(records)
     assert sorted(r["event_id"] for r in recs) == sorted(e["event_id"] for e in events)
     answered = [w.value("stream_recs_events_total", outcome="recommended") for w in (first, second)]
     assert all(n > 0 for n in answered) and sum(answered) == len(events)
