@@ -50,7 +50,7 @@ from stream_recs.privacy import load_pseudonymiser
 from stream_recs.scoring import Recommender
 
 from .app import Topology, aiokafka_security
-from .offsets import RESEEK_EVERY_S, InOrder, mark_processed
+from .offsets import RESEEK_EVERY_S, FirstRecord, InOrder, mark_processed, transactional
 from .tables import StoredUsers, forget, load_states, save_states, sweep_expired
 from .transactions import BatchGate, output_sender
 
@@ -66,7 +66,7 @@ def wire(topology: Topology, recommender: Recommender, metrics: Metrics, bootstr
     w = settings.worker
     limits = Limits(max_record_bytes=w.max_record_bytes)
     pseudonym = load_pseudonymiser(w.pseudonymise_key, w.pseudonymise_key_file)
-    order = InOrder(app, first_record(bootstrap, settings.security))
+    order = InOrder(app, first_record(bootstrap, settings.security) if transactional(app) else None)
     send = output_sender(topology)
     gate = BatchGate(app)
     names = settings.topics
@@ -214,9 +214,9 @@ def _encode(decoded: Event | Forget) -> bytes:
     return encode_event(decoded)
 
 
-def first_record(bootstrap: str, security: Security):
+def first_record(bootstrap: str, security: Security) -> FirstRecord:
     """``first(tp, offset)``: the offset of the first committed record at or after ``offset``, read
-    by a short-lived read_committed consumer (None if none comes within 2 s). Under exactly-once it
+    by a short-lived read_committed consumer (None if none comes within 2 s): under exactly-once it
     tells transaction markers and aborted records from records the fetch loop lost."""
 
     async def first(tp, offset: int) -> int | None:

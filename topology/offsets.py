@@ -116,10 +116,10 @@ class InOrder:
     first committed record at or after ``offset``, None if not known yet."""
 
     def __init__(self, app: faust.App, first_record: FirstRecord | None = None) -> None:
-        if transactional(app) and first_record is None:
-            raise ValueError("exactly-once needs first_record: gaps may be transaction markers")
+        if transactional(app) != (first_record is not None):
+            raise ValueError("first_record is for exactly-once, which needs it (gaps may be markers)")
         self._app = app
-        self._first_record = first_record if transactional(app) else None
+        self._first_record = first_record
         self._next: dict[TP, int] = {}
         self._sought: dict[TP, float] = {}
         self._waiting: dict[TP, int] = {}  # partitions whose records from this offset are missing
