@@ -22,6 +22,7 @@ FORMAT = "stream-recs-gru4rec/1"
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "meta.json"
 ARCHITECTURE_KEYS = ("hidden_size", "n_layers", "dropout_embed", "dropout_hidden")
+SEEN_KEYS = ("seen_size", "seen_decay")  # absent from checkpoints written before the seen memory
 
 
 class CheckpointError(Exception):
@@ -61,6 +62,8 @@ def save_model(
             "n_layers": model.n_layers,
             "dropout_embed": model.dropout_embed.p,
             "dropout_hidden": model.dropout_hidden.p,
+            "seen_size": model.seen_size,
+            "seen_decay": model.seen_decay,
         },
         "hyperparameters": hyperparameters or {},
         "data_fingerprint": fingerprint,
@@ -112,6 +115,7 @@ def load_model(path: str | Path) -> GRU4Rec:
         model = GRU4Rec(
             meta["item_ids"], version=str(meta["version"]),
             **{k: arch[k] for k in ARCHITECTURE_KEYS},
+            **{k: arch[k] for k in SEEN_KEYS if k in arch},
         )
         model.load_state_dict(tensors, strict=True)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:

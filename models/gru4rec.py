@@ -1,9 +1,16 @@
 """GRU4Rec-style next-item network and the incremental inference API the stream uses.
 
 State layout: a hidden state is one float32 row per sequence, ``[n, state_size]`` with
-``state_size = n_layers * hidden_size`` (layers concatenated), so callers can store it as bytes
-without knowing the depth. Item embeddings are tied: the input embedding of an item is its output
-vector, plus a per-item output bias.
+``state_size = n_layers * hidden_size + seen_size`` (layers concatenated, then the seen memory), so
+callers can store it as bytes without knowing the depth. Item embeddings are tied: the input
+embedding of an item is its output vector, plus a per-item output bias.
+
+Seen memory (``seen_size > 0``, off by default): a decayed sum ``m = decay * m + f(item)`` of a
+second item table ``f``, scored as ``scale * (m . f(i))`` beside ``h . e(i) + b(i)``. With the
+learned ``scale`` below zero this penalises what the sequence already holds, which a GRU state of a
+few hundred floats cannot remember item by item (MovieLens users never rate a film twice). Scores
+stay one inner product, ``[h | scale * m] . [e(i) | f(i)] + b(i)``, so serving and the approximate
+index are unchanged.
 """
 
 from __future__ import annotations
@@ -35,6 +42,8 @@ class GRU4Rec(nn.Module):
         dropout_embed: float = 0.0,
         dropout_hidden: float = 0.0,
         version: str = "untrained",
+        seen_size: int = 0,
+        seen_decay: float = 0.97,
     ) -> None:
         super().__init__()
         if not item_ids:
@@ -46,16 +55,25 @@ class GRU4Rec(nn.Module):
         self.hidden_size = hidden_size
         self.n_layers = n_layers
         self.version = version
+        self.seen_size = seen_size
+        self.seen_decay = seen_decay
         self.item_embedding = nn.Embedding(len(self.item_ids), hidden_size, sparse=True)
         self.item_bias = nn.Embedding(len(self.item_ids), 1, sparse=True)
         self.cells = nn.ModuleList(nn.GRUCell(hidden_size, hidden_size) for _ in range(n_layers))
         self.dropout_embed = Dropout(dropout_embed)
         self.dropout_hidden = Dropout(dropout_hidden)
+        if seen_size:
+            self.seen_embedding = nn.Embedding(len(self.item_ids), seen_size, sparse=True)
+            self.seen_scale = nn.Parameter(torch.tensor(-1.0))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Glorot-uniform weights, zero biases (as in the GRU4Rec papers)."""
+        """Glorot-uniform weights, zero biases (as in the GRU4Rec papers); seen-memory vectors of
+        unit expected norm, so that a repeated item starts with a penalty of about 1."""
         nn.init.xavier_uniform_(self.item_embedding.weight)
+        if self.seen_size:
+            nn.init.normal_(self.seen_embedding.weight, std=self.seen_size**-0.5)
+            nn.init.constant_(self.seen_scale, -1.0)
         nn.init.zeros_(self.item_bias.weight)
         for cell in self.cells:
             for name, param in cell.named_parameters():
@@ -73,7 +91,7 @@ class GRU4Rec(nn.Module):
 
     @property
     def state_size(self) -> int:
-        return self.n_layers * self.hidden_size
+        return self.n_layers * self.hidden_size + self.seen_size
 
     def item_index(self, item_id: str) -> int | None:
         """Index of an external item id, or None when the model has never seen it."""
@@ -83,23 +101,36 @@ class GRU4Rec(nn.Module):
     def forward(self, hidden: torch.Tensor, item_idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One step for a batch of sequences: returns (next hidden state, output vector [n, d]).
 
-        Dropout applies to the input embedding and to the output (only in training mode).
+        Dropout applies to the input embedding and to the GRU's output (only in training mode).
         """
         x = self.dropout_embed(self.item_embedding(item_idx))
-        layers = hidden.view(hidden.shape[0], self.n_layers, self.hidden_size)
+        size = self.hidden_size
         new_layers = []
         for depth, cell in enumerate(self.cells):
-            x = cell(x, layers[:, depth])
+            x = cell(x, hidden[:, depth * size : (depth + 1) * size])
             new_layers.append(x)
-        new_hidden = torch.cat(new_layers, dim=1) if self.n_layers > 1 else new_layers[0]
-        return new_hidden, self.dropout_hidden(x)
+        output = self.dropout_hidden(x)
+        if self.seen_size:
+            seen = self.seen_step(hidden, self.seen_embedding(item_idx))
+            new_layers.append(seen)
+            output = torch.cat([output, self.seen_scale * seen], dim=1)
+        new_hidden = torch.cat(new_layers, dim=1) if len(new_layers) > 1 else new_layers[0]
+        return new_hidden, output
+
+    def seen_step(self, hidden: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
+        """The next seen memory of states ``hidden``, given the new items' seen vectors."""
+        return vectors + self.seen_decay * hidden[:, self.n_layers * self.hidden_size :]
 
     def logits(self, output: torch.Tensor, items: torch.Tensor | None = None) -> torch.Tensor:
         """Scores of outputs ``[n, d]`` against ``items`` (all items when None): ``[n, m]``."""
         if items is None:
             weight, bias = self.item_embedding.weight, self.item_bias.weight[:, 0]
+            if self.seen_size:
+                weight = torch.cat([weight, self.seen_embedding.weight], dim=1)
         else:
             weight, bias = self.item_embedding(items), self.item_bias(items)[:, 0]
+            if self.seen_size:
+                weight = torch.cat([weight, self.seen_embedding(items)], dim=1)
         return torch.addmm(bias, output, weight.T)
 
     # --- incremental inference API (the contract the stream relies on) --------------------
@@ -119,9 +150,14 @@ class GRU4Rec(nn.Module):
             self.train()
         return new_hidden
 
+    @torch.inference_mode()
     def output_of(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Top-layer vector of a state ``[n, state_size]`` -> ``[n, hidden_size]``."""
-        return hidden[:, (self.n_layers - 1) * self.hidden_size :]
+        """Output vector of a state ``[n, state_size]`` -> ``[n, hidden_size + seen_size]``: the
+        top layer, then the scaled seen memory."""
+        top = hidden[:, (self.n_layers - 1) * self.hidden_size : self.n_layers * self.hidden_size]
+        if not self.seen_size:
+            return top
+        return torch.cat([top, self.seen_scale * hidden[:, self.n_layers * self.hidden_size :]], 1)
 
     @torch.inference_mode()
     def score(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -129,5 +165,10 @@ class GRU4Rec(nn.Module):
         return self.logits(self.output_of(hidden))
 
     def output_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(item matrix ``[n_items, d]``, bias ``[n_items]``) for callers that score themselves."""
-        return self.item_embedding.weight.detach(), self.item_bias.weight.detach()[:, 0]
+        """(item matrix ``[n_items, hidden_size + seen_size]``, bias ``[n_items]``) for callers
+        that score ``output_of`` themselves; the first ``hidden_size`` columns are the item
+        embedding."""
+        weight = self.item_embedding.weight.detach()
+        if self.seen_size:
+            weight = torch.cat([weight, self.seen_embedding.weight.detach()], dim=1)
+        return weight, self.item_bias.weight.detach()[:, 0]

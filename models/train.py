@@ -35,6 +35,8 @@ class TrainConfig:
     batch_size: int = 64
     learning_rate: float = 0.05
     momentum: float = 0.0
+    seen_size: int = 0  # seen-memory width (0: none), see GRU4Rec
+    seen_decay: float = 0.97
     dropout_embed: float = 0.0
     dropout_hidden: float = 0.0
     loss: str = "xe"
@@ -85,11 +87,13 @@ def window_forward(
     say), but the input embedding, its dropout and the first layer's input projection run once
     for the whole window, which roughly halves the per-step work.
     """
-    inputs = model.dropout_embed(model.item_embedding(torch.cat([s.inputs for s in window])))
+    items = torch.cat([s.inputs for s in window])
+    inputs = model.dropout_embed(model.item_embedding(items))
     first = model.cells[0]
     projected = torch.nn.functional.linear(inputs, first.weight_ih, first.bias_ih)
+    seen_vectors = model.seen_embedding(items) if model.seen_size else None
     size = model.hidden_size
-    outputs, offset = [], 0
+    outputs, seen, offset = [], [], 0
     for step in window:
         if step.keep is not None:
             hidden = hidden[step.keep]
@@ -97,7 +101,6 @@ def window_forward(
             hidden = hidden.masked_fill(step.reset[:, None], 0.0)
         n = len(step.inputs)
         gate_x = projected[offset:offset + n]
-        offset += n
         gate_h = torch.nn.functional.linear(hidden[:, :size], first.weight_hh, first.bias_hh)
         rz = torch.sigmoid(gate_x[:, : 2 * size] + gate_h[:, : 2 * size])
         reset_gate, update_gate = rz[:, :size], rz[:, size:]
@@ -107,9 +110,16 @@ def window_forward(
         for depth in range(1, model.n_layers):
             x = model.cells[depth](x, hidden[:, depth * size : (depth + 1) * size])
             layers.append(x)
-        hidden = torch.cat(layers, dim=1) if model.n_layers > 1 else x
+        if seen_vectors is not None:
+            layers.append(model.seen_step(hidden, seen_vectors[offset:offset + n]))
+            seen.append(layers[-1])
+        offset += n
+        hidden = torch.cat(layers, dim=1) if len(layers) > 1 else x
         outputs.append(x)
-    return hidden, model.dropout_hidden(torch.cat(outputs))
+    outputs = model.dropout_hidden(torch.cat(outputs))
+    if seen:
+        outputs = torch.cat([outputs, model.seen_scale * torch.cat(seen)], dim=1)
+    return hidden, outputs
 
 
 def item_support(sequences: Sequence[np.ndarray], n_items: int) -> np.ndarray:
@@ -218,6 +228,7 @@ def train_model(
     model = GRU4Rec(
         item_ids, hidden_size=config.hidden_size, n_layers=config.n_layers,
         dropout_embed=config.dropout_embed, dropout_hidden=config.dropout_hidden, version=version,
+        seen_size=config.seen_size, seen_decay=config.seen_decay,
     )
     trainer = Trainer(model, sequences, config)
     n_targets = sum(max(len(s) - 1, 0) for s in trainer.sequences)

@@ -289,7 +289,8 @@ class LiveModel:
             index = self.vocab.index.get(item)
             if index is not None:
                 self.bias[index] = float("-inf")
-        self.unit = self.weight / self.weight.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        embedding = self.weight[:, : model.hidden_size]  # ``because`` compares item embeddings
+        self.unit = embedding / embedding.norm(dim=1, keepdim=True).clamp_min(1e-12)
         self.state_size = model.state_size
         self.index = _ivf_index(self.weight, self.bias, ann_lists, ann_probes) if ann_lists else None
         self._scores = torch.empty(0, len(self.weight))  # reused: one batch at a time
@@ -513,7 +514,7 @@ class Recommender:
         model_plans = [p for p in plans if p.use_model]
         for out, plan in enumerate(model_plans):
             plan.out = out
-        outputs = torch.empty(len(model_plans), live.model.hidden_size)
+        outputs = torch.empty(len(model_plans), live.weight.shape[1])
         for wave in range(max(p.wave for p in plans) + 1):
             in_wave = [p for p in plans if p.wave == wave]
             reset = [p.row for p in in_wave if p.reset and wave > 0]

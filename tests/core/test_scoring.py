@@ -17,9 +17,11 @@ T0 = 1_700_000_000.0
 ITEMS = [f"i{i}" for i in range(50)]
 
 
-def make_model(seed: int = 0, items=ITEMS, version: str = "v1", hidden_size: int = 8) -> GRU4Rec:
+def make_model(
+    seed: int = 0, items=ITEMS, version: str = "v1", hidden_size: int = 8, seen_size: int = 0
+) -> GRU4Rec:
     torch.manual_seed(seed)
-    model = GRU4Rec(items, hidden_size=hidden_size, version=version)
+    model = GRU4Rec(items, hidden_size=hidden_size, version=version, seen_size=seen_size)
     with torch.no_grad():  # non-zero biases so that they matter in the scores
         model.item_bias.weight.normal_(0, 0.1)
     return model
@@ -54,8 +56,9 @@ def run_one_by_one(rec: Recommender, events: list[Event], now: float):
     return outs, states
 
 
-def test_single_event_matches_model_scores_with_item_masked():
-    model = make_model()
+@pytest.mark.parametrize("seen_size", [0, 4])
+def test_single_event_matches_model_scores_with_item_masked(seen_size):
+    model = make_model(seen_size=seen_size)
     rec = Recommender(model, k=5)
     result = rec.step_batch([ev("u", "i3", T0)], {}, now=T0)
     answer = result.recommendations[0]
@@ -70,8 +73,9 @@ def test_single_event_matches_model_scores_with_item_masked():
     assert result.inference_seconds > 0
 
 
-def test_batch_equals_one_event_at_a_time():
-    model = make_model()
+@pytest.mark.parametrize("seen_size", [0, 4])
+def test_batch_equals_one_event_at_a_time(seen_size):
+    model = make_model(seen_size=seen_size)
     events = [
         ev("a", "i1", T0, 0),
         ev("b", "i2", T0, 0),
@@ -162,6 +166,17 @@ def test_because_is_the_closest_history_item():
     assert because == {"c": "a", "d": "b"}
 
 
+def test_because_ignores_the_seen_memory_vectors():
+    model = GRU4Rec(["a", "b", "c", "d"], hidden_size=2, version="hand", seen_size=2)
+    with torch.no_grad():
+        model.item_embedding.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.9, 0.1], [0.1, 0.9]]))
+        # over [embedding | seen vector], c would be closer to b and d to a
+        model.seen_embedding.weight.copy_(torch.tensor([[0.0, 9.0], [9.0, 0.0], [9.0, 0.0], [0.0, 9.0]]))
+    result = Recommender(model, k=4).step_batch([ev("u", "a", T0, 0), ev("u", "b", T0, 1)], {}, T0)
+    because = {it.item_id: it.because for it in result.recommendations[1].items}
+    assert because == {"c": "a", "d": "b"}
+
+
 def test_unknown_item_uses_current_session_or_falls_back():
     model = make_model()
     rec = Recommender(model, k=3)
@@ -215,8 +230,9 @@ def test_expired_state_is_a_new_user():
     assert again.states["u"].history == (2,) and again.ranks == [None]
 
 
-def test_swap_same_vocabulary_rebuilds_stale_hidden_lazily():
-    old, new = make_model(0, version="v1"), make_model(1, version="v2")
+@pytest.mark.parametrize("seen_size", [0, 4])
+def test_swap_same_vocabulary_rebuilds_stale_hidden_lazily(seen_size):
+    old, new = make_model(0, version="v1"), make_model(1, version="v2", seen_size=seen_size)
     rec = Recommender(old, k=5)
     s = rec.step_batch([ev("u", "i1", T0, 0), ev("u", "i2", T0 + 1, 1)], {}, T0).states
     rec.swap_model(new)

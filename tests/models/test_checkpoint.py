@@ -8,10 +8,11 @@ import torch
 from stream_recs.models import CheckpointError, GRU4Rec, load_model, save_model
 
 
-@pytest.fixture
-def saved(tmp_path):
+@pytest.fixture(params=[0, 3], ids=["plain", "seen-memory"])
+def saved(tmp_path, request):
     torch.manual_seed(0)
-    model = GRU4Rec(["a", "b", "c", "d"], hidden_size=5, n_layers=2, version="v-test").eval()
+    model = GRU4Rec(["a", "b", "c", "d"], hidden_size=5, n_layers=2, version="v-test",
+                    seen_size=request.param, seen_decay=0.9).eval()
     path = save_model(model, tmp_path / "ckpt", hyperparameters={"bptt": 4}, fingerprint="abc",
                       metrics={"ndcg@10": 0.1})
     return model, path
@@ -27,6 +28,7 @@ def test_round_trip(saved):
                                                                        torch.tensor([0, 3]))))
     meta = json.loads((path / "meta.json").read_text())
     assert meta["hyperparameters"] == {"bptt": 4} and meta["data_fingerprint"] == "abc"
+    assert (loaded.seen_size, loaded.seen_decay) == (model.seen_size, 0.9)
 
 
 def test_tampered_weights_rejected(saved):
@@ -74,3 +76,16 @@ def test_missing_file_rejected(saved, name):
 def test_not_a_directory(tmp_path):
     with pytest.raises(CheckpointError):
         load_model(tmp_path / "nothing")
+
+
+def test_checkpoint_without_seen_fields(saved):
+    # written before the seen memory existed: a plain model; a seen model's weights do not fit
+    model, path = saved
+    meta = json.loads((path / "meta.json").read_text())
+    del meta["architecture"]["seen_size"], meta["architecture"]["seen_decay"]
+    (path / "meta.json").write_text(json.dumps(meta))
+    if model.seen_size:
+        with pytest.raises(CheckpointError, match="do not fit"):
+            load_model(path)
+    else:
+        assert load_model(path).state_size == model.state_size

@@ -26,12 +26,12 @@ class RecordingTrainer(Trainer):
 
 
 @pytest.mark.parametrize("bptt", [1, 3])
-@pytest.mark.parametrize("n_layers", [1, 2])
-def test_training_forward_equals_stepping(bptt, n_layers):
+@pytest.mark.parametrize(("n_layers", "seen_size"), [(1, 0), (2, 0), (1, 3), (2, 3)])
+def test_training_forward_equals_stepping(bptt, n_layers, seen_size):
     # every item occurs once, so a target identifies its position in its sequence
     seqs = [np.array([0, 1, 2, 3]), np.array([4, 5]), np.array([6, 7, 8]), np.array([9, 10, 11])]
     torch.manual_seed(0)
-    model = GRU4Rec(ITEMS, hidden_size=8, n_layers=n_layers)
+    model = GRU4Rec(ITEMS, hidden_size=8, n_layers=n_layers, seen_size=seen_size)
     config = TrainConfig(hidden_size=8, n_layers=n_layers, batch_size=2, learning_rate=1e-30,
                          bptt=bptt, n_sample=4, epochs=1)
     trainer = RecordingTrainer(model, seqs, config)
@@ -46,11 +46,12 @@ def test_training_forward_equals_stepping(bptt, n_layers):
             torch.testing.assert_close(recorded, model.output_of(hidden)[0], rtol=1e-5, atol=1e-6)
 
 
-def test_lane_reset_zeroes_state():
+@pytest.mark.parametrize("seen_size", [0, 3])
+def test_lane_reset_zeroes_state(seen_size):
     # a lane that takes over a new sequence must not carry the previous sequence's state
     seqs = [np.array([0, 1]), np.array([2, 3, 4]), np.array([5, 6])]
     torch.manual_seed(1)
-    model = GRU4Rec(ITEMS, hidden_size=4)
+    model = GRU4Rec(ITEMS, hidden_size=4, seen_size=seen_size)
     trainer = RecordingTrainer(model, seqs, TrainConfig(hidden_size=4, batch_size=2,
                                                         learning_rate=1e-30, epochs=1))
     trainer.train_epoch()
@@ -59,10 +60,11 @@ def test_lane_reset_zeroes_state():
     torch.testing.assert_close(recorded, model.output_of(fresh)[0])
 
 
-def test_step_and_score_shapes_and_batch_independence():
-    model = GRU4Rec(ITEMS, hidden_size=6, n_layers=2).eval()
+@pytest.mark.parametrize("seen_size", [0, 5])
+def test_step_and_score_shapes_and_batch_independence(seen_size):
+    model = GRU4Rec(ITEMS, hidden_size=6, n_layers=2, seen_size=seen_size).eval()
     h = model.init_hidden(3)
-    assert h.shape == (3, model.state_size) and h.dtype == torch.float32
+    assert h.shape == (3, 12 + seen_size) and h.dtype == torch.float32
     h = model.step(h, torch.tensor([1, 2, 3]))
     s = model.score(h)
     assert s.shape == (3, len(ITEMS))
@@ -70,6 +72,20 @@ def test_step_and_score_shapes_and_batch_independence():
     torch.testing.assert_close(s[1:2], single)
     w, b = model.output_embeddings()
     torch.testing.assert_close(model.output_of(h) @ w.T + b, s)
+
+
+def test_seen_memory_by_hand():
+    model = GRU4Rec(["a", "b", "c"], hidden_size=2, seen_size=2, seen_decay=0.5).eval()
+    seen = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    with torch.no_grad():
+        model.seen_embedding.weight.copy_(seen)
+        model.seen_scale.fill_(-2.0)
+    h = model.step(model.step(model.init_hidden(1), torch.tensor([0])), torch.tensor([1]))
+    memory = torch.tensor([0.5, 1.0])  # 0.5 * f(a) + f(b)
+    torch.testing.assert_close(h[0, 2:], memory)
+    with torch.no_grad():
+        gru_only = h[:, :2] @ model.item_embedding.weight.T + model.item_bias.weight[:, 0]
+    torch.testing.assert_close(model.score(h), gru_only - 2.0 * (memory @ seen.T))
 
 
 def test_item_index():
