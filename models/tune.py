@@ -13,13 +13,15 @@ from .train import TrainConfig
 
 # Defaults for every dataset. "xe": the best MovieLens-100K settings of a manual search on
 # leave-one-out validation NDCG@10 (capacity 64-512, batch 32/64, BPTT 1-32, dropout, lr,
-# momentum, chunking, 1-2 layers); bench/quality.py measures them on test. "bpr-max": the
-# published RetailRocket BPR-max settings (Hidasi & Karatzoglou 2018) with windowed BPTT.
+# momentum, chunking, 1-2 layers), then of a grid over the seen memory (width 64/128/256, decay
+# 0.97/0.99, 5-20 epochs; the best median over seeds 0-2); bench/quality.py measures them on
+# test. "bpr-max": the published RetailRocket BPR-max settings (Hidasi & Karatzoglou 2018) with
+# windowed BPTT.
 TUNED: dict[str, dict] = {
     "xe": {
         "hidden_size": 256, "batch_size": 32, "learning_rate": 0.05, "momentum": 0.0,
         "dropout_embed": 0.3, "dropout_hidden": 0.5, "bptt": 16, "n_sample": 2048,
-        "epochs": 20,
+        "seen_size": 128, "seen_decay": 0.99, "epochs": 10,
     },
     "bpr-max": {
         "hidden_size": 224, "batch_size": 80, "learning_rate": 0.05, "momentum": 0.4,
@@ -35,7 +37,8 @@ def defaults_for(loss: str) -> dict:
 
 
 def suggest(trial, loss: str) -> dict:
-    """One point of the search space (units 64-512, batch 32-256, lr 0.01-0.25, ...)."""
+    """One point of the search space (units 64-512, batch 32-256, lr 0.01-0.25, ..., seen
+    memory 0-256)."""
     params = {
         "loss": loss,
         "hidden_size": trial.suggest_int("hidden_size", 64, 512, step=32),
@@ -47,6 +50,8 @@ def suggest(trial, loss: str) -> dict:
         "alpha": trial.suggest_float("alpha", 0.0, 1.0),
         "bptt": trial.suggest_categorical("bptt", [1, 2, 4, 8, 16, 32]),
         "chunk_len": trial.suggest_categorical("chunk_len", [0, 64]),
+        "seen_size": trial.suggest_categorical("seen_size", [0, 64, 128, 256]),
+        "seen_decay": trial.suggest_categorical("seen_decay", [0.9, 0.97, 0.99, 1.0]),
     }
     if loss == "bpr-max":
         params["bpreg"] = trial.suggest_float("bpreg", 0.0, 2.0)
