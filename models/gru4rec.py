@@ -64,7 +64,7 @@ class GRU4Rec(nn.Module):
         self.dropout_hidden = Dropout(dropout_hidden)
         if seen_size:
             self.seen_embedding = nn.Embedding(len(self.item_ids), seen_size, sparse=True)
-            self.seen_scale = nn.Parameter(torch.tensor(-1.0))
+            self.seen_scale = nn.Parameter(torch.empty(()))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
