@@ -134,8 +134,7 @@ class InOrder:
             expected = self._app.consumer._committed_offset[tp]
         if expected is None or offset == expected:
             self._next[tp] = offset + 1
-            if self._waiting.pop(tp, None) is not None:
-                self._hold(tp, None)
+            self._stop_waiting(tp)
             return True
         if offset < expected:
             _PROCESSED.add(message)
@@ -157,16 +156,16 @@ class InOrder:
         for tp in tps:
             self._next.pop(tp, None)
             self._sought.pop(tp, None)
-            if self._waiting.pop(tp, None) is not None:
-                self._hold(tp, None)
+            self._stop_waiting(tp)
 
-    def _hold(self, tp: TP, offset: int | None) -> None:
-        """Cap Faust's read offset for ``tp`` at ``offset`` (None: release it)."""
-        held = self._app.consumer._read_offset.held
-        if offset is None:
-            held.pop(tp, None)
-        else:
-            held[tp] = offset
+    def _hold(self, tp: TP, offset: int) -> None:
+        """Cap Faust's read offset for ``tp`` at ``offset``."""
+        self._app.consumer._read_offset.held[tp] = offset
+
+    def _stop_waiting(self, tp: TP) -> None:
+        """``tp`` waits for no offset any more: its read offset is released."""
+        if self._waiting.pop(tp, None) is not None:
+            self._app.consumer._read_offset.held.pop(tp, None)
 
     def _seek_back(self, tp: TP, expected: int) -> None:
         now = time.monotonic()
