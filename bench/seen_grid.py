@@ -23,24 +23,21 @@ import click
 def _train(size: int, decay: float, seed: int, epochs: int, every: int) -> list[dict]:
     import torch
 
-    from stream_recs.datasets import load_movielens_100k, to_sequences
+    from stream_recs.datasets import load_movielens_100k
     from stream_recs.models.evaluate import ModelPredictor, evaluate, leave_one_out
-    from stream_recs.models.train import TrainConfig, train_model
+    from stream_recs.models.train import TrainConfig, train_model, training_sequences
     from stream_recs.models.tune import defaults_for
 
     torch.set_num_threads(1)
     split = leave_one_out(load_movielens_100k())
-    ids = split.train.item_ids
-    model_items = sorted({ids[i] for i in set(split.train.item.tolist())})
-    index = {item: i for i, item in enumerate(model_items)}
-    sequences = to_sequences(split.train, None, index).items
+    model_items, sequences = training_sequences(split.train, None)
     config = TrainConfig.from_dict({**defaults_for("xe"), "seen_size": size, "seen_decay": decay,
                                     "epochs": epochs, "seed": seed})
     rows = []
 
     def on_epoch(epoch: int, model, stats: dict) -> None:
         if (epoch + 1) % every == 0:
-            predictor = ModelPredictor(model, ids)
+            predictor = ModelPredictor(model, split.train.item_ids)
             valid, test = evaluate(predictor, split.valid), evaluate(predictor, split.test)
             rows.append({"seen_size": size, "seen_decay": decay, "seed": seed, "epoch": epoch + 1,
                          "valid_ndcg@10": valid["ndcg@10"], "test_ndcg@10": test["ndcg@10"],

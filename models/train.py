@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from stream_recs.datasets import Events, to_sequences
+
 from .batching import Step, session_parallel
 from .gru4rec import GRU4Rec
 from .losses import LOSSES, bpr_max, cross_entropy_logq, sampled_columns
@@ -120,6 +122,16 @@ def window_forward(
     if seen:
         outputs = torch.cat([outputs, model.seen_scale * torch.cat(seen)], dim=1)
     return hidden, outputs
+
+
+def training_sequences(
+    events: Events, session_gap: float | None
+) -> tuple[list[str], list[np.ndarray]]:
+    """A model's vocabulary for ``events`` (the item ids that occur, sorted) and the item-index
+    sequences to train it on (see ``to_sequences``)."""
+    item_ids = sorted({events.item_ids[i] for i in set(events.item.tolist())})
+    index = {item: i for i, item in enumerate(item_ids)}
+    return item_ids, to_sequences(events, session_gap, index).items
 
 
 def item_support(sequences: Sequence[np.ndarray], n_items: int) -> np.ndarray:

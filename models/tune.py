@@ -75,15 +75,11 @@ def run_study(
     """
     import optuna
 
-    from stream_recs.datasets import to_sequences
-
     from .evaluate import ModelPredictor, evaluate
-    from .train import train_model
+    from .train import train_model, training_sequences
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    model_items = sorted({split.train.item_ids[i] for i in set(split.train.item.tolist())})
-    index = {item: i for i, item in enumerate(model_items)}
-    sequences = to_sequences(split.train, session_gap, index).items
+    model_items, sequences = training_sequences(split.train, session_gap)
 
     def objective(trial) -> float:
         params = suggest(trial, loss)

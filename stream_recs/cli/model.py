@@ -85,9 +85,8 @@ def train(dataset, events_path, n_events, n_users, n_items, data_seed, out_dir, 
 
     torch.set_num_threads(threads or os.cpu_count() or 1)
 
-    from stream_recs.datasets import to_sequences
     from stream_recs.models import save_model
-    from stream_recs.models.train import TrainConfig, train_model
+    from stream_recs.models.train import TrainConfig, train_model, training_sequences
     from stream_recs.models.tune import defaults_for
 
     events = _load(dataset, events_path, n_events, n_users, n_items, data_seed)
@@ -104,9 +103,7 @@ def train(dataset, events_path, n_events, n_users, n_items, data_seed, out_dir, 
                                  param_hint="--param")
     values.update(overrides)
     config = TrainConfig.from_dict(values)
-    item_ids = sorted(set(events.item_ids[i] for i in set(events.item.tolist())))
-    index = {item: i for i, item in enumerate(item_ids)}
-    sequences = to_sequences(events, gap, index).items
+    item_ids, sequences = training_sequences(events, gap)
     fingerprint = events.fingerprint()
     version = f"gru4rec-{fingerprint[:8]}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
     started = time.perf_counter()
