@@ -32,6 +32,8 @@ def _producer(settings: Settings, bootstrap: str, **options: object):
 @click.option("--metrics-host", help="Bind address of /metrics (default 127.0.0.1).")
 @click.option("--metrics-port", type=int, help="Port of /metrics (default 9465; 0: any free port).")
 @click.option("--processing-guarantee", type=click.Choice(["at_least_once", "exactly_once"]))
+@click.option("--bf16-screen", type=click.Choice(["auto", "on", "off"]),
+              help="Exact scoring through a bfloat16 matmul (default auto: where the CPU has it).")
 def worker(model_dir, **options) -> None:
     """Consume clicks, keep session state, produce recommendations (join the group)."""
     import faust
@@ -58,10 +60,13 @@ def worker(model_dir, **options) -> None:
         apply_topics(settings, bootstrap, topic_specs(settings, app_id=w.app_id))
     except TopicsError as exc:
         raise click.ClickException(str(exc)) from exc
+    screen = {"auto": None, "on": True, "off": False}
+    if w.bf16_screen not in screen:
+        raise click.ClickException(f"STREAM_RECS_BF16_SCREEN must be auto, on or off, not {w.bf16_screen!r}")
     recommender = Recommender(
         model, k=w.k, session_gap=w.session_gap, history_len=w.history_len, mask_recent=w.mask_recent,
         ttl=w.state_ttl, popularity_half_life=w.popularity_half_life, ann_lists=w.ann_lists,
-        ann_probes=w.ann_probes,
+        ann_probes=w.ann_probes, bf16_screen=screen[w.bf16_screen],
     )  # fmt: skip
     metrics = Metrics()
     metrics.set_model(recommender.model_version)
