@@ -57,10 +57,10 @@ def median_time(fn: Callable[[], object], repeat: int = 15, warmup: int = 2) -> 
     return statistics.median(times)
 
 
-def gemm_rate(size: int = 1024, repeat: int = 10) -> float:
-    """The machine's large-GEMM rate: FLOP/s of a ``size``^3 float32 matmul."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    out = torch.empty(size, size)
+def gemm_rate(size: int = 1024, repeat: int = 10, dtype: torch.dtype = torch.float32) -> float:
+    """The machine's large-GEMM rate: FLOP/s of a ``size``^3 matmul (float32 unless ``dtype``)."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    out = torch.empty(size, size, dtype=dtype)
     seconds = median_time(lambda: torch.mm(a, b, out=out), repeat)
     return 2 * size**3 / seconds
 

@@ -3,15 +3,19 @@ against the machine's large-GEMM rate, all measured in the same run.
 
     .venv/bin/python bench/model.py [--items 10000,100000] [--dims 64,256] [--batches 64,256] [--json]
 
-Scoring step = ``scoring.top_k_scores`` as the worker runs it (scores of a batch of users against
-every item written into a reused buffer, 50 items masked per user, block-maxima top-K). Its parts
+Scoring step = ``scoring.top_k_scores`` as the worker runs it without the bfloat16 screen (scores
+of a batch of users against every item written into a reused buffer, 50 items masked per user,
+block-maxima top-K), and ``scoring.BF16Screen.top_k``, as it runs where the CPU has bfloat16 dot
+products (the same exact answer through a bfloat16 matmul; the share of rows it scored again in
+float32 is reported; its rate counts the same 2*m*n*d FLOP, against both GEMM rates). Its parts
 are timed as well: the matmul into a fresh matrix and into the buffer (``users x items``,
 ``addmm(b, H, E.T)``), in the other layout (``items x users``, ``addmm(b, E, H.T)``) and in numpy,
 and top-K by ``torch.topk`` and by ``scoring.top_k``.
 FLOP rates count the matmul's 2*m*n*d only. Everything runs with the worker's thread count
 (``--threads``, default ``Worker.torch_threads``); the GEMM reference is given at that count and at
-the machine's core count. Per event: ``Recommender.step_batch`` (steady-state users, batch
-``--event-batch``) against the naive way (GRU over the whole history, one event at a time).
+the machine's core count; the bfloat16 GEMM rate (same size) is measured too. Per event:
+``Recommender.step_batch`` (steady-state users, batch ``--event-batch``; with and without the
+bfloat16 screen) against the naive way (GRU over the whole history, one event at a time).
 Training: one epoch on synthetic sessions over the largest catalogue, per d. The ``ann`` option
 (inverted file, ``4 sqrt(n)`` cells) is measured on that trained model and on the synthetic model
 bench/e2e.py serves, with queries from real session prefixes: recall of the exact top-K and cost.
@@ -36,7 +40,7 @@ from common import emit_json, gemm_rate, median_time, synthetic_model, table
 
 from stream_recs.config import Worker
 from stream_recs.events import Event
-from stream_recs.scoring import Recommender, top_k, top_k_scores
+from stream_recs.scoring import BF16Screen, Recommender, top_k, top_k_scores
 
 K = 20
 VARIANTS = 4  # distinct inputs timed in turn: repeating one lets the branch predictor learn its
@@ -54,8 +58,8 @@ def scoring_rows(n_items: int, d: int, batches: list[int], repeat: int) -> list[
         outputs = [torch.randn(m, d, generator=gen) for _ in range(VARIANTS)]
         masked = [torch.randint(n_items, (m, 50), generator=gen) for _ in range(VARIANTS)]
         flops = 2.0 * m * n_items * d
-        times = _scoring_times(weight, bias, outputs, masked, repeat)
-        row = {"items": n_items, "d": d, "batch": m}
+        times, rescored = _scoring_times(weight, bias, outputs, masked, repeat)
+        row = {"items": n_items, "d": d, "batch": m, "bf16_rows_rescored": rescored}
         for name, seconds in times.items():
             row[f"{name}_ms"] = seconds * 1e3
             row[f"{name}_gflops"] = flops / seconds / 1e9 if "top" not in name else None
@@ -69,8 +73,10 @@ def in_turn(fn, inputs: list[tuple]):
     return lambda: fn(*next(turn))
 
 
-def _scoring_times(weight, bias, outputs, masked, repeat: int) -> dict[str, float]:
+def _scoring_times(weight, bias, outputs, masked, repeat: int) -> tuple[dict[str, float], float]:
+    """Median seconds of each part, and the share of rows the bfloat16 screen scored again."""
     weight_np = weight.numpy()
+    screen = BF16Screen(weight, bias)
     scores = [(torch.addmm(bias, o, weight.T),) for o in outputs]
     buffer = torch.empty_like(scores[0][0])
     each, each_np = [(o,) for o in outputs], [(o.numpy(),) for o in outputs]
@@ -83,8 +89,10 @@ def _scoring_times(weight, bias, outputs, masked, repeat: int) -> dict[str, floa
         "topk": in_turn(lambda s: torch.topk(s, K, dim=1), scores),
         "block_top_k": in_turn(lambda s: top_k(s, K), scores),
         "step": in_turn(lambda o, m: top_k_scores(o, weight, bias, K, m, out=buffer), with_mask),
+        "step_bf16": in_turn(lambda o, m: screen.top_k(o, K, m), with_mask),
     }
-    return {name: median_time(call, repeat) for name, call in calls.items()}
+    times = {name: median_time(call, repeat) for name, call in calls.items()}
+    return times, screen.rows_rescored / screen.rows
 
 
 def steady_states(rec: Recommender, users: list[str], ids: list[str], rng, rounds: int = 3) -> dict:
@@ -101,7 +109,7 @@ def per_event_costs(n_items: int, d: int, batch: int, repeat: int) -> dict:
     """Seconds per event: ``step_batch`` on a full micro-batch, and the naive per-event rerun."""
     model = synthetic_model(n_items, d)
     rng = np.random.default_rng(0)
-    rec = Recommender(model, k=K)
+    rec = Recommender(model, k=K, bf16_screen=False)
     users = [f"u{i}" for i in range(batch)]
     states = steady_states(rec, users, model.item_ids, rng)
     now = time.time() + 10
@@ -111,6 +119,10 @@ def per_event_costs(n_items: int, d: int, batch: int, repeat: int) -> dict:
     ]
     ours = median_time(in_turn(lambda events: rec.step_batch(events, states, now), batches), repeat) / batch
     inference = statistics.median(rec.step_batch(b, states, now).inference_seconds for (b,) in batches)
+    screened = Recommender(model, k=K, bf16_screen=True)
+    ours_bf16 = median_time(
+        in_turn(lambda events: screened.step_batch(events, states, now), batches), repeat
+    ) / batch
 
     histories = [([rng.integers(n_items, size=50).tolist() for _ in range(8)],) for _ in range(VARIANTS)]
 
@@ -128,7 +140,8 @@ def per_event_costs(n_items: int, d: int, batch: int, repeat: int) -> dict:
     return {
         "items": n_items, "d": d, "batch": batch, "ours_us_per_event": ours * 1e6,
         "ours_inference_us_per_event": inference / batch * 1e6, "naive_us_per_event": naive_s * 1e6,
-        "naive_over_ours": naive_s / ours,
+        "naive_over_ours": naive_s / ours, "ours_bf16_us_per_event": ours_bf16 * 1e6,
+        "naive_over_ours_bf16": naive_s / ours_bf16,
     }  # fmt: skip
 
 
@@ -209,21 +222,29 @@ def main(items, dims, batches, event_batch, threads, repeat, train_events, probe
             scoring += scoring_rows(n, d, ms, repeat)
             gemm.append(gemm_rate())  # re-measured between configurations: the machine is shared
     gemm_rate_t = statistics.median(gemm)
+    gemm_bf16 = gemm_rate(dtype=torch.bfloat16)
     for row in scoring:
         for key in [k for k in row if k.endswith("_gflops")]:
             if row[key] is not None:
                 row[key.replace("_gflops", "_of_gemm")] = row[key] * 1e9 / gemm_rate_t
+        row["step_bf16_of_bf16_gemm"] = row["step_bf16_gflops"] * 1e9 / gemm_bf16
     print(f"large GEMM (1024^3 float32): {gemm_all[0] / 1e9:.1f} GFLOP/s on {cores} threads, "
-          f"{gemm_rate_t / 1e9:.1f} GFLOP/s on {threads} (median of {len(gemm)} in this run)")  # fmt: skip
+          f"{gemm_rate_t / 1e9:.1f} GFLOP/s on {threads} (median of {len(gemm)} in this run); "
+          f"bfloat16: {gemm_bf16 / 1e9:.1f} GFLOP/s on {threads}")  # fmt: skip
     print("\nscoring step (ms, and matmul GFLOP/s as a fraction of the GEMM rate on the same threads)")
     cols = ["items", "d", "batch", "mm_users_x_items_ms", "mm_into_buffer_ms", "mm_items_x_users_ms",
             "mm_numpy_ms", "topk_ms", "block_top_k_ms", "step_ms", "mm_into_buffer_of_gemm",
             "step_of_gemm"]  # fmt: skip
     print(table(scoring, cols))
+    print("\nscoring step through the bfloat16 screen (same exact answer; share of rows rescored in "
+          "float32; rate against the float32 and the bfloat16 GEMM)")  # fmt: skip
+    print(table(scoring, ["items", "d", "batch", "step_ms", "step_bf16_ms", "bf16_rows_rescored",
+                          "step_bf16_of_gemm", "step_bf16_of_bf16_gemm"]))  # fmt: skip
     costs = [per_event_costs(n, d, event_batch, repeat) for n in sizes for d in ds]
     print(f"\nper-event inference cost (micro-batch {event_batch} vs naive: 50-item history rerun)")
     print(table(costs, ["items", "d", "ours_us_per_event", "ours_inference_us_per_event",
-                        "naive_us_per_event", "naive_over_ours"]))  # fmt: skip
+                        "ours_bf16_us_per_event", "naive_us_per_event", "naive_over_ours",
+                        "naive_over_ours_bf16"]))  # fmt: skip
     training, ann = [], []
     rng = np.random.default_rng(0)
     probe_list = [int(x) for x in probes.split(",")]
@@ -244,6 +265,7 @@ def main(items, dims, batches, event_batch, threads, repeat, train_events, probe
     if as_json:
         emit_json({
             "threads": threads, "gemm_gflops": gemm_rate_t / 1e9, "gemm_gflops_all_cores": gemm_all[0] / 1e9,
+            "gemm_bf16_gflops": gemm_bf16 / 1e9,
             "scoring": scoring, "per_event": costs, "training": training, "ann": ann,
         })  # fmt: skip
 
