@@ -233,8 +233,9 @@ class BF16Screen:
     smallest candidate's ``c``, so its float32 score is at most ``c + u/(1-u)|c| + a |[h, 1]| M``
     (``u`` = 2^-8; ``a`` = 2u + u^2 + accumulation, for the rounding of h, e and the products' sum;
     ``M``, the largest ``|[e, b]|`` of a recommendable item). A row whose ``k``-th rescored score
-    does not beat that is scored again in float32 over every item (``rows_rescored`` counts them;
-    ``bench/model.py`` reports the share). Biases of -inf (padding, ``never_recommend``) are -1e30
+    does not beat that is settled the same way from its ``4k`` best (``rows_widened`` counts
+    them), and failing that scored again in float32 over every item (``rows_rescored``;
+    ``bench/model.py`` reports both shares). Biases of -inf (padding, ``never_recommend``) are -1e30
     in the table and -inf when rescored.
     """
 
@@ -249,7 +250,7 @@ class BF16Screen:
         self.reach = float(items.norm(dim=1).max()) if len(items) else 0.0
         u, terms = _BF16_UNIT, weight.shape[1] + 2
         self.slack = 2 * u + u * u + 2 * terms * 2.0**-24
-        self.rows = self.rows_rescored = 0  # rows ranked, and of those scored again in float32
+        self.rows = self.rows_widened = self.rows_rescored = 0  # rows ranked; of those, settled late
         self._scores = torch.empty(0, len(weight), dtype=torch.bfloat16)  # reused, as is
         self._vectors = torch.empty(0, weight.shape[1])  # the candidates' vectors
 
@@ -266,7 +267,28 @@ class BF16Screen:
         if masked is not None:  # bfloat16 scatter is 1000x slower than int16's here
             scores.view(torch.int16).scatter_(1, masked, _BF16_MINUS_INF_BITS)
         k = min(k, width)
-        rough, candidates = top_k(scores, min(2 * k, width))
+        values, indices, sure = self._settle(outputs, scores, k, min(2 * k, width))
+        self.rows += rows
+        if not bool(sure.all()):  # a wider candidate set from the same scores, then float32
+            again = (~sure).nonzero()[:, 0]
+            self.rows_widened += len(again)
+            values[again], indices[again], sure = self._settle(
+                outputs[again], scores[again], k, min(4 * k, width)
+            )
+            again = again[~sure]
+            if len(again):
+                self.rows_rescored += len(again)
+                values[again], indices[again] = top_k_scores(
+                    outputs[again], self.weight, self.bias, k, masked[again] if masked is not None else None
+                )
+        return values, indices
+
+    def _settle(
+        self, outputs: torch.Tensor, scores: torch.Tensor, k: int, count: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The top-``k`` of each row's best ``count`` by ``scores``, rescored in float32, and
+        whether the bound proves it the row's exact top-``k``."""
+        rough, candidates = top_k(scores, count)
         flat = candidates.reshape(-1)
         if self._vectors.numel() < len(flat) * outputs.shape[1]:
             self._vectors = torch.empty(len(flat), outputs.shape[1])
@@ -275,19 +297,11 @@ class BF16Screen:
         exact = vectors.sum(dim=2) + self.bias.index_select(0, flat).view_as(rough)
         exact.masked_fill_(torch.isneginf(rough), float("-inf"))
         values, order = torch.topk(exact, k, dim=1)
-        indices = candidates.gather(1, order)
         last = rough[:, -1]
-        reach = torch.cat([outputs, outputs.new_ones(rows, 1)], dim=1).norm(dim=1) * self.reach
+        reach = torch.cat([outputs, outputs.new_ones(len(outputs), 1)], dim=1).norm(dim=1) * self.reach
         bound = last + last.abs() * (_BF16_UNIT / (1 - _BF16_UNIT)) + reach * self.slack + 1e-30
-        unsure = ~((values[:, -1] > bound) | torch.isneginf(last) | (candidates.shape[1] == width))
-        self.rows += rows
-        if bool(unsure.any()):
-            again = unsure.nonzero()[:, 0]
-            self.rows_rescored += len(again)
-            values[again], indices[again] = top_k_scores(
-                outputs[again], self.weight, self.bias, k, masked[again] if masked is not None else None
-            )
-        return values, indices
+        sure = (values[:, -1] > bound) | torch.isneginf(last) | (count == scores.shape[1])
+        return values, candidates.gather(1, order), sure
 
 
 def _ivf_index(weight: torch.Tensor, bias: torch.Tensor, lists: int, probes: int):
@@ -346,8 +360,8 @@ class _Vocabulary:
 
 class LiveModel:
     """A model and what serving derives from it once per swap. The output matrices are padded
-    to a multiple of ``select_block(k)`` and ``select_block(2 * k)`` rows (zero vectors, bias
-    -inf) so that ``top_k`` never copies the scores (of exact or ``BF16Screen`` scoring); a padding
+    to a multiple of ``select_block(n * k)``, n = 1, 2, 4, rows (zero vectors, bias -inf) so that
+    ``top_k`` never copies the scores (of exact or ``BF16Screen`` scoring); a padding
     index is only ever returned with a -inf score."""
 
     def __init__(
@@ -365,7 +379,7 @@ class LiveModel:
         self.fp = fingerprint(model.version)
         self.vocab = _Vocabulary(model.item_ids)
         weight, bias = (t.float() for t in model.output_embeddings())
-        padding = -len(weight) % math.lcm(select_block(k), select_block(2 * k))
+        padding = -len(weight) % math.lcm(*(select_block(n * k) for n in (1, 2, 4)))
         self.weight = torch.cat([weight, weight.new_zeros(padding, weight.shape[1])]).contiguous()
         self.bias = torch.cat([bias, bias.new_full((padding,), float("-inf"))])
         for item in never_recommend:

@@ -54,22 +54,33 @@ def test_rounding_bound_holds():
     assert ((exact - rough).abs() > bound / 20).any()  # the bound is not vacuous
 
 
-def test_rows_the_bound_cannot_settle_are_scored_again_in_float32(monkeypatch):
+@pytest.mark.parametrize(("close", "widened", "rescored"), [(50, [1], []), (100, [1], [1])])
+def test_unsettled_rows_are_widened_then_scored_in_float32(monkeypatch, close, widened, rescored):
+    """``close`` items score within rounding of each other at the top of the first row: 2k = 40
+    candidates cannot settle it; 4k = 80 can when 50 are close, not when 100 are."""
     gen = torch.Generator().manual_seed(4)
     weight = torch.randn(3000, 16, generator=gen)
-    weight[:100] = weight[0] * (1 + torch.arange(100)[:, None] * 1e-4)  # 100 near-equal scores
+    weight[:close] = weight[0] * (1 + torch.arange(close)[:, None] * 1e-4)
     bias = torch.zeros(3000)
     outputs = torch.stack([weight[0], torch.randn(16, generator=gen)])
-    rescored = []
+    calls = {"settle": [], "float32": []}
+    settle = BF16Screen._settle
 
-    def spy(rows, *args, **kwargs):
-        rescored.append(len(rows))
+    def spy_settle(self, rows, *args):
+        calls["settle"].append(len(rows))
+        return settle(self, rows, *args)
+
+    def spy_float32(rows, *args, **kwargs):
+        calls["float32"].append(len(rows))
         return top_k_scores(rows, *args, **kwargs)
 
-    monkeypatch.setattr(scoring, "top_k_scores", spy)
-    values, indices = BF16Screen(weight, bias).top_k(outputs, 20, None)
-    assert rescored == [1]  # the first row only: its top 40 are within rounding of each other
-    assert indices[0].tolist() == list(range(99, 79, -1))  # exact order, decided in float32
+    monkeypatch.setattr(BF16Screen, "_settle", spy_settle)
+    monkeypatch.setattr(scoring, "top_k_scores", spy_float32)
+    screen = BF16Screen(weight, bias)
+    values, indices = screen.top_k(outputs, 20, None)
+    assert calls == {"settle": [2, *widened], "float32": rescored}  # the first row only, each time
+    assert (screen.rows, screen.rows_widened, screen.rows_rescored) == (2, len(widened), len(rescored))
+    assert indices[0].tolist() == list(range(close - 1, close - 21, -1))  # exact order, from float32
     assert_same_answer((values, indices), top_k_scores(outputs, weight, bias, 20))
 
 
