@@ -11,8 +11,10 @@ output records' timestamps (start-up and the tail do not count). Services, per c
 
 1. ceiling: ``bench/services.py ceiling``, a do-nothing Faust agent forwarding each click;
 2. naive: ``bench/services.py naive``, one event at a time, GRU over the whole recent history;
-3. ours: ``stream-recs worker`` as shipped (RocksDB store, default settings: exact scoring);
-   with ``--ann-lists``, also with the ``ann`` option at the largest catalogue.
+3. ours: ``stream-recs worker`` as shipped (RocksDB store, default settings: exact scoring, through
+   the bfloat16 screen where the CPU has bfloat16 dot products); with ``--ann-lists``, also with
+   the ``ann`` option at the largest catalogue, and with ``--float32``, also with the screen off
+   (``STREAM_RECS_BF16_SCREEN=off``) there.
 
 Returning users (``--returning-history N``): the throughput runs start with every user of the
 backlog already holding N earlier clicks (random items, the last a minute before the backlog, in
@@ -349,6 +351,8 @@ def latency(bootstrap, prefix, workdir, kind, model, records, rate) -> dict:
 @click.option("--ann-lists", default=0, show_default=True,
               help="Also run stream-recs with the ann option (this many cells) at the largest catalogue.")
 @click.option("--ann-probes", default=32, show_default=True)
+@click.option("--float32", "float32", is_flag=True,
+              help="Also run stream-recs with the bfloat16 screen off at the largest catalogue.")
 @click.option("--repeats", default=3, show_default=True)
 @click.option("--scale", default=1.0, show_default=True, help="Multiplies every backlog size.")
 @click.option("--returning-history", "history", default=0, show_default=True,
@@ -357,8 +361,8 @@ def latency(bootstrap, prefix, workdir, kind, model, records, rate) -> dict:
 @click.option("--report", "saved", type=click.Path(exists=True, dir_okay=False),
               help="Only print the tables of a saved --json output (its last line), with these options.")
 def main(
-    items, dims, rates, latency_seconds, latency_services, measure, ann_lists, ann_probes, repeats, scale,
-    history, as_json, saved,
+    items, dims, rates, latency_seconds, latency_services, measure, ann_lists, ann_probes, float32, repeats,
+    scale, history, as_json, saved,
 ):
     settings = load_settings()
     if saved:
@@ -385,7 +389,11 @@ def main(
         base = sizes[0]
         lat_records = click_records(base, int(max(loads) * latency_seconds), seed=1)
         results: dict[str, list[float]] = {}
-        ann = {"STREAM_RECS_ANN_LISTS": str(ann_lists), "STREAM_RECS_ANN_PROBES": str(ann_probes)}
+        variants = {
+            "ours_ann": {"STREAM_RECS_ANN_LISTS": str(ann_lists), "STREAM_RECS_ANN_PROBES": str(ann_probes)},
+            "ours_f32": {"STREAM_RECS_BF16_SCREEN": "off"},
+        }
+        chosen = [kind for kind, on in (("ours_f32", float32), ("ours_ann", ann_lists)) if on]
 
         def add(key: str, value: float) -> None:
             results.setdefault(key, []).append(value)
@@ -403,11 +411,11 @@ def main(
                         eps = throughput(bootstrap, prefix, workdir, kind, models[n, d], recs, 400,
                                          history=history)  # fmt: skip
                         add(f"{kind}_eps_{n}_{d}", eps)
-                    if ann_lists and n == sizes[-1]:
+                    for kind in chosen if n == sizes[-1] else ():
                         recs = data[n][: backlog[n]["ours"]]
-                        eps = throughput(bootstrap, prefix, workdir, "ours_ann", models[n, d], recs, 400, ann,
-                                         history)  # fmt: skip
-                        add(f"ours_ann_eps_{n}_{d}", eps)
+                        eps = throughput(bootstrap, prefix, workdir, kind, models[n, d], recs, 400,
+                                         variants[kind], history)  # fmt: skip
+                        add(f"{kind}_eps_{n}_{d}", eps)
             for kind in ("ceiling", "ours") if "cpu" in measure else ():
                 recs = data[base][: backlog[base]["ours"]]
                 add(f"{kind}_cpu_us", cpu_per_event(bootstrap, prefix, workdir, kind,
@@ -451,7 +459,8 @@ def report(results, sizes, ds, loads, latency_kinds, repeats, partitions) -> dic
                 naive = med[f"naive_eps_{n}_{d}"]
                 rows.append({"service": "naive", "items": n, "d": d, "events_per_s": naive,
                              "of_ceiling": ratio(f"naive_eps_{n}_{d}", "ceiling_eps")})  # fmt: skip
-                for kind, name in (("ours", "stream-recs"), ("ours_ann", "stream-recs ann")):
+                for kind, name in (("ours", "stream-recs"), ("ours_f32", "stream-recs float32"),
+                                   ("ours_ann", "stream-recs ann")):  # fmt: skip
                     key = f"{kind}_eps_{n}_{d}"
                     if key in med:
                         rows.append({"service": name, "items": n, "d": d, "events_per_s": med[key],
@@ -467,11 +476,14 @@ def report(results, sizes, ds, loads, latency_kinds, repeats, partitions) -> dic
         }  # fmt: skip
         summary["ours_over_ceiling"] = ratio(f"ours_eps_{base}_{d0}", "ceiling_eps")
         summary["ours_over_naive_100k"] = ratio(f"ours_eps_{big}_{d0}", f"naive_eps_{big}_{d0}")
-        if f"ours_ann_eps_{big}_{d0}" in med:
-            summary["ours_ann_eps_100k"] = med[f"ours_ann_eps_{big}_{d0}"]
-            summary["ours_ann_over_naive_100k"] = ratio(f"ours_ann_eps_{big}_{d0}", f"naive_eps_{big}_{d0}")
+        for kind in ("ours_f32", "ours_ann"):
+            if f"{kind}_eps_{big}_{d0}" in med:
+                summary[f"{kind}_eps_100k"] = med[f"{kind}_eps_{big}_{d0}"]
+                summary[f"{kind}_over_naive_100k"] = ratio(f"{kind}_eps_{big}_{d0}", f"naive_eps_{big}_{d0}")
         print(f"\nours/ceiling ({base} items, d={d0}): {summary['ours_over_ceiling']:.2f}   "
               f"ours/naive ({big} items, d={d0}): {summary['ours_over_naive_100k']:.1f}x"
+              + (f"   float32: {summary['ours_f32_over_naive_100k']:.1f}x" if "ours_f32_eps_100k" in summary
+                 else "")
               + (f"   with ann: {summary['ours_ann_over_naive_100k']:.1f}x" if "ours_ann_eps_100k" in summary
                  else ""))  # fmt: skip
     if "ours_cpu_us" in med:
