@@ -3,15 +3,15 @@ against the machine's large-GEMM rate, all measured in the same run.
 
     .venv/bin/python bench/model.py [--items 10000,100000] [--dims 64,256] [--batches 64,256] [--json]
 
-Scoring step = ``scoring.top_k_scores`` as the worker runs it without the bfloat16 screen (scores
+Scoring step = ``ranking.top_k_scores`` as the worker runs it without the bfloat16 screen (scores
 of a batch of users against every item written into a reused buffer, 50 items masked per user,
-block-maxima top-K), and ``scoring.BF16Screen.top_k``, as it runs where the CPU has bfloat16 dot
+block-maxima top-K), and ``ranking.BF16Screen.top_k``, as it runs where the CPU has bfloat16 dot
 products (the same exact answer through a bfloat16 matmul; the shares of rows it settled from 4K
 candidates or scored again in float32 are reported; its rate counts the same 2*m*n*d FLOP,
 against both GEMM rates). Its parts
 are timed as well: the matmul into a fresh matrix and into the buffer (``users x items``,
 ``addmm(b, H, E.T)``), in the other layout (``items x users``, ``addmm(b, E, H.T)``) and in numpy,
-and top-K by ``torch.topk`` and by ``scoring.top_k``.
+and top-K by ``torch.topk`` and by ``ranking.top_k``.
 FLOP rates count the matmul's 2*m*n*d only. Everything runs with the worker's thread count
 (``--threads``, default ``Worker.torch_threads``); the GEMM reference is given at that count and at
 the machine's core count; the bfloat16 GEMM rate (same size) is measured too. Per event:
@@ -41,7 +41,8 @@ from common import emit_json, gemm_rate, median_time, synthetic_model, table
 
 from stream_recs.config import Worker
 from stream_recs.events import Event
-from stream_recs.scoring import BF16Screen, Recommender, top_k, top_k_scores
+from stream_recs.ranking import BF16Screen, top_k, top_k_scores
+from stream_recs.scoring import Recommender
 
 K = 20
 VARIANTS = 4  # distinct inputs timed in turn: repeating one lets the branch predictor learn its

@@ -1,4 +1,4 @@
-"""Block-maxima top-K (``scoring.top_k``) equals ``torch.topk``: values always, indices up to ties;
+"""Block-maxima top-K (``ranking.top_k``) equals ``torch.topk``: values always, indices up to ties;
 and the live scorer's catalogue padding never leaks into answers."""
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ import torch
 
 from stream_recs.events import Event
 from stream_recs.models.gru4rec import GRU4Rec
-from stream_recs.scoring import Recommender, select_block, top_k, top_k_scores
+from stream_recs.ranking import select_block, top_k, top_k_scores
+from stream_recs.scoring import Recommender
 
 
 def check_against_topk(scores: torch.Tensor, k: int) -> None:
