@@ -38,12 +38,13 @@ def test_equals_float32_scoring_with_masks_and_unrecommendable_items(items, k):
     assert_same_answer(screen.top_k(outputs, k, None), top_k_scores(outputs, weight, bias, k))
 
 
-def test_rounding_bound_holds():
+@pytest.mark.parametrize("d", [16, 64, 1024])
+def test_rounding_bound_holds(d):
     """Every item's float32 score lies within the bound of its bfloat16 screening score."""
     gen = torch.Generator().manual_seed(3)
-    weight = torch.randn(5000, 64, generator=gen) * torch.rand(5000, 1, generator=gen) * 3
-    bias = torch.randn(5000, generator=gen)
-    outputs = torch.randn(64, 64, generator=gen) * torch.rand(64, 1, generator=gen) * 5
+    weight = torch.randn(3000, d, generator=gen) * torch.rand(3000, 1, generator=gen) * 3
+    bias = torch.randn(3000, generator=gen)
+    outputs = torch.randn(64, d, generator=gen) * torch.rand(64, 1, generator=gen) * 5
     screen = BF16Screen(weight, bias)
     queries = torch.cat([outputs, torch.ones(64, 2)], dim=1).bfloat16()
     rough = (queries @ screen.table.T).double()
@@ -52,7 +53,7 @@ def test_rounding_bound_holds():
     reach = torch.cat([outputs, torch.ones(64, 1)], dim=1).norm(dim=1, keepdim=True).double() * screen.reach
     bound = rough.abs() * unit / (1 - unit) + reach * screen.slack
     assert ((exact - rough).abs() <= bound).all()
-    assert ((exact - rough).abs() > bound / 20).any()  # the bound is not vacuous
+    assert ((exact - rough).abs() > bound / 50).any()  # the bound is not vacuous
 
 
 @pytest.mark.parametrize(("close", "widened", "rescored"), [(50, [1], []), (100, [1], [1])])
