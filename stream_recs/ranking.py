@@ -166,6 +166,7 @@ class BF16Screen:
         values, order = torch.topk(exact, k, dim=1)
         last = rough[:, -1]
         reach = torch.cat([outputs, outputs.new_ones(len(outputs), 1)], dim=1).norm(dim=1) * self.reach
+        # 1e-30: bfloat16 dot products may flush subnormal inputs and results to zero
         bound = last + last.abs() * (_BF16_UNIT / (1 - _BF16_UNIT)) + reach * self.slack + 1e-30
         sure = (values[:, -1] > bound) | torch.isneginf(last) | (count == scores.shape[1])
         return values, candidates.gather(1, order), sure

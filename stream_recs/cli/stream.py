@@ -187,9 +187,6 @@ def publish_model(model_dir) -> None:
     click.echo(f"published {update.version} ({path})")
 
 
-
-
-
 @click.command()
 @click.argument("user_id")
 def forget(user_id) -> None:
@@ -218,4 +215,6 @@ def demo(events, rate) -> None:
     from stream_recs.demo import run_demo
 
     run_demo(load_settings(), events, rate, say=click.echo)
+
+
 COMMANDS = [worker, produce, tail, publish_model, forget, demo]
