@@ -3,6 +3,8 @@ screen, exact at the bfloat16 matmul's speed) or approximate (an inverted-file i
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -80,6 +82,15 @@ def top_k_scores(
     return top_k(scores, k)
 
 
+_SCREEN_CANDIDATES = (2, 4)  # BF16Screen ranks each row's best 2k, then 4k where the bound needs more
+
+
+def padded_multiple(k: int) -> int:
+    """Catalogues padded to a multiple of this many items are ranked without a copy of the scores,
+    by ``top_k`` for ``k`` and by ``BF16Screen`` for its candidate counts."""
+    return math.lcm(*(select_block(n * k) for n in (1, *_SCREEN_CANDIDATES)))
+
+
 _BF16_UNIT = 2.0**-8  # unit roundoff of bfloat16 (8 significant bits)
 _BF16_MINUS_INF_BITS = -128  # 0xFF80 as int16
 
@@ -134,14 +145,13 @@ class BF16Screen:
         if masked is not None:  # bfloat16 scatter is 1000x slower than int16's here
             scores.view(torch.int16).scatter_(1, masked, _BF16_MINUS_INF_BITS)
         k = min(k, width)
-        values, indices, sure = self._settle(outputs, scores, k, min(2 * k, width))
+        first, wider = (min(n * k, width) for n in _SCREEN_CANDIDATES)
+        values, indices, sure = self._settle(outputs, scores, k, first)
         self.rows += rows
         if not bool(sure.all()):  # a wider candidate set from the same scores, then float32
             again = (~sure).nonzero()[:, 0]
             self.rows_widened += len(again)
-            values[again], indices[again], sure = self._settle(
-                outputs[again], scores[again], k, min(4 * k, width)
-            )
+            values[again], indices[again], sure = self._settle(outputs[again], scores[again], k, wider)
             again = again[~sure]
             if len(again):
                 self.rows_rescored += len(again)
@@ -165,7 +175,7 @@ class BF16Screen:
         exact.masked_fill_(torch.isneginf(rough), float("-inf"))
         values, order = torch.topk(exact, k, dim=1)
         last = rough[:, -1]
-        reach = torch.cat([outputs, outputs.new_ones(len(outputs), 1)], dim=1).norm(dim=1) * self.reach
+        reach = outputs.norm(dim=1).hypot(outputs.new_ones(())) * self.reach  # |[h, 1]| M
         # 1e-30: bfloat16 dot products may flush subnormal inputs and results to zero
         bound = last + last.abs() * (_BF16_UNIT / (1 - _BF16_UNIT)) + reach * self.slack + 1e-30
         sure = (values[:, -1] > bound) | torch.isneginf(last) | (count == scores.shape[1])

@@ -38,7 +38,6 @@ do not depend on where micro-batch boundaries fall (a replayed batch may be cut 
 
 from __future__ import annotations
 
-import math
 import time
 from collections import OrderedDict
 from collections.abc import Collection, Mapping, Sequence
@@ -56,7 +55,7 @@ from stream_recs.ranking import (
     ann_top_k,
     bf16_screen_available,
     ivf_index,
-    select_block,
+    padded_multiple,
     top_k_scores,
 )
 from stream_recs.state import (
@@ -169,7 +168,7 @@ class _Vocabulary:
 
 class LiveModel:
     """A model and what serving derives from it once per swap. The output matrices are padded
-    to a multiple of ``select_block(n * k)``, n = 1, 2, 4, rows (zero vectors, bias -inf) so that
+    to a multiple of ``padded_multiple(k)`` rows (zero vectors, bias -inf) so that
     ``top_k`` never copies the scores (of exact or ``BF16Screen`` scoring); a padding
     index is only ever returned with a -inf score."""
 
@@ -188,7 +187,7 @@ class LiveModel:
         self.fp = fingerprint(model.version)
         self.vocab = _Vocabulary(model.item_ids)
         weight, bias = (t.float() for t in model.output_embeddings())
-        padding = -len(weight) % math.lcm(*(select_block(n * k) for n in (1, 2, 4)))
+        padding = -len(weight) % padded_multiple(k)
         self.weight = torch.cat([weight, weight.new_zeros(padding, weight.shape[1])]).contiguous()
         self.bias = torch.cat([bias, bias.new_full((padding,), float("-inf"))])
         for item in never_recommend:
