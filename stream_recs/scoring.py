@@ -6,6 +6,13 @@ The wiring calls, per micro-batch of valid events::
     # result.recommendations[i] answers events[i]; result.states[user] is the state to write back;
     # result.ranks[i]: online evaluation of events[i] (None: not evaluated, 0: miss, r: rank)
 
+or in three steps, so that the top-K can be found elsewhere (the worker's child process,
+``ranker.py``) while the caller goes on::
+
+    pending = recommender.begin_batch(events, states, now)  # transitions, GRU steps
+    ranked = pending.live.top_k(*pending.query) if pending.query is not None else None
+    result = recommender.finish_batch(pending, ranked)  # answers, explanations, new states
+
 and on a hot swap ``recommender.swap_model(model)``, or ``prepare(model)`` in another thread then
 ``install`` (building the approximate index takes seconds). What happens to each event, in input
 order (events of one user are applied one after the other, as if they came in separate batches):
@@ -201,6 +208,7 @@ class LiveModel:
         self.screen = BF16Screen(self.weight, self.bias) if bf16_screen and not ann_lists else None
         self._scores = torch.empty(0, len(self.weight))  # reused: one batch at a time
 
+    @torch.inference_mode()
     def top_k(
         self, outputs: torch.Tensor, k: int, masked: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -231,6 +239,20 @@ class _Plan:
     ref: int | tuple[tuple[int, ...], int] | None = None  # previous answer: batch pos or (recs, vocab)
     out: int = -1  # row in the batch's output matrix (model events)
     recs: list[int] | None = None  # model answer, live indices
+
+
+@dataclass(slots=True)
+class PendingBatch:
+    """A batch between ``Recommender.begin_batch`` and ``finish_batch``: its top-K is to be found
+    by ``live.top_k(*query)`` (``query`` is None when no event of the batch uses the model)."""
+
+    plans: list[_Plan]
+    current: dict[str, SessionState]
+    live: LiveModel | None
+    started: float  # perf_counter when the tensor work began (inference_seconds)
+    hidden: torch.Tensor | None = None
+    history: torch.Tensor | None = None
+    query: tuple[torch.Tensor, int, torch.Tensor | None] | None = None
 
 
 class Recommender:
@@ -289,9 +311,15 @@ class Recommender:
         """``model`` made ready to serve with this recommender's settings (35 ms for 100k items at
         d=64 here, 2.9 s with the approximate index of 1,264 cells). It changes nothing here, so it
         can run in another thread while batches are served."""
-        return LiveModel(
-            model, self.never_recommend, self.k, self.ann_lists, self.ann_probes, self.bf16_screen
-        )
+        return LiveModel(model, **self.live_options())
+
+    def live_options(self) -> dict:
+        """What ``prepare`` gives ``LiveModel`` besides the model (JSON: ``ranker.py``'s child
+        builds the same ``LiveModel`` from them)."""
+        return {
+            "never_recommend": sorted(self.never_recommend), "k": self.k, "ann_lists": self.ann_lists,
+            "ann_probes": self.ann_probes, "bf16_screen": self.bf16_screen,
+        }  # fmt: skip
 
     def install(self, live: LiveModel | None) -> None:
         """Make a prepared model live (None: popularity only). States catch up lazily, per user."""
@@ -331,18 +359,39 @@ class Recommender:
         self, events: Sequence[Event], states: Mapping[str, SessionState | None], now: float
     ) -> BatchResult:
         """Recommendations for ``events`` (in order) given their users' states before the batch."""
+        pending = self.begin_batch(events, states, now)
+        ranked = pending.live.top_k(*pending.query) if pending.query is not None else None
+        return self.finish_batch(pending, ranked)
+
+    def begin_batch(
+        self, events: Sequence[Event], states: Mapping[str, SessionState | None], now: float
+    ) -> PendingBatch:
+        """``step_batch`` up to its top-K: the transitions and the GRU steps. The batch's
+        ``query`` (None: nothing to rank) is then ranked by ``pending.live.top_k(*query)``, here
+        or elsewhere (``ranker.py``), and ``finish_batch`` makes the answers and the states."""
         live = self._live
         self.popularity.add([e.item_id for e in events], now)
         plans, current, starts = self._plan(events, states, now, live)
-        started = time.perf_counter()
-        hidden, answers = None, {}
+        pending = PendingBatch(plans, current, live, time.perf_counter())
         if live is not None and any(p.use_model for p in plans):
-            hidden, outputs = self._run_model(plans, starts, live)
-            answers = self._score([p for p in plans if p.use_model], outputs, live)
-        inference = time.perf_counter() - started
+            pending.hidden, outputs = self._run_model(plans, starts, live)
+            pending.history, masked = self._query([p for p in plans if p.use_model])
+            pending.query = (outputs, self.k, masked)
+        return pending
+
+    def finish_batch(
+        self, pending: PendingBatch, ranked: tuple[torch.Tensor, torch.Tensor] | None
+    ) -> BatchResult:
+        """The batch's answers and new states, given its ``query``'s top-K (values, indices)."""
+        plans, live = pending.plans, pending.live
+        answers = {}
+        if ranked is not None:
+            answers = self._answers([p for p in plans if p.use_model], *ranked, pending.history, live)
+        inference = time.perf_counter() - pending.started
         recommendations = self._answer(plans, answers, live)
         ranks = [self._rank(p, plans, live) for p in plans]
-        return BatchResult(recommendations, self._new_states(plans, current, hidden, live), ranks, inference)
+        states = self._new_states(plans, pending.current, pending.hidden, live)
+        return BatchResult(recommendations, states, ranks, inference)
 
     def _plan(self, events, states, now, live):
         """Python-side transitions of every event; no tensor work."""
@@ -480,17 +529,20 @@ class Recommender:
             )
         return recommendations
 
-    @torch.inference_mode()
-    def _score(
-        self, plans: list[_Plan], outputs: torch.Tensor, live: LiveModel
-    ) -> dict[int, tuple[RecItem, ...]]:
-        """Top-K and explanations for the model events; sets ``plan.recs``."""
+    def _query(self, plans: list[_Plan]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The model events' histories, ``[m, longest]`` left-padded with each row's newest item
+        (masking and argmax ignore repeats), and the part of them that is masked."""
         longest = max(len(p.history) for p in plans)
         padded = [(p.history[-1],) * (longest - len(p.history)) + p.history for p in plans]
-        # [m, longest], left-padded with each row's newest item: masking and argmax ignore repeats
         history = torch.from_numpy(np.array(padded, dtype=np.int64))
-        masked = history[:, -self.mask_recent :] if self.mask_recent else None
-        values, top = live.top_k(outputs, self.k, masked)
+        return history, history[:, -self.mask_recent :] if self.mask_recent else None
+
+    @torch.inference_mode()
+    def _answers(
+        self, plans: list[_Plan], values: torch.Tensor, top: torch.Tensor, history: torch.Tensor,
+        live: LiveModel,
+    ) -> dict[int, tuple[RecItem, ...]]:
+        """The model events' answers from their top-K, with explanations; sets ``plan.recs``."""
         similarity = torch.bmm(_rows(live.unit, top), _rows(live.unit, history).transpose(1, 2))
         because = history.gather(1, similarity.argmax(dim=2))
         name, new = live.vocab.ids.__getitem__, tuple.__new__  # RecItems without a Python frame each
