@@ -1,0 +1,223 @@
+"""Ranking in a child process: a batch's top-K (``LiveModel.top_k``) runs on another core while
+the worker's event loop goes on with Kafka's work.
+
+The worker is one Python thread: fetching, decoding, state, producing and the GRU step take turns
+on it, and the top-K over every item (or the ann index) is most of the cost on a large
+catalogue. A thread would not help: its Python glue between tensor calls waits for the GIL, and
+``ann_top_k`` ran 90x slower next to a busy Python thread here. A child process has its own
+interpreter: it loads the same checkpoint, builds the same ``LiveModel`` and answers one request
+at a time over its stdin and stdout (length-prefixed raw arrays, nothing unpickled).
+
+    ranking = Ranking(recommender.live_options(), enabled=True)  # the same LiveModel settings
+    await ranking.load(model_dir, version)  # at start-up and after each model swap
+    values, indices = await ranking.top_k(pending)  # pending: Recommender.begin_batch(...)
+
+A batch is ranked in-process instead while no child serves its model version (start-up, a
+swap in progress, ranking off), and from the moment a child fails (logged; the worker keeps
+serving). A child exits when its stdin closes, so also when the worker is killed.
+
+    python -m stream_recs.ranker '{"model_dir": ..., "k": 20, ...}'  # the child, started by Ranking
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import struct
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+# rows, dims, k, masked columns; then float32 rows x dims, int64 rows x masked columns
+_REQUEST = struct.Struct("<IIII")
+_ANSWER = struct.Struct("<II")  # rows, k; then float32 rows x k values, int64 rows x k indices
+_HELLO = struct.Struct("<I")  # length of the JSON that follows: {"version": ...} or {"error": ...}
+START_TIMEOUT_S = 300.0  # loading a checkpoint and building its ann index take seconds
+
+
+class RankerError(RuntimeError):
+    """The child process could not start, or stopped answering."""
+
+
+class RankerProcess:
+    """One child process serving one model version."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, version: str) -> None:
+        self.proc, self.version = proc, version
+        self._lock = asyncio.Lock()  # one request on the pipes at a time
+
+    @classmethod
+    async def start(
+        cls, model_dir: str | Path, options: dict, expect_version: str | None = None
+    ) -> RankerProcess:
+        """Start a child for the checkpoint at ``model_dir``; returns once it is ready to rank."""
+        config = {
+            "live": options, "model_dir": str(model_dir), "version": expect_version,
+            "threads": torch.get_num_threads(),
+        }  # fmt: skip
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "stream_recs.ranker", json.dumps(config),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            head = await asyncio.wait_for(proc.stdout.readexactly(_HELLO.size), START_TIMEOUT_S)
+            hello = json.loads(await proc.stdout.readexactly(_HELLO.unpack(head)[0]))
+        except (asyncio.IncompleteReadError, TimeoutError, ValueError) as exc:
+            await _stop(proc)
+            raise RankerError(f"the ranker for {model_dir} did not start: {exc!r}") from exc
+        if "error" in hello:
+            await _stop(proc)
+            raise RankerError(f"the ranker for {model_dir} did not start: {hello['error']}")
+        return cls(proc, hello["version"])
+
+    async def top_k(
+        self, outputs: torch.Tensor, k: int, masked: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``LiveModel.top_k(outputs, k, masked)``, computed by the child."""
+        rows, dims = outputs.shape
+        columns = masked.shape[1] if masked is not None else 0
+        parts = [_REQUEST.pack(rows, dims, k, columns), outputs.float().contiguous().numpy().tobytes()]
+        if masked is not None:
+            parts.append(masked.contiguous().numpy().astype(np.int64, copy=False).tobytes())
+        async with self._lock:
+            try:
+                self.proc.stdin.write(b"".join(parts))
+                await self.proc.stdin.drain()
+                rows, width = _ANSWER.unpack(await self.proc.stdout.readexactly(_ANSWER.size))
+                body = await self.proc.stdout.readexactly(rows * width * 12)
+            except (asyncio.IncompleteReadError, ConnectionError) as exc:
+                raise RankerError(f"the ranker stopped (exit code {self.proc.returncode})") from exc
+        values = np.frombuffer(body, np.float32, rows * width).reshape(rows, width)
+        indices = np.frombuffer(body, np.int64, rows * width, offset=rows * width * 4).reshape(rows, width)
+        return torch.from_numpy(values.copy()), torch.from_numpy(indices.copy())
+
+    async def close(self) -> None:
+        await _stop(self.proc)
+
+
+async def _stop(proc: asyncio.subprocess.Process) -> None:
+    """Close the child's stdin (it exits), then wait for it; kill it if it does not exit."""
+    if proc.returncode is None:
+        proc.stdin.close()
+        try:
+            await asyncio.wait_for(proc.wait(), 10)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+
+class Ranking:
+    """Where the worker's batches are ranked: by the child serving their model version, else
+    in-process. ``enabled`` False: always in-process. ``model_dir``, ``version``: the checkpoint
+    served at start-up; ``start`` loads it, and the first batches wait for that (the worker is
+    starting anyway: with the child starting alongside Faust, they seldom wait at all)."""
+
+    def __init__(
+        self, options: dict, enabled: bool, model_dir: str | Path | None = None, version: str | None = None
+    ) -> None:
+        self.options, self.enabled = options, enabled
+        self.process: RankerProcess | None = None
+        self._initial = (model_dir, version)
+        self._started = asyncio.Event()
+        self._loads = 0  # a load that finishes after a later one started is discarded
+
+    async def start(self) -> None:
+        model_dir, version = self._initial
+        try:
+            if model_dir is not None:
+                await self.load(model_dir, version)
+        finally:
+            self._started.set()
+
+    async def load(self, model_dir: str | Path, version: str) -> None:
+        """Start a child for this checkpoint, then retire the previous one. Until it is ready,
+        batches are ranked in-process; a child that fails to start is logged, and the batches
+        of that version are ranked in-process."""
+        if not self.enabled:
+            return
+        self._loads += 1
+        ticket = self._loads
+        try:
+            started = await RankerProcess.start(model_dir, self.options, version)
+        except RankerError as exc:
+            log.error("%s; ranking in-process", exc)
+            return
+        if ticket != self._loads:  # a newer model was announced meanwhile
+            await started.close()
+            return
+        old, self.process = self.process, started
+        if old is not None:
+            await old.close()
+        log.warning("ranking in a child process (pid %d) for model %s", started.proc.pid, version)
+
+    async def top_k(self, pending) -> tuple[torch.Tensor, torch.Tensor]:
+        """The top-K of ``pending.query`` (``Recommender.begin_batch``), by ``pending.live``."""
+        if self.enabled and self._initial[0] is not None:
+            await self._started.wait()
+        process = self.process
+        if process is not None and process.version == pending.live.version:
+            try:
+                return await process.top_k(*pending.query)
+            except RankerError as exc:
+                log.error("%s; ranking in-process from now on", exc)
+                if self.process is process:
+                    self.process = None
+                await process.close()
+        return pending.live.top_k(*pending.query)
+
+    async def close(self) -> None:
+        if self.process is not None:
+            await self.process.close()
+            self.process = None
+
+
+def _serve(config: dict, requests, answers) -> None:
+    """The child: load the model, say hello, answer requests until stdin closes."""
+    from stream_recs.models import load_model
+    from stream_recs.scoring import LiveModel
+
+    torch.set_num_threads(config["threads"])
+    try:
+        model = load_model(config["model_dir"])
+        if config["version"] is not None and model.version != config["version"]:
+            raise ValueError(f"version {model.version} is not the expected {config['version']}")
+        live = LiveModel(model, **config["live"])
+    except Exception as exc:  # the parent logs it and ranks in-process
+        _hello(answers, {"error": f"{type(exc).__name__}: {exc}"})
+        return
+    _hello(answers, {"version": live.version})
+    while header := requests.read(_REQUEST.size):
+        rows, dims, k, columns = _REQUEST.unpack(header)
+        outputs = np.frombuffer(requests.read(rows * dims * 4), np.float32).reshape(rows, dims)
+        masked = None
+        if columns:
+            masked = np.frombuffer(requests.read(rows * columns * 8), np.int64).reshape(rows, columns)
+            masked = torch.from_numpy(masked.copy())
+        values, indices = live.top_k(torch.from_numpy(outputs.copy()), k, masked)
+        answers.write(_ANSWER.pack(*values.shape))
+        answers.write(values.float().contiguous().numpy().tobytes())
+        answers.write(indices.to(torch.int64).contiguous().numpy().tobytes())
+        answers.flush()
+
+
+def _hello(answers, message: dict) -> None:
+    body = json.dumps(message).encode()
+    answers.write(_HELLO.pack(len(body)) + body)
+    answers.flush()
+
+
+def main() -> None:
+    """Entry point of the child; the protocol owns stdout (anything printed goes to stderr)."""
+    answers = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    _serve(json.loads(sys.argv[1]), sys.stdin.buffer, answers)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+"""Ranking in a child process (ranker.py): a real child, no Kafka. It must give exactly the answers
+of in-process ranking, and the worker must keep answering when the child is missing, dead, or
+serves another model version."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from stream_recs.events import Event
+from stream_recs.models import save_model
+from stream_recs.models.gru4rec import GRU4Rec
+from stream_recs.ranker import RankerError, RankerProcess, Ranking
+from stream_recs.scoring import Recommender
+
+T0 = 1_700_000_000.0
+ITEMS = ["[PAD]", *(f"i{i}" for i in range(1, 3000))]
+
+
+def make_model(version: str, seed: int = 0) -> GRU4Rec:
+    torch.manual_seed(seed)
+    model = GRU4Rec(ITEMS, hidden_size=16, version=version)
+    with torch.no_grad():
+        model.item_embedding.weight.normal_(0, 0.5)
+        model.item_bias.weight.normal_(0, 0.1)
+    return model
+
+
+@pytest.fixture
+def checkpoints(tmp_path):
+    """Two saved model versions: {version: directory}."""
+    dirs = {}
+    for seed, version in enumerate(("v1", "v2")):
+        dirs[version] = tmp_path / version
+        save_model(make_model(version, seed), dirs[version])
+    return dirs
+
+
+def waves(n_users: int = 40, length: int = 4, seed: int = 0) -> list[list[Event]]:
+    rng = np.random.default_rng(seed)
+
+    def click(u: int, t: int) -> Event:
+        return Event(f"u{u}-{t}", f"u{u}", f"i{rng.integers(1, len(ITEMS))}", "click", T0 + t)
+
+    return [[click(u, t) for u in range(n_users)] for t in range(length)]
+
+
+async def serve(rec: Recommender, ranking: Ranking | None) -> list:
+    """Each wave as one batch, ranked by ``ranking`` (None: ``step_batch``, in-process)."""
+    states, answers = {}, []
+    for wave in waves():
+        if ranking is None:
+            result = rec.step_batch(wave, states, T0 + 100)
+        else:
+            pending = rec.begin_batch(wave, states, T0 + 100)
+            result = rec.finish_batch(pending, await ranking.top_k(pending))
+        states.update(result.states)
+        answers.append((result.recommendations, result.states))
+    return answers
+
+
+@pytest.mark.parametrize("bf16_screen", [False, True])
+async def test_the_child_ranks_exactly_as_the_worker_does(checkpoints, bf16_screen):
+    rec = Recommender(make_model("v1"), k=10, bf16_screen=bf16_screen)
+    ranking = Ranking(rec.live_options(), True, checkpoints["v1"], "v1")
+    await ranking.start()
+    try:
+        assert ranking.process is not None and ranking.process.version == "v1"
+        live = rec.prepare(make_model("v1"))
+        outputs = torch.randn(33, 16)
+        for masked in (None, torch.randint(len(ITEMS), (33, 7))):
+            remote = await ranking.process.top_k(outputs, 10, masked)
+            local = live.top_k(outputs, 10, masked)
+            assert torch.equal(remote[0], local[0]) and torch.equal(remote[1], local[1])
+        expected = await serve(Recommender(make_model("v1"), k=10, bf16_screen=bf16_screen), None)
+        assert await serve(rec, ranking) == expected
+        assert ranking.process is not None  # still up: the batches were ranked by the child
+    finally:
+        await ranking.close()
+
+
+async def test_a_dead_child_leaves_ranking_in_process(checkpoints, caplog):
+    rec = Recommender(make_model("v1"), k=10)
+    ranking = Ranking(rec.live_options(), True, checkpoints["v1"], "v1")
+    await ranking.start()
+    ranking.process.proc.kill()
+    await ranking.process.proc.wait()
+    with caplog.at_level(logging.ERROR, logger="stream_recs.ranker"):
+        answers = await serve(rec, ranking)
+    assert ranking.process is None
+    assert "ranking in-process from now on" in caplog.text
+    assert answers == await serve(Recommender(make_model("v1"), k=10), None)
+
+
+async def test_a_child_of_another_version_is_not_used(checkpoints):
+    rec = Recommender(make_model("v1"), k=10)
+    ranking = Ranking(rec.live_options(), True, checkpoints["v1"], "v1")
+    await ranking.start()
+    try:
+        rec.swap_model(make_model("v2", seed=1))  # the batches now use v2; the child serves v1
+        expected = await serve(Recommender(make_model("v2", seed=1), k=10), None)
+        assert await serve(rec, ranking) == expected
+        await ranking.load(checkpoints["v2"], "v2")
+        assert ranking.process.version == "v2"
+        assert await serve(rec, ranking) == expected
+    finally:
+        await ranking.close()
+
+
+async def test_the_newest_load_wins(checkpoints):
+    rec = Recommender(make_model("v1"), k=10)
+    ranking = Ranking(rec.live_options(), True)
+    try:
+        await asyncio.gather(ranking.load(checkpoints["v1"], "v1"), ranking.load(checkpoints["v2"], "v2"))
+        assert ranking.process.version == "v2"
+    finally:
+        await ranking.close()
+
+
+async def test_a_child_that_cannot_start_is_reported(checkpoints, tmp_path, caplog):
+    options = Recommender(make_model("v1"), k=10).live_options()
+    with pytest.raises(RankerError, match="not a checkpoint directory"):
+        await RankerProcess.start(tmp_path / "missing", options)
+    with pytest.raises(RankerError, match="not the expected v2"):
+        await RankerProcess.start(checkpoints["v1"], options, "v2")
+    ranking = Ranking(options, True, tmp_path / "missing", "v1")
+    with caplog.at_level(logging.ERROR, logger="stream_recs.ranker"):
+        await ranking.start()
+    assert ranking.process is None and "did not start" in caplog.text
+
+
+async def test_the_child_exits_when_closed(checkpoints):
+    options = Recommender(make_model("v1"), k=10).live_options()
+    process = await RankerProcess.start(checkpoints["v1"], options, "v1")
+    await process.close()
+    assert process.proc.returncode == 0
+    with pytest.raises(RankerError, match="stopped"):
+        await process.top_k(torch.randn(2, 16), 10, None)
