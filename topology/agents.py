@@ -2,8 +2,10 @@
 
 Follow one click: ``recommend`` takes a micro-batch, ``events.decode_event`` validates each record
 (rejections go to the dead-letter topic), ``tables.load_states`` fetches the users' states,
-``Recommender.step_batch`` (scoring.py) advances and scores them, ``tables.save_states`` writes the
-states back, and one Recommendation per event is produced, keyed by user. A record without a key
+``Recommender.begin_batch`` (scoring.py) advances them, ``Ranking`` (ranker.py) finds their top-K,
+in a child process while the event loop goes on, ``finish_batch`` makes the answers,
+``tables.save_states`` writes the states back, and one Recommendation per event is produced,
+keyed by user. A record without a key
 is first re-sent to the clicks topic keyed by its user (the repartition step: a user's events and
 state must share a partition); its event id and time are fixed then, so nothing changes on the way.
 Offsets are committed after the batch body (at-least-once: a crash replays the batch; outputs
@@ -47,6 +49,7 @@ from stream_recs.metrics import Metrics
 from stream_recs.models import CheckpointError, load_model
 from stream_recs.models.checkpoint import read_meta
 from stream_recs.privacy import load_pseudonymiser
+from stream_recs.ranker import Ranking
 from stream_recs.scoring import Recommender
 
 from .app import Topology, aiokafka_security
@@ -60,9 +63,14 @@ LAG_INTERVAL_S = 5.0
 SESSIONS_INTERVAL_S = 15.0
 
 
-def wire(topology: Topology, recommender: Recommender, metrics: Metrics, bootstrap: str) -> None:
-    """Attach the agents, the model-update watcher and the metric timers to the app."""
+def wire(
+    topology: Topology, recommender: Recommender, metrics: Metrics, bootstrap: str,
+    ranking: Ranking | None = None,
+) -> None:  # fmt: skip
+    """Attach the agents, the model-update watcher and the metric timers to the app. Without
+    ``ranking``, batches are ranked in-process."""
     app, settings = topology.app, topology.settings
+    ranking = ranking or Ranking(recommender.live_options(), enabled=False)
     w = settings.worker
     limits = Limits(max_record_bytes=w.max_record_bytes)
     pseudonym = load_pseudonymiser(w.pseudonymise_key, w.pseudonymise_key_file)
@@ -79,7 +87,9 @@ def wire(topology: Topology, recommender: Recommender, metrics: Metrics, bootstr
         if not valid:
             return
         states, unstored = load_states(topology.sessions, event_of_user)
-        result = recommender.step_batch(valid, states, now=received)
+        pending = recommender.begin_batch(valid, states, now=received)
+        ranked = await ranking.top_k(pending) if pending.query is not None else None
+        result = recommender.finish_batch(pending, ranked)
         save_states(topology.sessions, result.states, event_of_user)
         stored.created(unstored)
         produced = time.time()
@@ -142,8 +152,14 @@ def wire(topology: Topology, recommender: Recommender, metrics: Metrics, bootstr
     @app.task
     async def watch_model_updates() -> None:
         await follow_model_updates(
-            bootstrap, settings.security, settings.topics.model_updates, recommender, metrics, app
+            bootstrap, settings.security, settings.topics.model_updates, recommender, metrics, app, ranking
         )
+
+    app.task(ranking.start)
+
+    @app.on_before_shutdown.connect
+    async def stop_ranking(app: faust.App, **_: object) -> None:
+        await ranking.close()
 
     @_timer(app, LAG_INTERVAL_S)
     async def report_lag() -> None:
@@ -239,7 +255,7 @@ def first_record(bootstrap: str, security: Security) -> FirstRecord:
 
 async def follow_model_updates(
     bootstrap: str, security: Security, topic: str, recommender: Recommender, metrics: Metrics,
-    app: faust.App,
+    app: faust.App, ranking: Ranking | None = None,
 ) -> None:
     """Every worker reads every announcement (no consumer group), starting with the latest one,
     and swaps the model in between batches; a bad announcement keeps the old model."""
@@ -256,14 +272,17 @@ async def follow_model_updates(
         while not app.should_stop:
             records = await consumer.getmany(tp, timeout_ms=1000)
             for record in records.get(tp, []):
-                await apply_model_update(record.value, recommender, metrics)
+                await apply_model_update(record.value, recommender, metrics, ranking)
     finally:
         await consumer.stop()
 
 
-async def apply_model_update(raw: bytes | None, recommender: Recommender, metrics: Metrics) -> bool:
+async def apply_model_update(
+    raw: bytes | None, recommender: Recommender, metrics: Metrics, ranking: Ranking | None = None
+) -> bool:
     """Load, verify and swap in the announced checkpoint; False (logged, counted) on failure.
-    Loading and preparing (seconds with the approximate index) run off the event loop."""
+    Loading and preparing (seconds with the approximate index) run off the event loop; then
+    ``ranking`` starts a child for the new model (batches are ranked in-process meanwhile)."""
     try:
         update = decode_model_update(raw)
         if update.version == recommender.model_version:
@@ -277,6 +296,8 @@ async def apply_model_update(raw: bytes | None, recommender: Recommender, metric
     metrics.set_model(model.version)
     metrics.record_reload(True)
     log.warning("model %s is live (%d items)", model.version, model.n_items)
+    if ranking is not None:
+        await ranking.load(update.path, model.version)
     return True
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from pathlib import Path
 
@@ -34,6 +35,8 @@ def _producer(settings: Settings, bootstrap: str, **options: object):
 @click.option("--processing-guarantee", type=click.Choice(["at_least_once", "exactly_once"]))
 @click.option("--bf16-screen", type=click.Choice(["auto", "on", "off"]),
               help="Exact scoring through a bfloat16 matmul (default auto: where the CPU has it).")
+@click.option("--ranker", type=click.Choice(["auto", "process", "inline"]),
+              help="Top-K in a child process or in the worker's (default auto: a child with 2+ CPUs).")
 def worker(model_dir, **options) -> None:
     """Consume clicks, keep session state, produce recommendations (join the group)."""
     import faust
@@ -42,6 +45,7 @@ def worker(model_dir, **options) -> None:
     from stream_recs.metrics import Metrics, start_server
     from stream_recs.models import CheckpointError, load_model
     from stream_recs.privacy import PseudonymKeyError
+    from stream_recs.ranker import Ranking
     from stream_recs.scoring import Recommender
     from stream_recs.topology.agents import wire
     from stream_recs.topology.app import create_app
@@ -63,18 +67,22 @@ def worker(model_dir, **options) -> None:
     screen = {"auto": None, "on": True, "off": False}
     if w.bf16_screen not in screen:
         raise click.ClickException(f"STREAM_RECS_BF16_SCREEN must be auto, on or off, not {w.bf16_screen!r}")
+    rankers = {"auto": len(os.sched_getaffinity(0)) > 1, "process": True, "inline": False}
+    if w.ranker not in rankers:
+        raise click.ClickException(f"STREAM_RECS_RANKER must be auto, process or inline, not {w.ranker!r}")
     recommender = Recommender(
         model, k=w.k, session_gap=w.session_gap, history_len=w.history_len, mask_recent=w.mask_recent,
         ttl=w.state_ttl, popularity_half_life=w.popularity_half_life, ann_lists=w.ann_lists,
         ann_probes=w.ann_probes, bf16_screen=screen[w.bf16_screen],
     )  # fmt: skip
+    ranking = Ranking(recommender.live_options(), rankers[w.ranker], model_dir, recommender.model_version)
     metrics = Metrics()
     metrics.set_model(recommender.model_version)
     server = start_server(metrics, w.metrics_port, w.metrics_host)
     click.echo(f"metrics on http://{w.metrics_host}:{server.port}/metrics", err=True)
     topology = create_app(settings, bootstrap)
     try:
-        wire(topology, recommender, metrics, bootstrap)
+        wire(topology, recommender, metrics, bootstrap, ranking)
     except PseudonymKeyError as exc:
         server.stop()
         raise click.ClickException(str(exc)) from exc
