@@ -13,8 +13,9 @@ output records' timestamps (start-up and the tail do not count). Services, per c
 2. naive: ``bench/services.py naive``, one event at a time, GRU over the whole recent history;
 3. ours: ``stream-recs worker`` as shipped (RocksDB store, default settings: exact scoring, through
    the bfloat16 screen where the CPU has bfloat16 dot products); with ``--ann-lists``, also with
-   the ``ann`` option at the largest catalogue, and with ``--float32``, also with the screen off
-   (``STREAM_RECS_BF16_SCREEN=off``) there.
+   the ``ann`` option at the largest catalogue, with ``--float32``, also with the screen off
+   (``STREAM_RECS_BF16_SCREEN=off``) there, and with ``--inline``, also with the top-K ranked in
+   the worker's own process (``STREAM_RECS_RANKER=inline``; shipped: in a child, ranker.py) there.
 
 Returning users (``--returning-history N``): the throughput runs start with every user of the
 backlog already holding N earlier clicks (random items, the last a minute before the backlog, in
@@ -351,6 +352,8 @@ def latency(bootstrap, prefix, workdir, kind, model, records, rate) -> dict:
 @click.option("--ann-lists", default=0, show_default=True,
               help="Also run stream-recs with the ann option (this many cells) at the largest catalogue.")
 @click.option("--ann-probes", default=32, show_default=True)
+@click.option("--inline", "inline", is_flag=True,
+              help="Also run stream-recs ranking in its own process (no child) at the largest catalogue.")
 @click.option("--float32", "float32", is_flag=True,
               help="Also run stream-recs with the bfloat16 screen off at the largest catalogue.")
 @click.option("--repeats", default=3, show_default=True)
@@ -361,8 +364,8 @@ def latency(bootstrap, prefix, workdir, kind, model, records, rate) -> dict:
 @click.option("--report", "saved", type=click.Path(exists=True, dir_okay=False),
               help="Only print the tables of a saved --json output (its last line), with these options.")
 def main(
-    items, dims, rates, latency_seconds, latency_services, measure, ann_lists, ann_probes, float32, repeats,
-    scale, history, as_json, saved,
+    items, dims, rates, latency_seconds, latency_services, measure, ann_lists, ann_probes, inline, float32,
+    repeats, scale, history, as_json, saved,
 ):
     settings = load_settings()
     if saved:
@@ -392,8 +395,10 @@ def main(
         variants = {
             "ours_ann": {"STREAM_RECS_ANN_LISTS": str(ann_lists), "STREAM_RECS_ANN_PROBES": str(ann_probes)},
             "ours_f32": {"STREAM_RECS_BF16_SCREEN": "off"},
+            "ours_inline": {"STREAM_RECS_RANKER": "inline"},
         }
-        chosen = [kind for kind, on in (("ours_f32", float32), ("ours_ann", ann_lists)) if on]
+        options = (("ours_inline", inline), ("ours_f32", float32), ("ours_ann", ann_lists))
+        chosen = [kind for kind, on in options if on]
 
         def add(key: str, value: float) -> None:
             results.setdefault(key, []).append(value)
@@ -459,7 +464,8 @@ def report(results, sizes, ds, loads, latency_kinds, repeats, partitions) -> dic
                 naive = med[f"naive_eps_{n}_{d}"]
                 rows.append({"service": "naive", "items": n, "d": d, "events_per_s": naive,
                              "of_ceiling": ratio(f"naive_eps_{n}_{d}", "ceiling_eps")})  # fmt: skip
-                for kind, name in (("ours", "stream-recs"), ("ours_f32", "stream-recs float32"),
+                for kind, name in (("ours", "stream-recs"), ("ours_inline", "stream-recs inline"),
+                                   ("ours_f32", "stream-recs float32"),
                                    ("ours_ann", "stream-recs ann")):  # fmt: skip
                     key = f"{kind}_eps_{n}_{d}"
                     if key in med:
@@ -476,16 +482,17 @@ def report(results, sizes, ds, loads, latency_kinds, repeats, partitions) -> dic
         }  # fmt: skip
         summary["ours_over_ceiling"] = ratio(f"ours_eps_{base}_{d0}", "ceiling_eps")
         summary["ours_over_naive_100k"] = ratio(f"ours_eps_{big}_{d0}", f"naive_eps_{big}_{d0}")
-        for kind in ("ours_f32", "ours_ann"):
+        for kind in ("ours_inline", "ours_f32", "ours_ann"):
             if f"{kind}_eps_{big}_{d0}" in med:
                 summary[f"{kind}_eps_100k"] = med[f"{kind}_eps_{big}_{d0}"]
                 summary[f"{kind}_over_naive_100k"] = ratio(f"{kind}_eps_{big}_{d0}", f"naive_eps_{big}_{d0}")
+        variants = "".join(
+            f"   {label}: {summary[f'{kind}_over_naive_100k']:.1f}x"
+            for kind, label in (("ours_inline", "inline"), ("ours_f32", "float32"), ("ours_ann", "with ann"))
+            if f"{kind}_eps_100k" in summary
+        )
         print(f"\nours/ceiling ({base} items, d={d0}): {summary['ours_over_ceiling']:.2f}   "
-              f"ours/naive ({big} items, d={d0}): {summary['ours_over_naive_100k']:.1f}x"
-              + (f"   float32: {summary['ours_f32_over_naive_100k']:.1f}x" if "ours_f32_eps_100k" in summary
-                 else "")
-              + (f"   with ann: {summary['ours_ann_over_naive_100k']:.1f}x" if "ours_ann_eps_100k" in summary
-                 else ""))  # fmt: skip
+              f"ours/naive ({big} items, d={d0}): {summary['ours_over_naive_100k']:.1f}x{variants}")
     if "ours_cpu_us" in med:
         print(f"\nCPU per event ({base} items, d={d0}; service process, all threads), median of {repeats}: "
               f"ceiling {med['ceiling_cpu_us']:.0f} us, stream-recs {med['ours_cpu_us']:.0f} us")
