@@ -117,6 +117,11 @@ class Metrics:
             f"{PREFIX}online_reciprocal_rank", "Sum of 1/rank (0 when missed).", registry=reg
         )
         self.ready = Gauge(f"{PREFIX}ready", "1 when serving with partitions assigned.", registry=reg)
+        self.ranker_child = Gauge(
+            f"{PREFIX}ranker_child",
+            "1 when the last batch was ranked by the ranker child process, 0 when in the worker's own.",
+            registry=reg,
+        )
         for outcome in OUTCOMES:
             self.events.labels(outcome)
         for strategy in STRATEGIES:
@@ -191,6 +196,9 @@ class Metrics:
 
     def set_ready(self, ready: bool) -> None:
         self.ready.set(1 if ready else 0)
+
+    def set_ranker_child(self, in_child: bool) -> None:
+        self.ranker_child.set(1 if in_child else 0)
 
     def scrape(self) -> str:
         """The text exposition /metrics serves."""

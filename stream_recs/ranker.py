@@ -39,6 +39,7 @@ _REQUEST = struct.Struct("<IIII")
 _ANSWER = struct.Struct("<II")  # rows, k; then float32 rows x k values, int64 rows x k indices
 _HELLO = struct.Struct("<I")  # length of the JSON that follows: {"version": ...} or {"error": ...}
 START_TIMEOUT_S = 300.0  # loading a checkpoint and building its ann index take seconds
+REQUEST_TIMEOUT_S = 60.0  # a batch takes milliseconds: a child this late is taken for hung
 
 
 class RankerError(RuntimeError):
@@ -51,6 +52,7 @@ class RankerProcess:
     def __init__(self, proc: asyncio.subprocess.Process, version: str) -> None:
         self.proc, self.version = proc, version
         self._lock = asyncio.Lock()  # one request on the pipes at a time
+        self._broken = False  # a request was cut short: the pipes are out of step for good
 
     @classmethod
     async def start(
@@ -86,24 +88,35 @@ class RankerProcess:
         if masked is not None:
             parts.append(masked.contiguous().numpy().astype(np.int64, copy=False).tobytes())
         async with self._lock:
+            if self._broken:
+                raise RankerError("the ranker was cut short by an earlier request")
             try:
-                self.proc.stdin.write(b"".join(parts))
-                await self.proc.stdin.drain()
-                rows, width = _ANSWER.unpack(await self.proc.stdout.readexactly(_ANSWER.size))
-                body = await self.proc.stdout.readexactly(rows * width * 12)
-            except (asyncio.IncompleteReadError, ConnectionError) as exc:
-                raise RankerError(f"the ranker stopped (exit code {self.proc.returncode})") from exc
+                async with asyncio.timeout(REQUEST_TIMEOUT_S):
+                    self.proc.stdin.write(b"".join(parts))
+                    await self.proc.stdin.drain()
+                    rows, width = _ANSWER.unpack(await self.proc.stdout.readexactly(_ANSWER.size))
+                    body = await self.proc.stdout.readexactly(rows * width * 12)
+            except BaseException as exc:  # also a cancellation: its answer would answer the next
+                self._broken = True
+                if isinstance(exc, TimeoutError):
+                    raise RankerError(f"the ranker did not answer within {REQUEST_TIMEOUT_S:.0f} s") from exc
+                if isinstance(exc, (asyncio.IncompleteReadError, ConnectionError)):
+                    raise RankerError(f"the ranker stopped (exit code {self.proc.returncode})") from exc
+                raise
         values = np.frombuffer(body, np.float32, rows * width).reshape(rows, width)
         indices = np.frombuffer(body, np.int64, rows * width, offset=rows * width * 4).reshape(rows, width)
         return torch.from_numpy(values.copy()), torch.from_numpy(indices.copy())
 
     async def close(self) -> None:
-        await _stop(self.proc)
+        await _stop(self.proc, kill=self._broken)
 
 
-async def _stop(proc: asyncio.subprocess.Process) -> None:
-    """Close the child's stdin (it exits), then wait for it; kill it if it does not exit."""
+async def _stop(proc: asyncio.subprocess.Process, kill: bool = False) -> None:
+    """Close the child's stdin (it exits), then wait for it; kill it if it does not exit (or at
+    once with ``kill``)."""
     if proc.returncode is None:
+        if kill:
+            proc.kill()
         proc.stdin.close()
         try:
             await asyncio.wait_for(proc.wait(), 10)
@@ -123,6 +136,7 @@ class Ranking:
     ) -> None:
         self.options, self.enabled = options, enabled
         self.process: RankerProcess | None = None
+        self.in_child = False  # whether the last top_k came from the child
         self._initial = (model_dir, version)
         self._started = asyncio.Event()
         self._loads = 0  # a load that finishes after a later one started is discarded
@@ -161,10 +175,12 @@ class Ranking:
         if self.enabled and self._initial[0] is not None:
             await self._started.wait()
         process = self.process
-        if process is not None and process.version == pending.live.version:
+        self.in_child = process is not None and process.version == pending.live.version
+        if self.in_child:
             try:
                 return await process.top_k(*pending.query)
             except RankerError as exc:
+                self.in_child = False
                 log.error("%s; ranking in-process from now on", exc)
                 if self.process is process:
                     self.process = None

@@ -88,7 +88,10 @@ def wire(
             return
         states, unstored = load_states(topology.sessions, event_of_user)
         pending = recommender.begin_batch(valid, states, now=received)
-        ranked = await ranking.top_k(pending) if pending.query is not None else None
+        ranked = None
+        if pending.query is not None:
+            ranked = await ranking.top_k(pending)
+            metrics.set_ranker_child(ranking.in_child)
         result = recommender.finish_batch(pending, ranked)
         save_states(topology.sessions, result.states, event_of_user)
         stored.created(unstored)

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 
 import numpy as np
 import pytest
 import torch
 
+from stream_recs import ranker
 from stream_recs.events import Event
 from stream_recs.models import save_model
 from stream_recs.models.gru4rec import GRU4Rec
@@ -78,7 +81,7 @@ async def test_the_child_ranks_exactly_as_the_worker_does(checkpoints, bf16_scre
             assert torch.equal(remote[0], local[0]) and torch.equal(remote[1], local[1])
         expected = await serve(Recommender(make_model("v1"), k=10, bf16_screen=bf16_screen), None)
         assert await serve(rec, ranking) == expected
-        assert ranking.process is not None  # still up: the batches were ranked by the child
+        assert ranking.process is not None and ranking.in_child  # the child ranked the batches
     finally:
         await ranking.close()
 
@@ -140,3 +143,33 @@ async def test_the_child_exits_when_closed(checkpoints):
     assert process.proc.returncode == 0
     with pytest.raises(RankerError, match="stopped"):
         await process.top_k(torch.randn(2, 16), 10, None)
+
+
+async def test_a_request_cut_short_retires_the_child(checkpoints, caplog):
+    rec = Recommender(make_model("v1"), k=10)
+    ranking = Ranking(rec.live_options(), True, checkpoints["v1"], "v1")
+    await ranking.start()
+    process = ranking.process
+    request = asyncio.create_task(process.top_k(torch.randn(64, 16), 10, None))
+    await asyncio.sleep(0)  # sent, not answered yet
+    request.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await request
+    with pytest.raises(RankerError, match="cut short"):  # its answer must not answer another batch
+        await process.top_k(torch.randn(2, 16), 10, None)
+    with caplog.at_level(logging.ERROR, logger="stream_recs.ranker"):
+        assert await serve(rec, ranking) == await serve(Recommender(make_model("v1"), k=10), None)
+    assert ranking.process is None and not ranking.in_child
+    assert process.proc.returncode is not None  # stopped
+
+
+async def test_a_hung_child_is_given_up(checkpoints, monkeypatch):
+    monkeypatch.setattr(ranker, "REQUEST_TIMEOUT_S", 0.5)
+    rec = Recommender(make_model("v1"), k=10)
+    ranking = Ranking(rec.live_options(), True, checkpoints["v1"], "v1")
+    await ranking.start()
+    process = ranking.process
+    os.kill(process.proc.pid, signal.SIGSTOP)
+    assert await serve(rec, ranking) == await serve(Recommender(make_model("v1"), k=10), None)
+    assert ranking.process is None
+    assert process.proc.returncode == -signal.SIGKILL
