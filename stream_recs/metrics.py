@@ -119,7 +119,7 @@ class Metrics:
         self.ready = Gauge(f"{PREFIX}ready", "1 when serving with partitions assigned.", registry=reg)
         self.ranker_child = Gauge(
             f"{PREFIX}ranker_child",
-            "1 when the last batch was ranked by the ranker child process, 0 when in the worker's own.",
+            "1 while a ranker child process serves the live model, 0 when the worker ranks in its own.",
             registry=reg,
         )
         for outcome in OUTCOMES:
@@ -197,8 +197,8 @@ class Metrics:
     def set_ready(self, ready: bool) -> None:
         self.ready.set(1 if ready else 0)
 
-    def set_ranker_child(self, in_child: bool) -> None:
-        self.ranker_child.set(1 if in_child else 0)
+    def set_ranker_child(self, ready: bool) -> None:
+        self.ranker_child.set(1 if ready else 0)
 
     def scrape(self) -> str:
         """The text exposition /metrics serves."""

@@ -40,6 +40,10 @@ _ANSWER = struct.Struct("<II")  # rows, k; then float32 rows x k values, int64 r
 _HELLO = struct.Struct("<I")  # length of the JSON that follows: {"version": ...} or {"error": ...}
 START_TIMEOUT_S = 300.0  # loading a checkpoint and building its ann index take seconds
 REQUEST_TIMEOUT_S = 60.0  # a batch takes milliseconds: a child this late is taken for hung
+# Smaller batches are ranked in-process: they come under light load, where latency counts and
+# the round trip (0.2-0.6 ms here, and the event loop's other work before the agent resumes)
+# costs more than their top-K; under load, batches hold 100-256 events.
+MIN_ROWS = 64
 
 
 class RankerError(RuntimeError):
@@ -126,17 +130,19 @@ async def _stop(proc: asyncio.subprocess.Process, kill: bool = False) -> None:
 
 
 class Ranking:
-    """Where the worker's batches are ranked: by the child serving their model version, else
-    in-process. ``enabled`` False: always in-process. ``model_dir``, ``version``: the checkpoint
-    served at start-up; ``start`` loads it, and the first batches wait for that (the worker is
-    starting anyway: with the child starting alongside Faust, they seldom wait at all)."""
+    """Where the worker's batches are ranked: by the child serving their model version if they
+    hold ``min_rows`` model events or more, else in-process. ``enabled`` False: always
+    in-process. ``model_dir``, ``version``: the checkpoint served at start-up; ``start`` loads it,
+    and the first batches wait for that (the worker is starting anyway: with the child starting
+    alongside Faust, they seldom wait at all)."""
 
     def __init__(
-        self, options: dict, enabled: bool, model_dir: str | Path | None = None, version: str | None = None
-    ) -> None:
-        self.options, self.enabled = options, enabled
+        self, options: dict, enabled: bool, model_dir: str | Path | None = None, version: str | None = None,
+        min_rows: int = MIN_ROWS,
+    ) -> None:  # fmt: skip
+        self.options, self.enabled, self.min_rows = options, enabled, min_rows
         self.process: RankerProcess | None = None
-        self.in_child = False  # whether the last top_k came from the child
+        self.child_ready = False  # at the last top_k: a child served the batch's model version
         self._initial = (model_dir, version)
         self._started = asyncio.Event()
         self._loads = 0  # a load that finishes after a later one started is discarded
@@ -175,12 +181,12 @@ class Ranking:
         if self.enabled and self._initial[0] is not None:
             await self._started.wait()
         process = self.process
-        self.in_child = process is not None and process.version == pending.live.version
-        if self.in_child:
+        self.child_ready = process is not None and process.version == pending.live.version
+        if self.child_ready and len(pending.query[0]) >= self.min_rows:
             try:
                 return await process.top_k(*pending.query)
             except RankerError as exc:
-                self.in_child = False
+                self.child_ready = False
                 log.error("%s; ranking in-process from now on", exc)
                 if self.process is process:
                     self.process = None

@@ -91,7 +91,7 @@ def wire(
         ranked = None
         if pending.query is not None:
             ranked = await ranking.top_k(pending)
-            metrics.set_ranker_child(ranking.in_child)
+            metrics.set_ranker_child(ranking.child_ready)
         result = recommender.finish_batch(pending, ranked)
         save_states(topology.sessions, result.states, event_of_user)
         stored.created(unstored)

@@ -69,7 +69,7 @@ async def serve(rec: Recommender, ranking: Ranking | None) -> list:
 @pytest.mark.parametrize("bf16_screen", [False, True])
 async def test_the_child_ranks_exactly_as_the_worker_does(checkpoints, bf16_screen):
     rec = Recommender(make_model("v1"), k=10, bf16_screen=bf16_screen)
-    ranking = Ranking(rec.live_options(), True, checkpoints["v1"], "v1")
+    ranking = Ranking(rec.live_options(), True, checkpoints["v1"], "v1", min_rows=1)
     await ranking.start()
     try:
         assert ranking.process is not None and ranking.process.version == "v1"
@@ -81,14 +81,14 @@ async def test_the_child_ranks_exactly_as_the_worker_does(checkpoints, bf16_scre
             assert torch.equal(remote[0], local[0]) and torch.equal(remote[1], local[1])
         expected = await serve(Recommender(make_model("v1"), k=10, bf16_screen=bf16_screen), None)
         assert await serve(rec, ranking) == expected
-        assert ranking.process is not None and ranking.in_child  # the child ranked the batches
+        assert ranking.process is not None and ranking.child_ready
     finally:
         await ranking.close()
 
 
 async def test_a_dead_child_leaves_ranking_in_process(checkpoints, caplog):
     rec = Recommender(make_model("v1"), k=10)
-    ranking = Ranking(rec.live_options(), True, checkpoints["v1"], "v1")
+    ranking = Ranking(rec.live_options(), True, checkpoints["v1"], "v1", min_rows=1)
     await ranking.start()
     ranking.process.proc.kill()
     await ranking.process.proc.wait()
@@ -101,7 +101,7 @@ async def test_a_dead_child_leaves_ranking_in_process(checkpoints, caplog):
 
 async def test_a_child_of_another_version_is_not_used(checkpoints):
     rec = Recommender(make_model("v1"), k=10)
-    ranking = Ranking(rec.live_options(), True, checkpoints["v1"], "v1")
+    ranking = Ranking(rec.live_options(), True, checkpoints["v1"], "v1", min_rows=1)
     await ranking.start()
     try:
         rec.swap_model(make_model("v2", seed=1))  # the batches now use v2; the child serves v1
@@ -116,7 +116,7 @@ async def test_a_child_of_another_version_is_not_used(checkpoints):
 
 async def test_the_newest_load_wins(checkpoints):
     rec = Recommender(make_model("v1"), k=10)
-    ranking = Ranking(rec.live_options(), True)
+    ranking = Ranking(rec.live_options(), True, min_rows=1)
     try:
         await asyncio.gather(ranking.load(checkpoints["v1"], "v1"), ranking.load(checkpoints["v2"], "v2"))
         assert ranking.process.version == "v2"
@@ -147,7 +147,7 @@ async def test_the_child_exits_when_closed(checkpoints):
 
 async def test_a_request_cut_short_retires_the_child(checkpoints, caplog):
     rec = Recommender(make_model("v1"), k=10)
-    ranking = Ranking(rec.live_options(), True, checkpoints["v1"], "v1")
+    ranking = Ranking(rec.live_options(), True, checkpoints["v1"], "v1", min_rows=1)
     await ranking.start()
     process = ranking.process
     request = asyncio.create_task(process.top_k(torch.randn(64, 16), 10, None))
@@ -159,17 +159,38 @@ async def test_a_request_cut_short_retires_the_child(checkpoints, caplog):
         await process.top_k(torch.randn(2, 16), 10, None)
     with caplog.at_level(logging.ERROR, logger="stream_recs.ranker"):
         assert await serve(rec, ranking) == await serve(Recommender(make_model("v1"), k=10), None)
-    assert ranking.process is None and not ranking.in_child
+    assert ranking.process is None and not ranking.child_ready
     assert process.proc.returncode is not None  # stopped
 
 
 async def test_a_hung_child_is_given_up(checkpoints, monkeypatch):
     monkeypatch.setattr(ranker, "REQUEST_TIMEOUT_S", 0.5)
     rec = Recommender(make_model("v1"), k=10)
-    ranking = Ranking(rec.live_options(), True, checkpoints["v1"], "v1")
+    ranking = Ranking(rec.live_options(), True, checkpoints["v1"], "v1", min_rows=1)
     await ranking.start()
     process = ranking.process
     os.kill(process.proc.pid, signal.SIGSTOP)
     assert await serve(rec, ranking) == await serve(Recommender(make_model("v1"), k=10), None)
     assert ranking.process is None
     assert process.proc.returncode == -signal.SIGKILL
+
+
+async def test_small_batches_are_ranked_in_process(checkpoints, monkeypatch):
+    rec = Recommender(make_model("v1"), k=10)
+    ranking = Ranking(rec.live_options(), True, checkpoints["v1"], "v1", min_rows=41)
+    await ranking.start()
+    asked, original = [], ranking.process.top_k
+
+    def spy(*query):
+        asked.append(len(query[0]))
+        return original(*query)
+
+    monkeypatch.setattr(ranking.process, "top_k", spy)
+    try:
+        pending = rec.begin_batch(waves(n_users=41)[0], {}, T0 + 100)
+        await ranking.top_k(pending)
+        assert asked == [41]
+        await serve(rec, ranking)  # 40 users per batch
+        assert asked == [41] and ranking.child_ready
+    finally:
+        await ranking.close()
