@@ -12,11 +12,13 @@ at a time over its stdin and stdout (length-prefixed raw arrays, nothing unpickl
     await ranking.load(model_dir, version)  # at start-up and after each model swap
     values, indices = await ranking.top_k(pending)  # pending: Recommender.begin_batch(...)
 
-A batch is ranked in-process instead while no child serves its model version (start-up, a
-swap in progress, ranking off), and from the moment a child fails (logged; the worker keeps
-serving). A child exits when its stdin closes, so also when the worker is killed.
+A batch is ranked in-process instead when it is small (``MIN_ROWS``), while no child serves its
+model version (start-up, a swap in progress, ranking off), and from the moment a child fails
+(logged; the worker keeps serving). A child exits when its stdin closes, so also when the worker
+is killed.
 
-    python -m stream_recs.ranker '{"model_dir": ..., "k": 20, ...}'  # the child, started by Ranking
+    # the child, as Ranking starts it:
+    python -m stream_recs.ranker '{"model_dir": ..., "version": ..., "threads": 1, "live": {...}}'
 """
 
 from __future__ import annotations
