@@ -18,7 +18,8 @@ model version (start-up, a swap in progress, ranking off), and from the moment a
 is killed.
 
     # the child, as Ranking starts it:
-    python -m stream_recs.ranker '{"model_dir": ..., "version": ..., "threads": 1, "live": {...}}'
+    python -m stream_recs.ranker '{"model_dir": ..., "version": ..., "sha256": ..., "threads": 1,
+                                   "live": {...}}'
 """
 
 from __future__ import annotations
@@ -62,11 +63,12 @@ class RankerProcess:
 
     @classmethod
     async def start(
-        cls, model_dir: str | Path, options: dict, expect_version: str | None = None
+        cls, model_dir: str | Path, options: dict, version: str | None = None, sha256: str | None = None
     ) -> RankerProcess:
-        """Start a child for the checkpoint at ``model_dir``; returns once it is ready to rank."""
+        """Start a child for the checkpoint at ``model_dir`` (which must be of this ``version``,
+        with weights of this ``sha256``, when given); returns once it is ready to rank."""
         config = {
-            "live": options, "model_dir": str(model_dir), "version": expect_version,
+            "live": options, "model_dir": str(model_dir), "version": version, "sha256": sha256,
             "threads": torch.get_num_threads(),
         }  # fmt: skip
         proc = await asyncio.create_subprocess_exec(
@@ -157,8 +159,9 @@ class Ranking:
         finally:
             self._started.set()
 
-    async def load(self, model_dir: str | Path, version: str) -> None:
-        """Start a child for this checkpoint, then retire the previous one. Until it is ready,
+    async def load(self, model_dir: str | Path, version: str, sha256: str | None = None) -> None:
+        """Start a child for this checkpoint (``sha256``: of its weights, as announced), then
+        retire the previous one. Until it is ready,
         batches are ranked in-process; a child that fails to start is logged, and the batches
         of that version are ranked in-process."""
         if not self.enabled:
@@ -166,7 +169,7 @@ class Ranking:
         self._loads += 1
         ticket = self._loads
         try:
-            started = await RankerProcess.start(model_dir, self.options, version)
+            started = await RankerProcess.start(model_dir, self.options, version, sha256)
         except RankerError as exc:
             log.error("%s; ranking in-process", exc)
             return
@@ -204,11 +207,15 @@ class Ranking:
 def _serve(config: dict, requests, answers) -> None:
     """The child: load the model, say hello, answer requests until stdin closes."""
     from stream_recs.models import load_model
+    from stream_recs.models.checkpoint import read_meta
     from stream_recs.scoring import LiveModel
 
     torch.set_num_threads(config["threads"])
     try:
-        model = load_model(config["model_dir"])
+        sha256 = config["sha256"]
+        if sha256 is not None and read_meta(config["model_dir"])["weights_sha256"] != sha256:
+            raise ValueError(f"the weights' sha256 is not the announced {config['sha256']}")
+        model = load_model(config["model_dir"])  # which checks the weights against that sha256
         if config["version"] is not None and model.version != config["version"]:
             raise ValueError(f"version {model.version} is not the expected {config['version']}")
         live = LiveModel(model, **config["live"])

@@ -5,9 +5,9 @@ Follow one click: ``recommend`` takes a micro-batch, ``events.decode_event`` val
 ``Recommender.begin_batch`` (scoring.py) advances them, ``Ranking`` (ranker.py) finds their top-K,
 in a child process while the event loop goes on, ``finish_batch`` makes the answers,
 ``tables.save_states`` writes the states back, and one Recommendation per event is produced,
-keyed by user. A record without a key
-is first re-sent to the clicks topic keyed by its user (the repartition step: a user's events and
-state must share a partition); its event id and time are fixed then, so nothing changes on the way.
+keyed by user. A record without a key is first re-sent to the clicks topic keyed by its user (the
+repartition step: a user's events and state must share a partition); its event id and time are
+fixed then, so nothing changes on the way.
 Offsets are committed after the batch body (at-least-once: a crash replays the batch; outputs
 carry the event id). ``offsets.InOrder`` admits each partition's records once and in offset
 order, and only the admitted ones are marked processed (only their acks count); under
@@ -300,7 +300,7 @@ async def apply_model_update(
     metrics.record_reload(True)
     log.warning("model %s is live (%d items)", model.version, model.n_items)
     if ranking is not None:
-        await ranking.load(update.path, model.version)
+        await ranking.load(update.path, model.version, update.sha256)
     return True
 
 
