@@ -15,7 +15,7 @@ output records' timestamps (start-up and the tail do not count). Services, per c
    the bfloat16 screen where the CPU has bfloat16 dot products); with ``--ann-lists``, also with
    the ``ann`` option at the largest catalogue, with ``--float32``, also with the screen off
    (``STREAM_RECS_BF16_SCREEN=off``) there, and with ``--inline``, also with the top-K ranked in
-   the worker's own process (``STREAM_RECS_RANKER=inline``; shipped: in a child, ranker.py) there.
+   the worker's own process (``STREAM_RECS_RANKER=inline``; shipped: in a child, ranker_child.py) there.
 
 Returning users (``--returning-history N``): the throughput runs start with every user of the
 backlog already holding N earlier clicks (random items, the last a minute before the backlog, in

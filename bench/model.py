@@ -41,8 +41,8 @@ from common import emit_json, gemm_rate, median_time, synthetic_model, table
 
 from stream_recs.config import Worker
 from stream_recs.events import Event
-from stream_recs.ranking import BF16Screen, top_k, top_k_scores
 from stream_recs.scoring import Recommender
+from stream_recs.topk import BF16Screen, top_k, top_k_scores
 
 K = 20
 VARIANTS = 4  # distinct inputs timed in turn: repeating one lets the branch predictor learn its

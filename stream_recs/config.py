@@ -70,7 +70,7 @@ class Worker:
     ann_lists: int = 0  # >0: approximate scoring, faiss inverted file with this many cells (`ann` extra)
     ann_probes: int = 32  # cells scanned per event when ann_lists > 0
     bf16_screen: str = "auto"  # exact scoring through a bfloat16 matmul: auto (if the CPU has it), on, off
-    ranker: str = "auto"  # top-K in a child process (ranker.py): auto (2+ CPUs usable), process, inline
+    ranker: str = "auto"  # top-K in a child process (ranker_child.py): auto (2+ CPUs usable), process, inline
     state_sweep_interval: float = 300.0  # seconds between deletions of states idle past state_ttl
     pseudonymise_key: str = field(default="", repr=False)  # HMAC key for user ids (privacy.py)
     pseudonymise_key_file: str = ""  # or a file holding it

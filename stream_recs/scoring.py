@@ -7,7 +7,7 @@ The wiring calls, per micro-batch of valid events::
     # result.ranks[i]: online evaluation of events[i] (None: not evaluated, 0: miss, r: rank)
 
 or in three steps, so that the top-K can be found elsewhere (the worker's child process,
-``ranker.py``) while the caller goes on::
+``ranker_child.py``) while the caller goes on::
 
     pending = recommender.begin_batch(events, states, now)  # transitions, GRU steps
     ranked = pending.live.top_k(*pending.query) if pending.query is not None else None
@@ -57,19 +57,19 @@ import torch
 from stream_recs.events import Event
 from stream_recs.messages import RecItem, Recommendation
 from stream_recs.models.gru4rec import GRU4Rec
-from stream_recs.ranking import (
+from stream_recs.state import (
+    SessionState,
+    fingerprint,
+    session_fingerprint,
+    vocabulary_fingerprint,
+)
+from stream_recs.topk import (
     BF16Screen,
     ann_top_k,
     bf16_screen_available,
     ivf_index,
     padded_multiple,
     top_k_scores,
-)
-from stream_recs.state import (
-    SessionState,
-    fingerprint,
-    session_fingerprint,
-    vocabulary_fingerprint,
 )
 
 MODEL = "model"
@@ -314,7 +314,7 @@ class Recommender:
         return LiveModel(model, **self.live_options())
 
     def live_options(self) -> dict:
-        """What ``prepare`` gives ``LiveModel`` besides the model (JSON: ``ranker.py``'s child
+        """What ``prepare`` gives ``LiveModel`` besides the model (JSON: ``ranker_child.py``'s child
         builds the same ``LiveModel`` from them)."""
         return {
             "never_recommend": sorted(self.never_recommend), "k": self.k, "ann_lists": self.ann_lists,
@@ -368,7 +368,7 @@ class Recommender:
     ) -> PendingBatch:
         """``step_batch`` up to its top-K: the transitions and the GRU steps. The batch's
         ``query`` (None: nothing to rank) is then ranked by ``pending.live.top_k(*query)``, here
-        or elsewhere (``ranker.py``), and ``finish_batch`` makes the answers and the states."""
+        or elsewhere (``ranker_child.py``), and ``finish_batch`` makes the answers and the states."""
         live = self._live
         self.popularity.add([e.item_id for e in events], now)
         plans, current, starts = self._plan(events, states, now, live)

@@ -2,7 +2,7 @@
 
 Follow one click: ``recommend`` takes a micro-batch, ``events.decode_event`` validates each record
 (rejections go to the dead-letter topic), ``tables.load_states`` fetches the users' states,
-``Recommender.begin_batch`` (scoring.py) advances them, ``Ranking`` (ranker.py) finds their top-K,
+``Recommender.begin_batch`` (scoring.py) advances them, ``Ranker`` (ranker_child.py) finds their top-K,
 in a child process while the event loop goes on, ``finish_batch`` makes the answers,
 ``tables.save_states`` writes the states back, and one Recommendation per event is produced,
 keyed by user. A record without a key is first re-sent to the clicks topic keyed by its user (the
@@ -49,7 +49,7 @@ from stream_recs.metrics import Metrics
 from stream_recs.models import CheckpointError, load_model
 from stream_recs.models.checkpoint import read_meta
 from stream_recs.privacy import load_pseudonymiser
-from stream_recs.ranker import Ranking
+from stream_recs.ranker_child import Ranker
 from stream_recs.scoring import Recommender
 
 from .app import Topology, aiokafka_security
@@ -65,12 +65,12 @@ SESSIONS_INTERVAL_S = 15.0
 
 def wire(
     topology: Topology, recommender: Recommender, metrics: Metrics, bootstrap: str,
-    ranking: Ranking | None = None,
+    ranking: Ranker | None = None,
 ) -> None:  # fmt: skip
     """Attach the agents, the model-update watcher and the metric timers to the app. Without
     ``ranking``, batches are ranked in-process."""
     app, settings = topology.app, topology.settings
-    ranking = ranking or Ranking(recommender.live_options(), enabled=False)
+    ranking = ranking or Ranker(recommender.live_options(), enabled=False)
     w = settings.worker
     limits = Limits(max_record_bytes=w.max_record_bytes)
     pseudonym = load_pseudonymiser(w.pseudonymise_key, w.pseudonymise_key_file)
@@ -258,7 +258,7 @@ def first_record(bootstrap: str, security: Security) -> FirstRecord:
 
 async def follow_model_updates(
     bootstrap: str, security: Security, topic: str, recommender: Recommender, metrics: Metrics,
-    app: faust.App, ranking: Ranking | None = None,
+    app: faust.App, ranking: Ranker | None = None,
 ) -> None:
     """Every worker reads every announcement (no consumer group), starting with the latest one,
     and swaps the model in between batches; a bad announcement keeps the old model."""
@@ -281,7 +281,7 @@ async def follow_model_updates(
 
 
 async def apply_model_update(
-    raw: bytes | None, recommender: Recommender, metrics: Metrics, ranking: Ranking | None = None
+    raw: bytes | None, recommender: Recommender, metrics: Metrics, ranking: Ranker | None = None
 ) -> bool:
     """Load, verify and swap in the announced checkpoint; False (logged, counted) on failure.
     Loading and preparing (seconds with the approximate index) run off the event loop; then

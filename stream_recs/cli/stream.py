@@ -45,7 +45,7 @@ def worker(model_dir, **options) -> None:
     from stream_recs.metrics import Metrics, start_server
     from stream_recs.models import CheckpointError, load_model
     from stream_recs.privacy import PseudonymKeyError
-    from stream_recs.ranker import Ranking
+    from stream_recs.ranker_child import Ranker
     from stream_recs.scoring import Recommender
     from stream_recs.topology.agents import wire
     from stream_recs.topology.app import create_app
@@ -75,7 +75,7 @@ def worker(model_dir, **options) -> None:
         ttl=w.state_ttl, popularity_half_life=w.popularity_half_life, ann_lists=w.ann_lists,
         ann_probes=w.ann_probes, bf16_screen=screen[w.bf16_screen],
     )  # fmt: skip
-    ranking = Ranking(recommender.live_options(), rankers[w.ranker], model_dir, recommender.model_version)
+    ranking = Ranker(recommender.live_options(), rankers[w.ranker], model_dir, recommender.model_version)
     metrics = Metrics()
     metrics.set_model(recommender.model_version)
     server = start_server(metrics, w.metrics_port, w.metrics_host)

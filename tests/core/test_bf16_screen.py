@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from stream_recs import ranking
+from stream_recs import topk
 from stream_recs.events import Event
 from stream_recs.models.gru4rec import GRU4Rec
-from stream_recs.ranking import BF16Screen, top_k_scores
 from stream_recs.scoring import Recommender
+from stream_recs.topk import BF16Screen, top_k_scores
 
 
 def assert_same_answer(screened, exact) -> None:
@@ -77,7 +77,7 @@ def test_unsettled_rows_are_widened_then_scored_in_float32(monkeypatch, close, w
         return top_k_scores(rows, *args, **kwargs)
 
     monkeypatch.setattr(BF16Screen, "_settle", spy_settle)
-    monkeypatch.setattr(ranking, "top_k_scores", spy_float32)
+    monkeypatch.setattr(topk, "top_k_scores", spy_float32)
     screen = BF16Screen(weight, bias)
     values, indices = screen.top_k(outputs, 20, None)
     assert calls == {"settle": [2, *widened], "float32": rescored}  # the first row only, each time

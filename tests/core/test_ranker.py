@@ -1,4 +1,4 @@
-"""Ranking in a child process (ranker.py): a real child, no Kafka. It must give exactly the answers
+"""Ranker in a child process (ranker_child.py): a real child, no Kafka. It must give exactly the answers
 of in-process ranking, and the worker must keep answering when the child is missing, dead, or
 serves another model version."""
 
@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from stream_recs import ranker
+from stream_recs import ranker_child
 from stream_recs.events import Event
 from stream_recs.models import save_model
 from stream_recs.models.gru4rec import GRU4Rec
-from stream_recs.ranker import RankerError, RankerProcess, Ranking
+from stream_recs.ranker_child import Ranker, RankerError, RankerProcess
 from stream_recs.scoring import Recommender
 
 T0 = 1_700_000_000.0
@@ -52,7 +52,7 @@ def waves(n_users: int = 40, length: int = 4, seed: int = 0) -> list[list[Event]
     return [[click(u, t) for u in range(n_users)] for t in range(length)]
 
 
-async def serve(rec: Recommender, ranking: Ranking | None) -> list:
+async def serve(rec: Recommender, ranking: Ranker | None) -> list:
     """Each wave as one batch, ranked by ``ranking`` (None: ``step_batch``, in-process)."""
     states, answers = {}, []
     for wave in waves():
@@ -69,7 +69,7 @@ async def serve(rec: Recommender, ranking: Ranking | None) -> list:
 @pytest.mark.parametrize("bf16_screen", [False, True])
 async def test_the_child_ranks_exactly_as_the_worker_does(checkpoints, bf16_screen):
     rec = Recommender(make_model("v1"), k=10, bf16_screen=bf16_screen)
-    ranking = Ranking(rec.live_options(), True, checkpoints["v1"], "v1", min_rows=1)
+    ranking = Ranker(rec.live_options(), True, checkpoints["v1"], "v1", min_rows=1)
     await ranking.start()
     try:
         assert ranking.process is not None and ranking.process.version == "v1"
@@ -88,11 +88,11 @@ async def test_the_child_ranks_exactly_as_the_worker_does(checkpoints, bf16_scre
 
 async def test_a_dead_child_leaves_ranking_in_process(checkpoints, caplog):
     rec = Recommender(make_model("v1"), k=10)
-    ranking = Ranking(rec.live_options(), True, checkpoints["v1"], "v1", min_rows=1)
+    ranking = Ranker(rec.live_options(), True, checkpoints["v1"], "v1", min_rows=1)
     await ranking.start()
     ranking.process.proc.kill()
     await ranking.process.proc.wait()
-    with caplog.at_level(logging.ERROR, logger="stream_recs.ranker"):
+    with caplog.at_level(logging.ERROR, logger="stream_recs.ranker_child"):
         answers = await serve(rec, ranking)
     assert ranking.process is None
     assert "ranking in-process from now on" in caplog.text
@@ -101,7 +101,7 @@ async def test_a_dead_child_leaves_ranking_in_process(checkpoints, caplog):
 
 async def test_a_child_of_another_version_is_not_used(checkpoints):
     rec = Recommender(make_model("v1"), k=10)
-    ranking = Ranking(rec.live_options(), True, checkpoints["v1"], "v1", min_rows=1)
+    ranking = Ranker(rec.live_options(), True, checkpoints["v1"], "v1", min_rows=1)
     await ranking.start()
     try:
         rec.swap_model(make_model("v2", seed=1))  # the batches now use v2; the child serves v1
@@ -116,7 +116,7 @@ async def test_a_child_of_another_version_is_not_used(checkpoints):
 
 async def test_the_newest_load_wins(checkpoints):
     rec = Recommender(make_model("v1"), k=10)
-    ranking = Ranking(rec.live_options(), True, min_rows=1)
+    ranking = Ranker(rec.live_options(), True, min_rows=1)
     try:
         await asyncio.gather(ranking.load(checkpoints["v1"], "v1"), ranking.load(checkpoints["v2"], "v2"))
         assert ranking.process.version == "v2"
@@ -132,8 +132,8 @@ async def test_a_child_that_cannot_start_is_reported(checkpoints, tmp_path, capl
         await RankerProcess.start(checkpoints["v1"], options, "v2")
     with pytest.raises(RankerError, match="not the announced"):
         await RankerProcess.start(checkpoints["v1"], options, "v1", "0" * 64)
-    ranking = Ranking(options, True, tmp_path / "missing", "v1")
-    with caplog.at_level(logging.ERROR, logger="stream_recs.ranker"):
+    ranking = Ranker(options, True, tmp_path / "missing", "v1")
+    with caplog.at_level(logging.ERROR, logger="stream_recs.ranker_child"):
         await ranking.start()
     assert ranking.process is None and "did not start" in caplog.text
 
@@ -149,7 +149,7 @@ async def test_the_child_exits_when_closed(checkpoints):
 
 async def test_a_request_cut_short_retires_the_child(checkpoints, caplog):
     rec = Recommender(make_model("v1"), k=10)
-    ranking = Ranking(rec.live_options(), True, checkpoints["v1"], "v1", min_rows=1)
+    ranking = Ranker(rec.live_options(), True, checkpoints["v1"], "v1", min_rows=1)
     await ranking.start()
     process = ranking.process
     request = asyncio.create_task(process.top_k(torch.randn(64, 16), 10, None))
@@ -159,16 +159,16 @@ async def test_a_request_cut_short_retires_the_child(checkpoints, caplog):
         await request
     with pytest.raises(RankerError, match="cut short"):  # its answer must not answer another batch
         await process.top_k(torch.randn(2, 16), 10, None)
-    with caplog.at_level(logging.ERROR, logger="stream_recs.ranker"):
+    with caplog.at_level(logging.ERROR, logger="stream_recs.ranker_child"):
         assert await serve(rec, ranking) == await serve(Recommender(make_model("v1"), k=10), None)
     assert ranking.process is None and not ranking.child_ready
     assert process.proc.returncode is not None  # stopped
 
 
 async def test_a_hung_child_is_given_up(checkpoints, monkeypatch):
-    monkeypatch.setattr(ranker, "REQUEST_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(ranker_child, "REQUEST_TIMEOUT_S", 0.5)
     rec = Recommender(make_model("v1"), k=10)
-    ranking = Ranking(rec.live_options(), True, checkpoints["v1"], "v1", min_rows=1)
+    ranking = Ranker(rec.live_options(), True, checkpoints["v1"], "v1", min_rows=1)
     await ranking.start()
     process = ranking.process
     os.kill(process.proc.pid, signal.SIGSTOP)
@@ -179,7 +179,7 @@ async def test_a_hung_child_is_given_up(checkpoints, monkeypatch):
 
 async def test_small_batches_are_ranked_in_process(checkpoints, monkeypatch):
     rec = Recommender(make_model("v1"), k=10)
-    ranking = Ranking(rec.live_options(), True, checkpoints["v1"], "v1", min_rows=41)
+    ranking = Ranker(rec.live_options(), True, checkpoints["v1"], "v1", min_rows=41)
     await ranking.start()
     asked, original = [], ranking.process.top_k
 

@@ -9,8 +9,8 @@ import torch
 
 from stream_recs.events import Event
 from stream_recs.models.gru4rec import GRU4Rec
-from stream_recs.ranking import top_k_scores
 from stream_recs.scoring import Recommender
+from stream_recs.topk import top_k_scores
 
 pytest.importorskip("faiss")
 

@@ -8,8 +8,8 @@ import torch
 
 from stream_recs.events import Event
 from stream_recs.models.gru4rec import GRU4Rec
-from stream_recs.ranking import select_block, top_k, top_k_scores
 from stream_recs.scoring import Recommender
+from stream_recs.topk import select_block, top_k, top_k_scores
 
 
 def check_against_topk(scores: torch.Tensor, k: int) -> None:

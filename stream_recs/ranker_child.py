@@ -1,4 +1,4 @@
-"""Ranking in a child process: a batch's top-K (``LiveModel.top_k``) runs on another core while
+"""Ranker in a child process: a batch's top-K (``LiveModel.top_k``) runs on another core while
 the worker's event loop goes on with Kafka's work.
 
 The worker is one Python thread: fetching, decoding, state, producing and the GRU step take turns
@@ -8,7 +8,7 @@ catalogue. A thread would not help: its Python glue between tensor calls waits f
 interpreter: it loads the same checkpoint, builds the same ``LiveModel`` and answers one request
 at a time over its stdin and stdout (length-prefixed raw arrays, nothing unpickled).
 
-    ranking = Ranking(recommender.live_options(), enabled=True)  # the same LiveModel settings
+    ranking = Ranker(recommender.live_options(), enabled=True)  # the same LiveModel settings
     await ranking.load(model_dir, version)  # at start-up and after each model swap
     values, indices = await ranking.top_k(pending)  # pending: Recommender.begin_batch(...)
 
@@ -17,8 +17,8 @@ model version (start-up, a swap in progress, ranking off), and from the moment a
 (logged; the worker keeps serving). A child exits when its stdin closes, so also when the worker
 is killed.
 
-    # the child, as Ranking starts it:
-    python -m stream_recs.ranker '{"model_dir": ..., "version": ..., "sha256": ..., "threads": 1,
+    # the child, as Ranker starts it:
+    python -m stream_recs.ranker_child '{"model_dir": ..., "version": ..., "sha256": ..., "threads": 1,
                                    "live": {...}}'
 """
 
@@ -72,7 +72,7 @@ class RankerProcess:
             "threads": torch.get_num_threads(),
         }  # fmt: skip
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "stream_recs.ranker", json.dumps(config),
+            sys.executable, "-m", "stream_recs.ranker_child", json.dumps(config),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         )  # fmt: skip
         try:
@@ -133,7 +133,7 @@ async def _stop(proc: asyncio.subprocess.Process, kill: bool = False) -> None:
             await proc.wait()
 
 
-class Ranking:
+class Ranker:
     """Where the worker's batches are ranked: by the child serving their model version if they
     hold ``min_rows`` model events or more, else in-process. ``enabled`` False: always
     in-process. ``model_dir``, ``version``: the checkpoint served at start-up; ``start`` loads it,
