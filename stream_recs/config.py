@@ -1,17 +1,34 @@
-"""Settings from ``STREAM_RECS_*`` environment variables, with CLI flags layered on top.
+"""Settings: every ``STREAM_RECS_*`` variable declared once, and validated where it is loaded.
 
-One frozen ``Settings`` object describes where Kafka is, how the clients authenticate, the topic
-names and the worker's knobs. ``kafka_client_kwargs`` turns it into kafka-python keyword
-arguments, so every client (admin, producer, consumer) is configured the same way.
+Each setting is a field of one of the frozen groups below, declared with ``setting(default,
+help, ...)``: its default, type, allowed values and help text live there and nowhere else. Its
+variable is ``STREAM_RECS_`` + the group's prefix + the field's name in capitals
+(``Topics.clicks``: ``STREAM_RECS_TOPIC_CLICKS``; ``ServingOptions.k``: ``STREAM_RECS_K``).
+``load_settings`` reads them from the environment, CLI flags on top; a value a setting cannot
+take raises ``SettingsError``, naming the variable and what it accepts. ``describe`` lists every
+setting (``stream-recs settings``, and the README's table, which a test compares with it).
+
+``ServingOptions`` is what the recommender, its ranker child and the worker's flags take: built
+once from the settings and handed on, never declared again.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from dataclasses import dataclass, field, fields
+import types
+import typing
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 ENV_PREFIX = "STREAM_RECS_"
+BOOTSTRAP_ALIAS = "KAFKA_BOOTSTRAP_SERVERS"
+
+
+class SettingsError(ValueError):
+    """A setting has a value it cannot take; the message names the variable."""
 
 
 def default_home() -> Path:
@@ -20,73 +37,136 @@ def default_home() -> Path:
     return Path(base) / "stream-recs"
 
 
-@dataclass(frozen=True)
-class Security:
-    """Kafka client security settings, passed through unchanged to every client."""
-
-    protocol: str = "PLAINTEXT"  # PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL
-    sasl_mechanism: str | None = None  # PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512
-    sasl_username: str | None = None
-    sasl_password: str | None = field(default=None, repr=False)
-    ssl_cafile: str | None = None
-    ssl_certfile: str | None = None
-    ssl_keyfile: str | None = None
-
-
-@dataclass(frozen=True)
-class Topics:
-    """Names of the project's topics (DESIGN.md section 4)."""
-
-    clicks: str = "clicks"
-    recommendations: str = "recommendations"
-    dead_letters: str = "dead-letters"
-    model_updates: str = "model-updates"
+def setting(
+    default: object, help: str, *, choices: tuple = (), minimum: float | None = None,
+    flag: bool = False, secret: bool = False, shown: str | None = None,
+):
+    """A setting's declaration. ``choices``: the values it accepts; ``minimum``: its least value;
+    ``flag``: ``stream-recs worker`` has a flag for it; ``secret``: never shown (repr, listing);
+    ``shown``: how the default reads in the listing (a callable ``default`` is a factory)."""
+    meta = {"help": help, "choices": choices, "minimum": minimum, "flag": flag, "secret": secret,
+            "shown": shown}
+    if callable(default):
+        return field(default_factory=default, repr=not secret, metadata=meta)
+    return field(default=default, repr=not secret, metadata=meta)
 
 
-@dataclass(frozen=True)
-class Worker:
-    """Knobs of the stream worker (``STREAM_RECS_<NAME>``, e.g. ``STREAM_RECS_K=10``)."""
+class _Group:
+    """A frozen group of settings, checked as it is built (from the environment or in code)."""
 
-    app_id: str = "stream-recs"
-    k: int = 20
-    batch_size: int = 256  # most events taken into one micro-batch
-    batch_window: float = 0.015  # seconds to wait for a micro-batch to fill
-    producer_linger: float = 0.005  # seconds the producer waits to fill a request
-    producer_batch_bytes: int = 0  # largest producer batch per partition; 0: topology.app chooses
-    fetch_max_wait: float = 0.02  # seconds the broker may hold a fetch with no new records
-    session_gap: float = 1800.0  # inactivity (event time) that starts a new session
-    history_len: int = 50
-    mask_recent: int = 50  # how many of the user's latest items are never recommended (0: none)
-    state_ttl: float = 30 * 86400.0  # idle users are forgotten after this (processing time)
-    popularity_half_life: float = 3600.0
-    max_record_bytes: int = 4096
-    store: str = "rocksdb://"  # or memory://
-    data_dir: str = ""  # Faust's data directory (tables); empty: <home>/worker/<app_id>
-    metrics_host: str = "127.0.0.1"
-    metrics_port: int = 9465
-    processing_guarantee: str = "at_least_once"  # or exactly_once (Kafka transactions)
-    commit_interval: float = 1.0
-    torch_threads: int = 1
-    ann_lists: int = 0  # >0: approximate scoring, faiss inverted file with this many cells (`ann` extra)
-    ann_probes: int = 32  # cells scanned per event when ann_lists > 0
-    bf16_screen: str = "auto"  # exact scoring through a bfloat16 matmul: auto (if the CPU has it), on, off
-    ranker: str = "auto"  # top-K in a child process (ranker_child.py): auto (2+ CPUs usable), process, inline
-    state_sweep_interval: float = 300.0  # seconds between deletions of states idle past state_ttl
-    pseudonymise_key: str = field(default="", repr=False)  # HMAC key for user ids (privacy.py)
-    pseudonymise_key_file: str = ""  # or a file holding it
+    PREFIX: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        for spec in _specs(type(self)):
+            value = getattr(self, spec.name)
+            if spec.choices and value not in spec.choices and value is not None:
+                allowed = ", ".join(str(c) for c in spec.choices)
+                raise SettingsError(f"{spec.variable} must be one of {allowed}; got {value!r}")
+            if spec.minimum is not None and value < spec.minimum:
+                raise SettingsError(f"{spec.variable} must be at least {spec.minimum}; got {value!r}")
 
 
 @dataclass(frozen=True)
-class Settings:
+class Security(_Group):
+    """How every Kafka client (Faust, aiokafka, kafka-python) authenticates."""
+
+    PREFIX: ClassVar[str] = "SECURITY_"
+    protocol: str = setting("PLAINTEXT", "how clients reach the brokers",
+                            choices=("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"))
+    sasl_mechanism: str | None = setting(None, "SASL mechanism (PLAIN when unset)",
+                                         choices=("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"))
+    sasl_username: str | None = setting(None, "SASL user")
+    sasl_password: str | None = setting(None, "SASL password", secret=True)
+    ssl_cafile: str | None = setting(None, "CA bundle that signs the brokers' certificates")
+    ssl_certfile: str | None = setting(None, "client certificate (mutual TLS)")
+    ssl_keyfile: str | None = setting(None, "client certificate's key (mutual TLS)")
+
+
+@dataclass(frozen=True)
+class Topics(_Group):
+    """Names of the project's topics."""
+
+    PREFIX: ClassVar[str] = "TOPIC_"
+    clicks: str = setting("clicks", "the input: click events and forget requests, keyed by user")
+    recommendations: str = setting("recommendations", "the output: one recommendation per click")
+    dead_letters: str = setting("dead-letters", "rejected records, each with its reason")
+    model_updates: str = setting("model-updates", "checkpoint announcements (control)")
+
+
+@dataclass(frozen=True)
+class ServingOptions(_Group):
+    """What a recommendation is made of: the recommender's, and its ranker child's, options."""
+
+    k: int = setting(20, "recommendations per event", minimum=1, flag=True)
+    session_gap: float = setting(1800.0, "seconds of inactivity (event time) that start a new session",
+                                 minimum=0, flag=True)
+    history_len: int = setting(50, "items kept per user (masking, explanations, state rebuilds)",
+                               minimum=1)
+    mask_recent: int = setting(50, "the user's latest items never recommended (0: none)", minimum=0)
+    never_recommend: tuple[str, ...] = setting(("[PAD]", "<pad>", "[UNK]", "<unk>"),
+                                               "item ids never recommended (comma-separated)")
+    state_ttl: float = setting(30 * 86400.0, "seconds idle (processing time) before a user is new again",
+                               minimum=0)
+    popularity_half_life: float = setting(3600.0, "half-life in seconds of the fallback's item counts",
+                                          minimum=1e-9)
+    ann_lists: int = setting(0, "approximate scoring: cells of a faiss inverted file (0: exact)", minimum=0)
+    ann_probes: int = setting(32, "approximate scoring: cells scanned per event", minimum=1)
+    bf16_screen: str = setting("auto", "exact scoring through a bfloat16 matmul (auto: where the CPU has "
+                               "bfloat16 dot products)", choices=("auto", "on", "off"), flag=True)
+
+
+@dataclass(frozen=True)
+class Worker(_Group):
+    """How the stream worker runs."""
+
+    app_id: str = setting("stream-recs", "consumer group and table namespace", flag=True)
+    batch_size: int = setting(256, "most events taken into one micro-batch", minimum=1, flag=True)
+    batch_window: float = setting(0.015, "seconds a micro-batch may wait to fill", minimum=0, flag=True)
+    fetch_max_wait: float = setting(0.02, "seconds the broker may hold a fetch with no new clicks",
+                                    minimum=0.001)
+    producer_linger: float = setting(0.005, "seconds the producer waits to fill a request", minimum=0)
+    producer_batch_bytes: int = setting(0, "largest producer batch per partition (0: 256 KiB under "
+                                        "at-least-once, Faust's default under exactly-once)", minimum=0)
+    max_record_bytes: int = setting(4096, "largest click record accepted (bytes)", minimum=1)
+    store: str = setting("rocksdb://", "the sessions table's store", choices=("rocksdb://", "memory://"),
+                         flag=True)
+    data_dir: str = setting("", "where the worker keeps its tables (empty: worker/APP_ID under "
+                            "STREAM_RECS_HOME)", flag=True)
+    metrics_host: str = setting("127.0.0.1", "bind address of /metrics, /healthz, /readyz", flag=True)
+    metrics_port: int = setting(9465, "port of /metrics (0: any free port)", minimum=0, flag=True)
+    processing_guarantee: str = setting("at_least_once", "delivery guarantee (exactly_once: through "
+                                        "Kafka transactions)", choices=("at_least_once", "exactly_once"),
+                                        flag=True)
+    commit_interval: float = setting(1.0, "seconds between offset commits", minimum=0.001)
+    torch_threads: int = setting(1, "torch threads of the worker and of its ranker child", minimum=1)
+    ranker: str = setting("auto", "where each batch's top-K runs: a child process, or inline (auto: a "
+                          "child where 2 or more CPUs are usable)", choices=("auto", "process", "inline"),
+                          flag=True)
+    state_sweep_interval: float = setting(300.0, "seconds between deletions of states idle past the TTL",
+                                          minimum=1)
+    pseudonymise_key: str = setting("", "HMAC key that replaces user ids by pseudonyms (16+ bytes)",
+                                    secret=True)
+    pseudonymise_key_file: str = setting("", "a file holding that key")
+
+    def ranker_in_child(self) -> bool:
+        """Rank in a child process? ``auto``: where this process may use 2 or more CPUs."""
+        return {"process": True, "inline": False}.get(self.ranker, len(os.sched_getaffinity(0)) > 1)
+
+
+@dataclass(frozen=True)
+class Settings(_Group):
     """Everything a command needs to know about its environment."""
 
-    bootstrap_servers: str | None = None  # None: use (and start) the embedded local broker
-    home: Path = field(default_factory=default_home)
+    bootstrap_servers: str | None = setting(None, f"an existing cluster, host:port[,...] (also "
+                                            f"{BOOTSTRAP_ALIAS}); unset: the local broker")
+    home: Path = setting(default_home, "broker jars and data, worker tables, the demo's model",
+                         shown="$XDG_CACHE_HOME/stream-recs or ~/.cache/stream-recs")
+    partitions: int = setting(4, "partitions of clicks, recommendations and the changelog", minimum=1)
+    replication_factor: int = setting(1, "replication of the topics the project creates", minimum=1)
     security: Security = field(default_factory=Security)
     topics: Topics = field(default_factory=Topics)
+    serving: ServingOptions = field(default_factory=ServingOptions)
     worker: Worker = field(default_factory=Worker)
-    partitions: int = 4
-    replication_factor: int = 1
 
     @property
     def embedded(self) -> bool:
@@ -94,61 +174,120 @@ class Settings:
         return self.bootstrap_servers is None
 
 
-def _env(name: str) -> str | None:
-    value = os.environ.get(ENV_PREFIX + name.upper())
-    return value if value not in (None, "") else None
+GROUPS = (Settings, Security, Topics, ServingOptions, Worker)
+_NESTED = {name: kind for name, kind in typing.get_type_hints(Settings).items() if kind in GROUPS}
 
 
-def _coerce(value: str, kind: type) -> object:
-    if kind is int:
-        return int(value)
-    if kind is float:
-        return float(value)
+@dataclass(frozen=True)
+class Spec:
+    """One setting: its group, field, variable, type and declaration."""
+
+    group: type
+    name: str
+    variable: str
+    kind: object
+    default: object
+    help: str
+    choices: tuple
+    minimum: float | None
+    flag: bool
+    secret: bool
+    shown: str | None
+
+
+def _specs(group: type) -> Iterator[Spec]:
+    hints = typing.get_type_hints(group)
+    for f in dataclasses.fields(group):
+        if not f.metadata:
+            continue  # a nested group
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        variable = ENV_PREFIX + group.PREFIX + f.name.upper()
+        yield Spec(group, f.name, variable, hints[f.name], default, **f.metadata)
+
+
+def specs() -> list[Spec]:
+    """Every setting, group by group."""
+    return [spec for group in GROUPS for spec in _specs(group)]
+
+
+def _parse(spec: Spec, raw: str) -> object:
+    kind = spec.kind
+    if isinstance(kind, types.UnionType):  # ``X | None``
+        kind = next(k for k in typing.get_args(kind) if k is not type(None))
+    try:
+        if kind is int:
+            return int(raw)
+        if kind is float:
+            return float(raw)
+    except ValueError:
+        raise SettingsError(f"{spec.variable} must be a number ({kind.__name__}); got {raw!r}") from None
     if kind is Path:
-        return Path(value).expanduser()
-    return value
+        return Path(raw).expanduser()
+    if typing.get_origin(kind) is tuple:
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
+    return raw
 
 
-def _from_env(cls: type, prefix: str = "") -> dict[str, object]:
-    out: dict[str, object] = {}
-    hints = {f.name: f.type for f in fields(cls)}
-    for name, hint in hints.items():
-        raw = _env(prefix + name)
-        if raw is None:
-            continue
-        kind = {"int": int, "float": float, "Path": Path}.get(str(hint).split(" ")[0], str)
-        out[name] = _coerce(raw, kind)
-    return out
+def _group_from(group: type, environ: Mapping[str, str], overrides: dict[str, object]) -> object:
+    values = {}
+    for spec in _specs(group):
+        raw = environ.get(spec.variable)
+        if raw not in (None, ""):
+            values[spec.name] = _parse(spec, raw)
+        if overrides.get(spec.name) is not None:
+            values[spec.name] = overrides.pop(spec.name)
+    return values
 
 
-def load_settings(**overrides: object) -> Settings:
-    """Settings from the environment; non-None ``overrides`` (CLI flags) win.
-
-    ``KAFKA_BOOTSTRAP_SERVERS`` is honoured as well as ``STREAM_RECS_BOOTSTRAP_SERVERS``.
-    """
-    values = _from_env(Settings)
-    values.pop("security", None)
-    values.pop("topics", None)
-    values.pop("worker", None)
-    if "bootstrap_servers" not in values and os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
-        values["bootstrap_servers"] = os.environ["KAFKA_BOOTSTRAP_SERVERS"]
-    values["security"] = Security(**_from_env(Security, "security_"))
-    values["topics"] = Topics(**_from_env(Topics, "topic_"))
-    values["worker"] = Worker(**_from_env(Worker))
-    values.update({k: v for k, v in overrides.items() if v is not None})
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+    """Settings from the environment (``os.environ`` unless given), with non-None ``overrides``
+    (CLI flags, by field name: ``k=10``, ``store="memory://"``) on top."""
+    environ = os.environ if environ is None else environ
+    pending = dict(overrides)
+    values = _group_from(Settings, environ, pending)
+    if "bootstrap_servers" not in values and environ.get(BOOTSTRAP_ALIAS):
+        values["bootstrap_servers"] = environ[BOOTSTRAP_ALIAS]
+    for name, group in _NESTED.items():
+        values[name] = group(**_group_from(group, environ, pending))
+    unknown = {name for name, value in pending.items() if value is not None}
+    if unknown:
+        raise TypeError(f"no such setting: {', '.join(sorted(unknown))}")
     return Settings(**values)
 
 
-def kafka_client_kwargs(settings: Settings, bootstrap: str) -> dict[str, object]:
-    """kafka-python keyword arguments (bootstrap plus security) for any client type."""
-    sec = settings.security
-    kwargs: dict[str, object] = {"bootstrap_servers": bootstrap.split(","), "security_protocol": sec.protocol}
-    if sec.sasl_mechanism:
-        kwargs["sasl_mechanism"] = sec.sasl_mechanism
-        kwargs["sasl_plain_username"] = sec.sasl_username
-        kwargs["sasl_plain_password"] = sec.sasl_password
-    for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
-        if getattr(sec, name):
-            kwargs[name] = getattr(sec, name)
-    return kwargs
+def shown_default(spec: Spec) -> str:
+    """A setting's default as the listing and the README show it."""
+    if spec.shown is not None:
+        return spec.shown
+    if spec.default is None or spec.default == "":
+        return ""
+    if isinstance(spec.default, tuple):
+        return ",".join(spec.default)
+    return str(spec.default)
 
+
+def describe(settings: Settings | None = None) -> list[tuple[str, str, str, str | None]]:
+    """(variable, default, meaning, current value) of every setting; secrets show ``***`` when
+    set, and no current value is given without ``settings``."""
+    rows = []
+    for spec in specs():
+        current = None
+        if settings is not None:
+            group = settings if spec.group is Settings else getattr(settings, _group_field(spec.group))
+            value = getattr(group, spec.name)
+            current = ("***" if value else "") if spec.secret else shown_default(
+                dataclasses.replace(spec, default=value, shown=None))
+        rows.append((spec.variable, shown_default(spec), spec.help, current))
+    return rows
+
+
+def _group_field(group: type) -> str:
+    return next(name for name, kind in _NESTED.items() if kind is group)
+
+
+def markdown_table() -> str:
+    """The README's configuration table: one row per setting."""
+    lines = ["| variable | default | meaning |", "|---|---|---|"]
+    for variable, default, meaning, _ in describe():
+        lines.append(f"| `{variable}` | {f'`{default}`' if default else ''} | {meaning} |")
+    return "\n".join(lines)

@@ -11,6 +11,7 @@ import csv
 import hashlib
 import importlib.metadata
 import importlib.util
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,21 +185,26 @@ def read_events(path: str | Path) -> Events:
 
 # --- Kafka clicks topic ---------------------------------------------------------------------
 def read_kafka_clicks(
-    topic: str, bootstrap_servers: str, timeout_s: float = 30.0, **client_kwargs
+    topic: str, bootstrap_servers: str, timeout_s: float = 30.0, skipped: Counter | None = None,
+    **client_kwargs,
 ) -> Events:
     """Read a clicks topic from the beginning to the end offsets seen at the start.
 
-    Values follow the event contract (JSON with user_id, item_id, optional ts and session_id);
-    a missing ts falls back to the broker timestamp. Undecodable records are skipped.
+    Each record is decoded as the worker decodes it (``events.decode_event``: the event contract,
+    a missing ts from the broker timestamp). Records it rejects, and forget requests, are left
+    out; ``skipped`` (when given) counts them by reason (``forget`` for forget requests).
     """
     import time
 
     from kafka import KafkaConsumer, TopicPartition
 
+    from stream_recs.events import Event, Forget, decode_event
+
     consumer = KafkaConsumer(
         bootstrap_servers=bootstrap_servers, enable_auto_commit=False, group_id=None,
         **client_kwargs,
     )
+    skipped = Counter() if skipped is None else skipped
     try:
         partitions = consumer.partitions_for_topic(topic)
         if not partitions:
@@ -215,17 +221,15 @@ def read_kafka_clicks(
                 for message in messages:
                     if message.offset >= ends[tp]:
                         continue
-                    try:
-                        value = orjson.loads(message.value)
-                        row = {
-                            "user_id": str(value["user_id"]),
-                            "item_id": str(value["item_id"]),
-                            "ts": float(value.get("ts") or message.timestamp / 1000.0),
-                            "session_id": value.get("session_id"),
-                        }
-                    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                    decoded = decode_event(
+                        message.value, message.key, topic=tp.topic, partition=tp.partition,
+                        offset=message.offset, broker_ts=message.timestamp / 1000.0,
+                    )
+                    if not isinstance(decoded, Event):
+                        skipped["forget" if isinstance(decoded, Forget) else decoded.reason] += 1
                         continue
-                    rows.append(row)
+                    rows.append({"user_id": decoded.user_id, "item_id": decoded.item_id, "ts": decoded.ts,
+                                 "session_id": decoded.session_id})
                 if consumer.position(tp) >= ends[tp]:
                     remaining.discard(tp)
         if remaining:

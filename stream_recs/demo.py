@@ -11,21 +11,21 @@ import contextlib
 import hashlib
 import itertools
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
 
-from stream_recs.config import Settings, kafka_client_kwargs
-from stream_recs.metrics import PREFIX, parse_scrape, summarize
+from stream_recs.config import Settings
+from stream_recs.devkit import free_port, scrape_metrics, scrape_samples, stop_process
+from stream_recs.kafka_clients import client_kwargs
+from stream_recs.metrics import PREFIX, summarize
 
-DEMO_EPOCHS = 5  # under a minute on two quiet cores; `stream-recs train` defaults to the tuned 20
+DEMO_EPOCHS = 5  # few, so that the first run trains quickly; `stream-recs train` defaults to the tuned 20
+SCRAPE_TIMEOUT_S = 2.0
 
 
 def _cli(*args: str) -> list[str]:
@@ -41,20 +41,6 @@ def _run(*args: str) -> str:
     return done.stdout
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _scrape(port: int) -> str | None:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
-            return response.read().decode()
-    except OSError:
-        return None
-
-
 def cached_model(settings: Settings, say) -> Path:
     """The demo's MovieLens-100K checkpoint, trained once per training-code version and epochs."""
     import stream_recs.models as models_pkg
@@ -68,7 +54,7 @@ def cached_model(settings: Settings, say) -> Path:
         return path
     say("training a GRU4Rec model on MovieLens-100K (once; cached) ...")
     args = ("train", "--dataset", "movielens-100k", "--session-gap", "none", "--epochs", str(DEMO_EPOCHS),
-            "--out", str(path))  # fmt: skip
+            "--out", str(path))
     if subprocess.run(_cli(*args), check=False).returncode != 0:  # progress bar straight to the terminal
         raise SystemExit("training the demo model failed")
     return path
@@ -80,15 +66,11 @@ def _worker(model: Path, port: int, log: Path) -> Iterator[subprocess.Popen]:
         proc = subprocess.Popen(
             _cli("worker", "--model", str(model), "--metrics-port", str(port)),
             stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+        )
     try:
         yield proc
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
 
 
 def run_demo(settings: Settings, events: int, rate: float, say=print) -> None:
@@ -102,11 +84,11 @@ def run_demo(settings: Settings, events: int, rate: float, say=print) -> None:
         say("== 3/5 model")
         model = cached_model(settings, say)
         say("== 4/5 worker")
-        port = int(os.environ.get("STREAM_RECS_METRICS_PORT", 0)) or _free_port()
+        port = int(os.environ.get("STREAM_RECS_METRICS_PORT", 0)) or free_port()
         log = settings.home / "demo-worker.log"
         with _worker(model, port, log) as worker:
             deadline = time.monotonic() + 120
-            while "stream_recs_ready 1.0" not in (_scrape(port) or ""):
+            while "stream_recs_ready 1.0" not in (scrape_metrics(port, timeout=SCRAPE_TIMEOUT_S) or ""):
                 if worker.poll() is not None or time.monotonic() > deadline:
                     raise SystemExit(f"the worker did not become ready; see {log}")
                 time.sleep(0.5)
@@ -123,7 +105,7 @@ def _forget_replayed_users(settings: Settings, port: int, events: int, say) -> N
     """Delete the state earlier demo runs left for the users about to be replayed (the worker's
     table and its changelog outlive a run): a rerun would otherwise meet users whose histories
     already hold the films they are about to click, masked from their answers, and online HR
-    would fall run after run (0.350, then 0.271, on the same model)."""
+    would fall run after run on the same model."""
     from kafka import KafkaProducer
 
     from stream_recs.datasets import load_dataset, sort_by_time
@@ -131,7 +113,7 @@ def _forget_replayed_users(settings: Settings, port: int, events: int, say) -> N
     clicks = sort_by_time(load_dataset("movielens-100k")).records()
     users = list(dict.fromkeys(event["user_id"] for event in itertools.islice(clicks, events)))
     before = _forgotten(port)
-    producer = KafkaProducer(**kafka_client_kwargs(settings, _bootstrap()), acks="all")
+    producer = KafkaProducer(**client_kwargs(settings, _bootstrap()), acks="all")
     run = time.time_ns()
     for user in users:  # control records: each is handled in order with its user's clicks
         body = {"event_id": f"demo-forget-{run}-{user}", "user_id": user, "type": "forget"}
@@ -146,7 +128,7 @@ def _forget_replayed_users(settings: Settings, port: int, events: int, say) -> N
 
 def _forgotten(port: int) -> float:
     """``forget`` requests the worker has handled, from its /metrics."""
-    samples = parse_scrape(_scrape(port) or "")
+    samples = scrape_samples(port, timeout=SCRAPE_TIMEOUT_S)
     return samples.get((f"{PREFIX}events_total", frozenset({("outcome", "forgotten")})), 0.0)
 
 
@@ -154,14 +136,14 @@ def _replay_and_watch(settings: Settings, port: int, events: int, rate: float, s
     from kafka import KafkaConsumer
 
     consumer = KafkaConsumer(
-        settings.topics.recommendations, **kafka_client_kwargs(settings, _bootstrap()),
+        settings.topics.recommendations, **client_kwargs(settings, _bootstrap()),
         auto_offset_reset="latest", enable_auto_commit=False,
-    )  # fmt: skip
+    )
     consumer.poll(timeout_ms=1000)  # join now, so "latest" is before the replay
     producer = subprocess.Popen(
         _cli("produce", "--dataset", "movielens-100k", "--rate", str(rate), "--limit", str(events), "--quiet")
     )
-    first = previous = _scrape(port) or ""
+    first = previous = scrape_metrics(port, timeout=SCRAPE_TIMEOUT_S) or ""
     started = last = progress_at = time.monotonic()
     answered, samples = 0, []
     # until every replayed click is answered (or nothing arrives for 15 s after the replay)
@@ -176,7 +158,7 @@ def _replay_and_watch(settings: Settings, port: int, events: int, rate: float, s
                 }:
                     samples.append(rec)
         if time.monotonic() - last >= 2:
-            current = _scrape(port) or previous
+            current = scrape_metrics(port, timeout=SCRAPE_TIMEOUT_S) or previous
             say("live: " + summarize(current, previous, time.monotonic() - last).format())
             previous, last = current, time.monotonic()
     say(f"{answered} of {events} replayed clicks answered")
@@ -188,7 +170,7 @@ def _replay_and_watch(settings: Settings, port: int, events: int, rate: float, s
         for item in rec["items"][:5]:
             title, because = titles.get(item["item_id"], item["item_id"]), item["because"]
             say(f"    {title[:45]:<45} score {item['score']:6.2f}  because {titles.get(because, because)}")
-    final = _scrape(port) or previous
+    final = scrape_metrics(port, timeout=SCRAPE_TIMEOUT_S) or previous
     say("\nsummary over the replay: " + summarize(final, first, time.monotonic() - started).format())
 
 

@@ -1,4 +1,4 @@
-"""Decode and validate one click record (DESIGN.md section 4) into an ``Event``, a ``Forget``
+"""Decode and validate one click record (the README's event contract) into an ``Event``, a ``Forget``
 control record or a ``Rejection``.
 
 ``decode_event`` never raises on bad input: every failure becomes a ``Rejection`` whose ``reason``

@@ -1,6 +1,7 @@
-"""Output messages (DESIGN.md section 4): recommendations and dead letters, encoded with orjson.
+"""The messages the project writes, encoded with orjson: recommendations, dead letters, re-keyed
+clicks and forget requests, model-update announcements (the contracts of the README).
 
-Both are keyed by user id by the caller; these functions only build the values. A dead letter
+Records are keyed by user id by the caller; these functions only build the values. A dead letter
 carries, besides the contract fields, ``detail`` (the decoder's precise explanation) and
 ``raw_size`` (the original value's length, since ``raw`` is truncated).
 """
@@ -13,7 +14,7 @@ from typing import NamedTuple
 
 import orjson
 
-from stream_recs.events import Event
+from stream_recs.events import FORGET, Event, Forget
 
 MAX_RAW_BYTES = 1024
 
@@ -43,10 +44,15 @@ class Recommendation:
 def encode_event(event: Event) -> bytes:
     """JSON value of a validated click (every field explicit), for re-sending it keyed by user."""
     body = {"event_id": event.event_id, "user_id": event.user_id, "item_id": event.item_id,
-            "type": event.type, "ts": event.ts}  # fmt: skip
+            "type": event.type, "ts": event.ts}
     if event.session_id is not None:
         body["session_id"] = event.session_id
     return orjson.dumps(body)
+
+
+def encode_forget(forget: Forget) -> bytes:
+    """JSON value of a request to delete ``forget.user_id``'s state (a control record on clicks)."""
+    return orjson.dumps({"event_id": forget.event_id, "user_id": forget.user_id, "type": FORGET})
 
 
 def encode_recommendation(rec: Recommendation, produced_ts: float) -> bytes:

@@ -62,65 +62,37 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
-        reg = self.registry
-        self.events = Counter(f"{PREFIX}events", "Events by outcome.", ["outcome"], registry=reg)
-        self.recommendations = Counter(
-            f"{PREFIX}recommendations", "Recommendations by strategy.", ["strategy"], registry=reg
+
+        def declare(kind: type, name: str, doc: str, labels: tuple[str, ...] = (), **options):
+            return kind(f"{PREFIX}{name}", doc, labels, registry=self.registry, **options)
+
+        self.events = declare(Counter, "events", "Events by outcome.", ("outcome",))
+        self.recommendations = declare(
+            Counter, "recommendations", "Recommendations by strategy.", ("strategy",)
         )
-        self.dead_letters = Counter(
-            f"{PREFIX}dead_letters", "Dead-lettered records by reason.", ["reason"], registry=reg
-        )
-        self.processing = Histogram(
-            f"{PREFIX}processing_seconds",
-            "Per event: batch received to recommendation produced.",
-            buckets=LATENCY_BUCKETS,
-            registry=reg,
-        )
-        self.end_to_end = Histogram(
-            f"{PREFIX}end_to_end_seconds",
-            "Per event: event timestamp to recommendation produced.",
-            buckets=END_TO_END_BUCKETS,
-            registry=reg,
-        )
-        self.batch_size = Histogram(
-            f"{PREFIX}batch_size",
-            "Events per micro-batch.",
-            buckets=BATCH_SIZE_BUCKETS,
-            registry=reg,
-        )
-        self.inference = Histogram(
-            f"{PREFIX}inference_seconds",
-            "Per batch: GRU steps, scoring and top-K.",
-            buckets=INFERENCE_BUCKETS,
-            registry=reg,
-        )
-        self.active_sessions = Gauge(f"{PREFIX}active_sessions", "Users with a session state.", registry=reg)
-        self.lag = Gauge(
-            f"{PREFIX}consumer_lag",
-            "Records behind the partition end.",
-            ["topic", "partition"],
-            registry=reg,
-        )
-        self.model_info = Gauge(
-            f"{PREFIX}model_info", "1 for the live model version.", ["version"], registry=reg
-        )
-        self.reloads = Counter(
-            f"{PREFIX}model_reloads", "Model reload attempts by result.", ["result"], registry=reg
-        )
-        self.online_evaluated = Counter(
-            f"{PREFIX}online_evaluated", "Events compared with the previous answer.", registry=reg
-        )
-        self.online_hits = Counter(
-            f"{PREFIX}online_hits", "Events whose item was in the previous top-K.", registry=reg
-        )
-        self.online_rr = Counter(
-            f"{PREFIX}online_reciprocal_rank", "Sum of 1/rank (0 when missed).", registry=reg
-        )
-        self.ready = Gauge(f"{PREFIX}ready", "1 when serving with partitions assigned.", registry=reg)
-        self.ranker_child = Gauge(
-            f"{PREFIX}ranker_child",
+        self.dead_letters = declare(Counter, "dead_letters", "Dead-lettered records by reason.", ("reason",))
+        self.processing = declare(Histogram, "processing_seconds",
+                                  "Per event: batch received to recommendation produced.",
+                                  buckets=LATENCY_BUCKETS)
+        self.end_to_end = declare(Histogram, "end_to_end_seconds",
+                                  "Per event: event timestamp to recommendation produced.",
+                                  buckets=END_TO_END_BUCKETS)
+        self.batch_size = declare(Histogram, "batch_size", "Events per micro-batch.",
+                                  buckets=BATCH_SIZE_BUCKETS)
+        self.inference = declare(Histogram, "inference_seconds", "Per batch: GRU steps, scoring and top-K.",
+                                 buckets=INFERENCE_BUCKETS)
+        self.active_sessions = declare(Gauge, "active_sessions", "Users with a session state.")
+        self.lag = declare(Gauge, "consumer_lag", "Records behind the partition end.", ("topic", "partition"))
+        self.model_info = declare(Gauge, "model_info", "1 for the live model version.", ("version",))
+        self.reloads = declare(Counter, "model_reloads", "Model reload attempts by result.", ("result",))
+        self.online_evaluated = declare(Counter, "online_evaluated",
+                                        "Events compared with the previous answer.")
+        self.online_hits = declare(Counter, "online_hits", "Events whose item was in the previous top-K.")
+        self.online_rr = declare(Counter, "online_reciprocal_rank", "Sum of 1/rank (0 when missed).")
+        self.ready = declare(Gauge, "ready", "1 when serving with partitions assigned.")
+        self.ranker_child = declare(
+            Gauge, "ranker_child",
             "1 while a ranker child process serves the live model, 0 when the worker ranks in its own.",
-            registry=reg,
         )
         for outcome in OUTCOMES:
             self.events.labels(outcome)

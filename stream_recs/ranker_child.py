@@ -1,16 +1,16 @@
-"""Ranker in a child process: a batch's top-K (``LiveModel.top_k``) runs on another core while
+"""Ranking in a child process: a batch's top-K (``LiveModel.top_k``) runs on another core while
 the worker's event loop goes on with Kafka's work.
 
 The worker is one Python thread: fetching, decoding, state, producing and the GRU step take turns
-on it, and the top-K over every item (or the ann index) is most of the cost on a large
-catalogue. A thread would not help: its Python glue between tensor calls waits for the GIL, and
-``ann_top_k`` ran 90x slower next to a busy Python thread here. A child process has its own
-interpreter: it loads the same checkpoint, builds the same ``LiveModel`` and answers one request
-at a time over its stdin and stdout (length-prefixed raw arrays, nothing unpickled).
+on it, and on a large catalogue the top-K over every item (or the ann index) is most of the cost.
+A thread would not help: its Python glue between tensor calls waits for the GIL. A child process
+has its own interpreter: it loads the same checkpoint (``model_updates.load_announced``), builds
+the same ``LiveModel`` from the same ``ServingOptions``, and answers one request at a time over
+its stdin and stdout (length-prefixed raw arrays, nothing unpickled).
 
-    ranking = Ranker(recommender.live_options(), enabled=True)  # the same LiveModel settings
-    await ranking.load(model_dir, version)  # at start-up and after each model swap
-    values, indices = await ranking.top_k(pending)  # pending: Recommender.begin_batch(...)
+    ranker = Ranker(options, enabled=True)  # the recommender's ServingOptions
+    await ranker.load(model_dir, version)  # at start-up and after each model swap
+    values, indices = await ranker.top_k(pending)  # pending: Recommender.begin_batch(...)
 
 A batch is ranked in-process instead when it is small (``MIN_ROWS``), while no child serves its
 model version (start-up, a swap in progress, ranking off), and from the moment a child fails
@@ -18,13 +18,14 @@ model version (start-up, a swap in progress, ranking off), and from the moment a
 is killed.
 
     # the child, as Ranker starts it:
-    python -m stream_recs.ranker_child '{"model_dir": ..., "version": ..., "sha256": ..., "threads": 1,
-                                   "live": {...}}'
+    python -m stream_recs.ranker_child '{"model_dir": ..., "version": ..., "sha256": ...,
+                                         "threads": 1, "options": {...}}'
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -35,17 +36,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from stream_recs.config import ServingOptions
+
 log = logging.getLogger(__name__)
 
-# rows, dims, k, masked columns; then float32 rows x dims, int64 rows x masked columns
-_REQUEST = struct.Struct("<IIII")
+# rows, dims, masked columns; then float32 rows x dims, int64 rows x masked columns
+_REQUEST = struct.Struct("<III")
 _ANSWER = struct.Struct("<II")  # rows, k; then float32 rows x k values, int64 rows x k indices
 _HELLO = struct.Struct("<I")  # length of the JSON that follows: {"version": ...} or {"error": ...}
 START_TIMEOUT_S = 300.0  # loading a checkpoint and building its ann index take seconds
 REQUEST_TIMEOUT_S = 60.0  # a batch takes milliseconds: a child this late is taken for hung
 # Smaller batches are ranked in-process: they come under light load, where latency counts and
-# the round trip (0.2-0.6 ms here, and the event loop's other work before the agent resumes)
-# costs more than their top-K; under load, batches hold 100-256 events.
+# the round trip (and the event loop's other work before the agent resumes) costs more than
+# their top-K; under load, batches are fuller.
 MIN_ROWS = 64
 
 
@@ -63,18 +66,19 @@ class RankerProcess:
 
     @classmethod
     async def start(
-        cls, model_dir: str | Path, options: dict, version: str | None = None, sha256: str | None = None
+        cls, model_dir: str | Path, options: ServingOptions, version: str | None = None,
+        sha256: str | None = None,
     ) -> RankerProcess:
         """Start a child for the checkpoint at ``model_dir`` (which must be of this ``version``,
         with weights of this ``sha256``, when given); returns once it is ready to rank."""
         config = {
-            "live": options, "model_dir": str(model_dir), "version": version, "sha256": sha256,
-            "threads": torch.get_num_threads(),
-        }  # fmt: skip
+            "options": dataclasses.asdict(options), "model_dir": str(model_dir), "version": version,
+            "sha256": sha256, "threads": torch.get_num_threads(),
+        }
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "stream_recs.ranker_child", json.dumps(config),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        )  # fmt: skip
+        )
         try:
             head = await asyncio.wait_for(proc.stdout.readexactly(_HELLO.size), START_TIMEOUT_S)
             hello = json.loads(await proc.stdout.readexactly(_HELLO.unpack(head)[0]))
@@ -87,12 +91,12 @@ class RankerProcess:
         return cls(proc, hello["version"])
 
     async def top_k(
-        self, outputs: torch.Tensor, k: int, masked: torch.Tensor | None
+        self, outputs: torch.Tensor, masked: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``LiveModel.top_k(outputs, k, masked)``, computed by the child."""
+        """``LiveModel.top_k(outputs, masked)``, computed by the child."""
         rows, dims = outputs.shape
         columns = masked.shape[1] if masked is not None else 0
-        parts = [_REQUEST.pack(rows, dims, k, columns), outputs.float().contiguous().numpy().tobytes()]
+        parts = [_REQUEST.pack(rows, dims, columns), outputs.float().contiguous().numpy().tobytes()]
         if masked is not None:
             parts.append(masked.contiguous().numpy().astype(np.int64, copy=False).tobytes())
         async with self._lock:
@@ -141,9 +145,9 @@ class Ranker:
     alongside Faust, they seldom wait at all)."""
 
     def __init__(
-        self, options: dict, enabled: bool, model_dir: str | Path | None = None, version: str | None = None,
-        min_rows: int = MIN_ROWS,
-    ) -> None:  # fmt: skip
+        self, options: ServingOptions, enabled: bool, model_dir: str | Path | None = None,
+        version: str | None = None, min_rows: int = MIN_ROWS,
+    ) -> None:
         self.options, self.enabled, self.min_rows = options, enabled, min_rows
         self.process: RankerProcess | None = None
         self.child_ready = False  # at the last top_k: a child served the batch's model version
@@ -206,31 +210,26 @@ class Ranker:
 
 def _serve(config: dict, requests, answers) -> None:
     """The child: load the model, say hello, answer requests until stdin closes."""
-    from stream_recs.models import load_model
-    from stream_recs.models.checkpoint import read_meta
-    from stream_recs.scoring import LiveModel
+    from stream_recs.live_model import LiveModel
+    from stream_recs.model_updates import load_announced
 
     torch.set_num_threads(config["threads"])
     try:
-        sha256 = config["sha256"]
-        if sha256 is not None and read_meta(config["model_dir"])["weights_sha256"] != sha256:
-            raise ValueError(f"the weights' sha256 is not the announced {config['sha256']}")
-        model = load_model(config["model_dir"])  # which checks the weights against that sha256
-        if config["version"] is not None and model.version != config["version"]:
-            raise ValueError(f"version {model.version} is not the expected {config['version']}")
-        live = LiveModel(model, **config["live"])
+        model = load_announced(config["model_dir"], config["version"], config["sha256"])
+        sent = config["options"]  # JSON: the tuple came as a list
+        live = LiveModel(model, ServingOptions(**{**sent, "never_recommend": tuple(sent["never_recommend"])}))
     except Exception as exc:  # the parent logs it and ranks in-process
         _hello(answers, {"error": f"{type(exc).__name__}: {exc}"})
         return
     _hello(answers, {"version": live.version})
     while header := requests.read(_REQUEST.size):
-        rows, dims, k, columns = _REQUEST.unpack(header)
+        rows, dims, columns = _REQUEST.unpack(header)
         outputs = np.frombuffer(requests.read(rows * dims * 4), np.float32).reshape(rows, dims)
         masked = None
         if columns:
             masked = np.frombuffer(requests.read(rows * columns * 8), np.int64).reshape(rows, columns)
             masked = torch.from_numpy(masked.copy())
-        values, indices = live.top_k(torch.from_numpy(outputs.copy()), k, masked)
+        values, indices = live.top_k(torch.from_numpy(outputs.copy()), masked)
         answers.write(_ANSWER.pack(*values.shape))
         answers.write(values.float().contiguous().numpy().tobytes())
         answers.write(indices.to(torch.int64).contiguous().numpy().tobytes())

@@ -1,4 +1,4 @@
-"""Per-user session state (DESIGN.md section 2): its transitions and its compact binary encoding.
+"""Per-user session state: its transitions and its compact binary encoding.
 
 A ``SessionState`` is immutable; each transition returns a new one. What it holds:
 
@@ -17,7 +17,7 @@ A ``SessionState`` is immutable; each transition returns a new one. What it hold
 Version tags are fingerprints, not strings: ``model`` = ``fingerprint(model.version)``, ``vocab``
 = ``vocabulary_fingerprint(model.item_ids)``, so a state stays small whatever the names. Retraining
 on the same vocabulary keeps ``history`` valid (only ``hidden`` is rebuilt); a vocabulary change
-needs the old vocabulary to translate ``history``, which ``scoring.Recommender`` keeps.
+needs the old vocabulary to translate ``history``, which ``live_model.Vocabularies`` keeps.
 
 Encoding (little-endian): a 37-byte header (format, index width, last_ts f64, session u64, model
 u32, vocab u32, touched u32, hidden/history/session/recs lengths), the hidden state as float16,
@@ -110,7 +110,7 @@ class SessionState(NamedTuple):
         history = (*self.history, item)[-history_len:]
         last_ts, _, session, model, vocab, hidden, _, session_len, last_recs = self
         return _new(SessionState, (max(last_ts, ts), int(now), session, model, vocab, hidden, history,
-                                   min(session_len + 1, len(history)), last_recs))  # fmt: skip
+                                   min(session_len + 1, len(history)), last_recs))
 
     def touch(self, ts: float, now: float) -> SessionState:
         """Record an event whose item has no index (unknown to the model): times only."""

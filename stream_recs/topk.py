@@ -22,8 +22,8 @@ def _sorted_top_k(
     """Top-``k`` (values, columns) of each row of a narrow float32 ``values``, best first;
     ``columns[i, j]`` is the index that ``values[i, j]`` stands for (default: ``j``). One numpy
     sort of int64 keys, each the score's bits made to sort as the float does, above its column:
-    numpy sorts such rows with SIMD, 3x faster than ``torch.topk`` at 200 wide here (slower from
-    about 400). Of equal scores, the larger column comes first."""
+    numpy sorts such narrow rows with SIMD, faster than ``torch.topk`` (which wins on wide rows:
+    ``bench/model.py``). Of equal scores, the larger column comes first."""
     bits = values.numpy().view(np.int32)
     ordered = bits ^ ((bits >> 31) & 0x7FFFFFFF)  # negative floats: flip all but the sign
     cols = columns.numpy() if columns is not None else np.arange(values.shape[1])
@@ -36,7 +36,7 @@ def _sorted_top_k(
 def top_k(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact top-``k`` (values as float32, indices) per row of a row-major float32 or bfloat16
     ``scores``, best first, as ``torch.topk`` gives them (of equal scores, either may be chosen),
-    2-6x faster on wide rows (``bench/model.py``): each row is cut into ``w / b`` interleaved
+    and faster on wide rows (``bench/model.py``): each row is cut into ``w / b`` interleaved
     blocks of ``b`` items (item i in block ``i mod (w / b)``), the ``k`` blocks with the largest
     maxima (found the same way, recursively) are gathered and only their ``k * b <= 200`` items
     ranked, by one sort. Exact, because a block that holds a top-``k`` item is beaten only by
@@ -97,7 +97,7 @@ _BF16_MINUS_INF_BITS = -128  # 0xFF80 as int16
 
 def bf16_screen_available() -> bool:
     """True when this CPU has bfloat16 dot-product instructions (AVX512-BF16 or AMX), where
-    torch's bfloat16 matmul runs about 4x faster than float32 (``bench/model.py``)."""
+    torch's bfloat16 matmul runs several times faster than float32 (``bench/model.py``)."""
     probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
 
@@ -142,7 +142,7 @@ class BF16Screen:
         scores = self._scores[:rows]
         queries = torch.cat([outputs, outputs.new_ones(rows, 2)], dim=1).bfloat16()
         torch.mm(queries, self.table.T, out=scores)
-        if masked is not None:  # bfloat16 scatter is 1000x slower than int16's here
+        if masked is not None:  # torch's bfloat16 scatter is far slower than its int16 one
             scores.view(torch.int16).scatter_(1, masked, _BF16_MINUS_INF_BITS)
         k = min(k, width)
         first, wider = (min(n * k, width) for n in _SCREEN_CANDIDATES)
@@ -194,7 +194,7 @@ def ivf_index(weight: torch.Tensor, bias: torch.Tensor, lists: int, probes: int)
     vectors = torch.cat([weight[keep], bias[keep, None]], dim=1).contiguous().numpy()
     lists = max(1, min(lists, len(vectors)))
     index = faiss.IndexIVFFlat(faiss.IndexFlatIP(vectors.shape[1]), vectors.shape[1], lists,
-                               faiss.METRIC_INNER_PRODUCT)  # fmt: skip
+                               faiss.METRIC_INNER_PRODUCT)
     index.train(vectors)
     index.add_with_ids(vectors, keep.numpy().astype(np.int64))
     index.nprobe = max(1, min(probes, lists))

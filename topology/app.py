@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import gc
 import logging
-import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
 import faust
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
-from stream_recs.config import Security, Settings, Worker
+from stream_recs.config import Settings, Worker
+from stream_recs.kafka_clients import faust_credentials
 
 from .offsets import guard_offset_commits
 from .tables import sessions_table
@@ -32,40 +32,6 @@ class Topology:
     sessions: faust.Table
 
 
-def broker_credentials(security: Security) -> faust.types.auth.CredentialsT | ssl.SSLContext | None:
-    """Faust credentials mirroring the kafka-python settings (SASL and/or SSL)."""
-    context = None
-    if security.protocol in ("SSL", "SASL_SSL"):
-        context = ssl.create_default_context(cafile=security.ssl_cafile)
-        if security.ssl_certfile:
-            context.load_cert_chain(security.ssl_certfile, security.ssl_keyfile)
-    if security.protocol.startswith("SASL"):
-        return faust.SASLCredentials(
-            username=security.sasl_username,
-            password=security.sasl_password,
-            mechanism=security.sasl_mechanism or "PLAIN",
-            ssl_context=context,
-        )
-    return context
-
-
-def aiokafka_security(security: Security) -> dict[str, object]:
-    """aiokafka keyword arguments for clients the app runs beside Faust's own."""
-    context = broker_credentials(security)
-    if isinstance(context, faust.SASLCredentials):
-        context = context.ssl_context
-    kwargs: dict[str, object] = {"security_protocol": security.protocol}
-    if context is not None:
-        kwargs["ssl_context"] = context
-    if security.protocol.startswith("SASL"):
-        kwargs.update(
-            sasl_mechanism=security.sasl_mechanism or "PLAIN",
-            sasl_plain_username=security.sasl_username,
-            sasl_plain_password=security.sasl_password,
-        )
-    return kwargs
-
-
 def data_dir(settings: Settings) -> Path:
     """Where this worker keeps its tables (RocksDB) between runs."""
     configured = settings.worker.data_dir
@@ -76,8 +42,9 @@ async def _skip_unemitted_logs() -> None:
     """Once the worker runs, stop Faust, mode and aiokafka from building DEBUG log records.
 
     The Faust worker leaves the root logger at DEBUG (for its start-up spinner) with WARNING
-    output handlers, so these libraries built a log record for every message sent and received
-    (4 % of the worker's CPU in the profile) only for the handlers to drop it."""
+    output handlers, so these libraries built a log record for every message sent and received,
+    a measurable share of the worker's CPU (docs/performance.md), only for the handlers to drop
+    it."""
     for name in ("faust", "mode", "aiokafka"):
         logger = logging.getLogger(name)
         if logger.getEffectiveLevel() < logging.INFO:
@@ -91,9 +58,9 @@ def bound_fetch_wait() -> None:
     That consumer also reads the app's leader-election topic (``<app id>-__assignor-__leader``),
     which never has records, and aiokafka leaves a partition out of a fetch while records fetched
     for it are still unconsumed. So under load a fetch could hold only that idle partition: the
-    broker kept it the full 1.5 s and no click was fetched meanwhile. At 2,000 events/s one such
-    stall left every later answer 1.3-1.7 s late (each round trip then brought 1.5 s of clicks,
-    as fast as they came, so the backlog never drained)."""
+    broker kept it the full wait and no click was fetched meanwhile; each round trip then
+    brought a whole wait's worth of clicks, as fast as they came, so a backlog, once formed,
+    never drained and every later answer stayed late (docs/performance.md)."""
     if getattr(AIOKafkaConsumerThread, "stream_recs_bounded", False):
         return
     create = AIOKafkaConsumerThread._create_worker_consumer
@@ -114,10 +81,9 @@ PRODUCER_BATCH_BYTES = 256 << 10
 
 def producer_batch_bytes(w: Worker) -> int | None:
     """The producer's batch size: the configured one, else 256 KiB under at-least-once. Faust's
-    16 KiB batches hold about 11 of our 1.4 KB recommendation records, so every produce request
-    carried few (README, Performance: 0.46 -> 0.52 of the ceiling). Exactly-once keeps Faust's
-    default (None), the size its kill -9 tests ran with: one of three runs with 256 KiB lost an
-    answer, when answers still went out outside the transactions (transactions.py)."""
+    16 KiB batches hold only about a dozen of our recommendation records, so every produce request
+    carried few (docs/performance.md). Exactly-once keeps Faust's default (None), the size its
+    kill -9 tests are run with (docs/reliability.md)."""
     if w.producer_batch_bytes:
         return w.producer_batch_bytes
     return None if w.processing_guarantee == "exactly_once" else PRODUCER_BATCH_BYTES
@@ -131,10 +97,9 @@ async def _tune_gc() -> None:
     the model's vocabulary) from garbage collection, and collect the young ones less often.
 
     With Python's defaults, a full collection rescanned that heap every second or two under load,
-    each a pause of 120-140 ms (``gc.callbacks``, 20,000 clicks at 10k items), and the many
-    small ones ran every 700 new objects, which a 256-event batch makes several times over.
-    After this, no full collection ran while serving (CPU per event did not change beyond the
-    noise: ``bench/e2e.py --measure cpu``). Cyclic garbage is still collected, only later."""
+    each a long pause (docs/performance.md), and the many small ones ran every 700 new objects,
+    which one micro-batch makes several times over. Cyclic garbage is still collected, only
+    later."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
@@ -151,7 +116,7 @@ def create_app(settings: Settings, bootstrap: str) -> Topology:
     app = faust.App(
         w.app_id,
         broker=[f"kafka://{host}" for host in bootstrap.split(",")],
-        broker_credentials=broker_credentials(settings.security),
+        broker_credentials=faust_credentials(settings.security),
         store=w.store,
         datadir=str(datadir),
         processing_guarantee=w.processing_guarantee,

@@ -21,7 +21,7 @@ fetched it twice), and one past it waits (refused) until the records in between 
 - under exactly-once they may also be transaction markers or aborted records, so a
   read_committed lookup first names the first committed record from there; the offsets before
   it are declared skippable and the partition is sought back to it. (Without the lookup, a
-  restart once skipped a click there.)
+  restart could skip a click there.)
 While a partition waits, Faust's read offset for it is held at the awaited offset, so the
 records a seek back fetches again are not dropped as read by the batch still being iterated.
 Under at-least-once the clicks topic must not be written by transactional producers: their
@@ -38,10 +38,14 @@ from collections.abc import Awaitable, Callable, Iterable
 from weakref import WeakSet
 
 import faust
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from faust.transport.consumer import Consumer
 from faust.types import TP, Message
 from faust.types.enums import ProcessingGuarantee
+
+from stream_recs.config import Security
+from stream_recs.kafka_clients import security_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +112,30 @@ def guard_offset_commits() -> None:
 
 
 FirstRecord = Callable[[TP, int], Awaitable[int | None]]  # offset of the first committed record
+
+
+def first_record(bootstrap: str, security: Security) -> FirstRecord:
+    """``first(tp, offset)``: the offset of the first committed record at or after ``offset``, read
+    by a short-lived read_committed consumer (None if none comes within 2 s): under exactly-once it
+    tells transaction markers and aborted records from records the fetch loop lost."""
+
+    async def first(tp, offset: int) -> int | None:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+            isolation_level="read_committed", **security_kwargs(security),
+        )
+        part = TopicPartition(tp.topic, tp.partition)
+        try:
+            await consumer.start()
+            consumer.assign([part])
+            consumer.seek(part, offset)
+            found = (await consumer.getmany(part, timeout_ms=2000, max_records=1)).get(part)
+            return found[0].offset if found else None
+        finally:
+            await consumer.stop()
+
+    return first
+
 
 
 class InOrder:

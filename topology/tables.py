@@ -66,9 +66,9 @@ class as_event:
 
 class StoredUsers:
     """How many users have a state on the partitions this worker holds. ``len`` of a RocksDB
-    table reads every key with the event loop blocked (``bench/state.py``: 0.6 s per million
-    users), so the table is counted once each rebalance's recovery completes, and the callers of
-    the functions below that create and delete states keep the count up to date in between."""
+    table reads every key with the event loop blocked (``bench/state.py`` measures it), so the
+    table is counted once each rebalance's recovery completes, and the callers of the functions
+    below that create and delete states keep the count up to date in between."""
 
     def __init__(self, table: faust.Table) -> None:
         self.value = 0
@@ -146,15 +146,15 @@ def _expired(raw: bytes | None, now: float, ttl: float) -> bool:
 async def sweep_expired(
     table: faust.Table, source_topic: str, now: float, ttl: float, chunk: int = 250,
     scan_chunk: int = 10_000,
-) -> int:  # fmt: skip
+) -> int:
     """Delete the states idle (processing time) for more than ``ttl`` seconds on the partitions
     this worker holds; returns how many. Needs the RocksDB store (one database per partition:
     the partition of a key is known); with another store nothing is swept.
 
     A partition's candidates are found in one pass, ``scan_chunk`` states at a time between
-    yields to the agent (checking the headers of 250,000 states took 0.36 s here, decoding them
-    1.1 s); each is checked again just before it is deleted (a user active meanwhile stays),
-    ``chunk`` at a time between yields."""
+    yields to the agent (only the headers are read: ``SessionState.touched_of``); each is
+    checked again just before it is deleted (a user active meanwhile stays), ``chunk`` at a
+    time between yields."""
     store = table.data
     databases = getattr(store, "_dbs", None)
     if databases is None:

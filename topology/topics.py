@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from stream_recs.config import Settings, kafka_client_kwargs
+from stream_recs.config import Settings
+from stream_recs.kafka_clients import client_kwargs
 
 DAY_MS = 24 * 3600 * 1000
 APP_ID = "stream-recs"
@@ -62,7 +63,7 @@ def apply_topics(settings: Settings, bootstrap: str, specs: list[TopicSpec]) -> 
     from kafka.errors import KafkaError, NoError, TopicAlreadyExistsError, for_code
 
     try:
-        admin = KafkaAdminClient(**kafka_client_kwargs(settings, bootstrap), request_timeout_ms=15000)
+        admin = KafkaAdminClient(**client_kwargs(settings, bootstrap), request_timeout_ms=15000)
     except KafkaError as exc:
         raise TopicsError(f"cannot reach Kafka at {bootstrap}: no broker answered ({exc})") from exc
     changes: list[str] = []

@@ -8,7 +8,7 @@ their clicks' offsets (tests/fault/test_crash.py: ``kill -9``, a read_committed 
 1. ``Topic.send`` picks the transaction by the record's own partition as the worker's consumer
    knows it, and that consumer knows no partitions of topics it does not read: answers and dead
    letters went out outside any transaction (the log segments showed non-transactional batches),
-   and every click replayed after the crash was answered twice (322-725 duplicates per run).
+   and every click replayed after a crash was answered twice (docs/reliability.md).
    ``output_sender`` sends into the transaction of the click's partition instead.
 2. The commit timer runs whenever the agent yields, also in the middle of a batch: the answers
    sent so far commit, their clicks' offsets do not (acks come after the batch). And the batch's

@@ -2,48 +2,36 @@
 
 from __future__ import annotations
 
-import dataclasses
-import os
 import time
 from pathlib import Path
 
 import click
 
-from stream_recs.config import Settings, kafka_client_kwargs, load_settings
+from stream_recs.config import Settings
+from stream_recs.kafka_clients import client_kwargs
 
 from .kafka import resolve_bootstrap
+from .settings import load_or_fail, setting_flags
 
 
 def _producer(settings: Settings, bootstrap: str, **options: object):
     from kafka import KafkaProducer
 
-    return KafkaProducer(**kafka_client_kwargs(settings, bootstrap), **options)
+    return KafkaProducer(**client_kwargs(settings, bootstrap), **options)
 
 
 @click.command()
 @click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False),
               help="Checkpoint to serve (none: popularity fallback until one is published).")
-@click.option("--app-id", help="Consumer group and table namespace (default stream-recs).")
-@click.option("--k", type=int, help="Recommendations per event (default 20).")
-@click.option("--batch-size", type=int, help="Most events per micro-batch (default 256).")
-@click.option("--batch-window", type=float, help="Seconds a micro-batch may wait to fill (default 0.015).")
-@click.option("--session-gap", type=float, help="Inactivity seconds that start a new session (1800).")
-@click.option("--store", help="Table store URL: rocksdb:// (default) or memory://.")
-@click.option("--data-dir", help="Where the worker keeps its tables.")
-@click.option("--metrics-host", help="Bind address of /metrics (default 127.0.0.1).")
-@click.option("--metrics-port", type=int, help="Port of /metrics (default 9465; 0: any free port).")
-@click.option("--processing-guarantee", type=click.Choice(["at_least_once", "exactly_once"]))
-@click.option("--bf16-screen", type=click.Choice(["auto", "on", "off"]),
-              help="Exact scoring through a bfloat16 matmul (default auto: where the CPU has it).")
-@click.option("--ranker", type=click.Choice(["auto", "process", "inline"]),
-              help="Top-K in a child process or in the worker's (default auto: a child with 2+ CPUs).")
-def worker(model_dir, **options) -> None:
+@setting_flags
+def worker(model_dir, **flags) -> None:
     """Consume clicks, keep session state, produce recommendations (join the group)."""
     import faust
     import torch
 
     from stream_recs.metrics import Metrics, start_server
-    from stream_recs.models import CheckpointError, load_model
+    from stream_recs.model_updates import load_announced
+    from stream_recs.models import CheckpointError
     from stream_recs.privacy import PseudonymKeyError
     from stream_recs.ranker_child import Ranker
     from stream_recs.scoring import Recommender
@@ -51,12 +39,11 @@ def worker(model_dir, **options) -> None:
     from stream_recs.topology.app import create_app
     from stream_recs.topology.topics import TopicsError, apply_topics, topic_specs
 
-    settings = load_settings()
-    w = dataclasses.replace(settings.worker, **{k: v for k, v in options.items() if v is not None})
-    settings = dataclasses.replace(settings, worker=w)
+    settings = load_or_fail(**flags)
+    w = settings.worker
     torch.set_num_threads(w.torch_threads)
     try:
-        model = load_model(model_dir) if model_dir else None
+        model = load_announced(model_dir) if model_dir else None
     except CheckpointError as exc:
         raise click.ClickException(f"cannot serve {model_dir}: {exc}") from exc
     bootstrap = resolve_bootstrap(settings)
@@ -64,25 +51,15 @@ def worker(model_dir, **options) -> None:
         apply_topics(settings, bootstrap, topic_specs(settings, app_id=w.app_id))
     except TopicsError as exc:
         raise click.ClickException(str(exc)) from exc
-    screen = {"auto": None, "on": True, "off": False}
-    if w.bf16_screen not in screen:
-        raise click.ClickException(f"STREAM_RECS_BF16_SCREEN must be auto, on or off, not {w.bf16_screen!r}")
-    rankers = {"auto": len(os.sched_getaffinity(0)) > 1, "process": True, "inline": False}
-    if w.ranker not in rankers:
-        raise click.ClickException(f"STREAM_RECS_RANKER must be auto, process or inline, not {w.ranker!r}")
-    recommender = Recommender(
-        model, k=w.k, session_gap=w.session_gap, history_len=w.history_len, mask_recent=w.mask_recent,
-        ttl=w.state_ttl, popularity_half_life=w.popularity_half_life, ann_lists=w.ann_lists,
-        ann_probes=w.ann_probes, bf16_screen=screen[w.bf16_screen],
-    )  # fmt: skip
-    ranking = Ranker(recommender.live_options(), rankers[w.ranker], model_dir, recommender.model_version)
+    recommender = Recommender(model, settings.serving)
+    ranker = Ranker(settings.serving, w.ranker_in_child(), model_dir, recommender.model_version)
     metrics = Metrics()
     metrics.set_model(recommender.model_version)
     server = start_server(metrics, w.metrics_port, w.metrics_host)
     click.echo(f"metrics on http://{w.metrics_host}:{server.port}/metrics", err=True)
     topology = create_app(settings, bootstrap)
     try:
-        wire(topology, recommender, metrics, bootstrap, ranking)
+        wire(topology, recommender, metrics, bootstrap, ranker)
     except PseudonymKeyError as exc:
         server.stop()
         raise click.ClickException(str(exc)) from exc
@@ -108,7 +85,7 @@ def produce(dataset, rate, limit, ts_mode, n_events, quiet) -> None:
 
     from stream_recs.datasets import load_dataset, read_events, sort_by_time
 
-    settings = load_settings()
+    settings = load_or_fail()
     if Path(dataset).is_file():
         events = read_events(dataset)
     else:
@@ -149,10 +126,10 @@ def tail(from_beginning, limit, timeout) -> None:
     import orjson
     from kafka import KafkaConsumer
 
-    settings = load_settings()
+    settings = load_or_fail()
     consumer = KafkaConsumer(
         settings.topics.recommendations,
-        **kafka_client_kwargs(settings, resolve_bootstrap(settings, start=False)),
+        **client_kwargs(settings, resolve_bootstrap(settings, start=False)),
         auto_offset_reset="earliest" if from_beginning else "latest",
         enable_auto_commit=False,
         consumer_timeout_ms=int(timeout * 1000) if timeout else float("inf"),
@@ -187,7 +164,7 @@ def publish_model(model_dir) -> None:
     except CheckpointError as exc:
         raise click.ClickException(str(exc)) from exc
     update = ModelUpdate(path=path, version=model.version, sha256=read_meta(path)["weights_sha256"])
-    settings = load_settings()
+    settings = load_or_fail()
     producer = _producer(settings, resolve_bootstrap(settings), acks="all")
     producer.send(settings.topics.model_updates, key=b"model", value=encode_model_update(update))
     producer.flush()
@@ -205,14 +182,15 @@ def forget(user_id) -> None:
     pass the original user id (the worker hashes it as it does for clicks)."""
     import uuid
 
-    import orjson
+    from stream_recs.events import Forget
+    from stream_recs.messages import encode_forget
 
-    settings = load_settings()
+    settings = load_or_fail()
     producer = _producer(settings, resolve_bootstrap(settings), acks="all")
-    body = {"event_id": f"forget-{uuid.uuid4().hex}", "user_id": user_id, "type": "forget"}
-    meta = producer.send(settings.topics.clicks, key=user_id.encode(), value=orjson.dumps(body)).get(60)
+    request = Forget(f"forget-{uuid.uuid4().hex}", user_id)
+    meta = producer.send(settings.topics.clicks, key=user_id.encode(), value=encode_forget(request)).get(60)
     producer.close()
-    click.echo(f"forget request {body['event_id']} sent to {meta.topic} partition {meta.partition}")
+    click.echo(f"forget request {request.event_id} sent to {meta.topic} partition {meta.partition}")
 
 
 @click.command()
@@ -222,7 +200,7 @@ def demo(events, rate) -> None:
     """Everything end to end on the local Kafka: train (cached), serve, replay, report."""
     from stream_recs.demo import run_demo
 
-    run_demo(load_settings(), events, rate, say=click.echo)
+    run_demo(load_or_fail(), events, rate, say=click.echo)
 
 
 COMMANDS = [worker, produce, tail, publish_model, forget, demo]

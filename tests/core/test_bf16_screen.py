@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from stream_recs import topk
+from stream_recs.config import ServingOptions
 from stream_recs.events import Event
 from stream_recs.models.gru4rec import GRU4Rec
 from stream_recs.scoring import Recommender
@@ -92,7 +93,7 @@ def test_recommender_answers_the_same_with_and_without_the_screen():
     model = GRU4Rec(items, hidden_size=16, version="v1")
     answers = []
     for screen in (False, True):
-        rec = Recommender(model, k=20, bf16_screen=screen)
+        rec = Recommender(model, ServingOptions(k=20, bf16_screen="on" if screen else "off"))
         assert (rec._live.screen is not None) is screen
         events = [Event(f"e{u}", f"u{u}", items[(u * 37) % 4003], "click", 1e9) for u in range(64)]
         states = rec.step_batch(events, {}, 1e9).states

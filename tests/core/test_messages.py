@@ -1,4 +1,4 @@
-"""Output message encoders: the JSON shapes of DESIGN.md section 4."""
+"""Output message encoders: the JSON shapes of the README's contracts."""
 
 from __future__ import annotations
 

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from stream_recs import ranker_child
+from stream_recs.config import ServingOptions
 from stream_recs.events import Event
 from stream_recs.models import save_model
 from stream_recs.models.gru4rec import GRU4Rec
@@ -66,20 +67,20 @@ async def serve(rec: Recommender, ranking: Ranker | None) -> list:
     return answers
 
 
-@pytest.mark.parametrize("bf16_screen", [False, True])
+@pytest.mark.parametrize("bf16_screen", ["off", "on"])
 async def test_the_child_ranks_exactly_as_the_worker_does(checkpoints, bf16_screen):
-    rec = Recommender(make_model("v1"), k=10, bf16_screen=bf16_screen)
-    ranking = Ranker(rec.live_options(), True, checkpoints["v1"], "v1", min_rows=1)
+    rec = Recommender(make_model("v1"), ServingOptions(k=10, bf16_screen=bf16_screen))
+    ranking = Ranker(rec.options, True, checkpoints["v1"], "v1", min_rows=1)
     await ranking.start()
     try:
         assert ranking.process is not None and ranking.process.version == "v1"
         live = rec.prepare(make_model("v1"))
         outputs = torch.randn(33, 16)
         for masked in (None, torch.randint(len(ITEMS), (33, 7))):
-            remote = await ranking.process.top_k(outputs, 10, masked)
-            local = live.top_k(outputs, 10, masked)
+            remote = await ranking.process.top_k(outputs, masked)
+            local = live.top_k(outputs, masked)
             assert torch.equal(remote[0], local[0]) and torch.equal(remote[1], local[1])
-        expected = await serve(Recommender(make_model("v1"), k=10, bf16_screen=bf16_screen), None)
+        expected = await serve(Recommender(make_model("v1"), rec.options), None)
         assert await serve(rec, ranking) == expected
         assert ranking.process is not None and ranking.child_ready
     finally:
@@ -87,8 +88,8 @@ async def test_the_child_ranks_exactly_as_the_worker_does(checkpoints, bf16_scre
 
 
 async def test_a_dead_child_leaves_ranking_in_process(checkpoints, caplog):
-    rec = Recommender(make_model("v1"), k=10)
-    ranking = Ranker(rec.live_options(), True, checkpoints["v1"], "v1", min_rows=1)
+    rec = Recommender(make_model("v1"), ServingOptions(k=10))
+    ranking = Ranker(rec.options, True, checkpoints["v1"], "v1", min_rows=1)
     await ranking.start()
     ranking.process.proc.kill()
     await ranking.process.proc.wait()
@@ -96,16 +97,16 @@ async def test_a_dead_child_leaves_ranking_in_process(checkpoints, caplog):
         answers = await serve(rec, ranking)
     assert ranking.process is None
     assert "ranking in-process from now on" in caplog.text
-    assert answers == await serve(Recommender(make_model("v1"), k=10), None)
+    assert answers == await serve(Recommender(make_model("v1"), ServingOptions(k=10)), None)
 
 
 async def test_a_child_of_another_version_is_not_used(checkpoints):
-    rec = Recommender(make_model("v1"), k=10)
-    ranking = Ranker(rec.live_options(), True, checkpoints["v1"], "v1", min_rows=1)
+    rec = Recommender(make_model("v1"), ServingOptions(k=10))
+    ranking = Ranker(rec.options, True, checkpoints["v1"], "v1", min_rows=1)
     await ranking.start()
     try:
         rec.swap_model(make_model("v2", seed=1))  # the batches now use v2; the child serves v1
-        expected = await serve(Recommender(make_model("v2", seed=1), k=10), None)
+        expected = await serve(Recommender(make_model("v2", seed=1), ServingOptions(k=10)), None)
         assert await serve(rec, ranking) == expected
         await ranking.load(checkpoints["v2"], "v2")
         assert ranking.process.version == "v2"
@@ -115,8 +116,8 @@ async def test_a_child_of_another_version_is_not_used(checkpoints):
 
 
 async def test_the_newest_load_wins(checkpoints):
-    rec = Recommender(make_model("v1"), k=10)
-    ranking = Ranker(rec.live_options(), True, min_rows=1)
+    rec = Recommender(make_model("v1"), ServingOptions(k=10))
+    ranking = Ranker(rec.options, True, min_rows=1)
     try:
         await asyncio.gather(ranking.load(checkpoints["v1"], "v1"), ranking.load(checkpoints["v2"], "v2"))
         assert ranking.process.version == "v2"
@@ -125,7 +126,7 @@ async def test_the_newest_load_wins(checkpoints):
 
 
 async def test_a_child_that_cannot_start_is_reported(checkpoints, tmp_path, caplog):
-    options = Recommender(make_model("v1"), k=10).live_options()
+    options = ServingOptions(k=10)
     with pytest.raises(RankerError, match="not a checkpoint directory"):
         await RankerProcess.start(tmp_path / "missing", options)
     with pytest.raises(RankerError, match="not the expected v2"):
@@ -139,47 +140,47 @@ async def test_a_child_that_cannot_start_is_reported(checkpoints, tmp_path, capl
 
 
 async def test_the_child_exits_when_closed(checkpoints):
-    options = Recommender(make_model("v1"), k=10).live_options()
+    options = ServingOptions(k=10)
     process = await RankerProcess.start(checkpoints["v1"], options, "v1")
     await process.close()
     assert process.proc.returncode == 0
     with pytest.raises(RankerError, match="stopped"):
-        await process.top_k(torch.randn(2, 16), 10, None)
+        await process.top_k(torch.randn(2, 16), None)
 
 
 async def test_a_request_cut_short_retires_the_child(checkpoints, caplog):
-    rec = Recommender(make_model("v1"), k=10)
-    ranking = Ranker(rec.live_options(), True, checkpoints["v1"], "v1", min_rows=1)
+    rec = Recommender(make_model("v1"), ServingOptions(k=10))
+    ranking = Ranker(rec.options, True, checkpoints["v1"], "v1", min_rows=1)
     await ranking.start()
     process = ranking.process
-    request = asyncio.create_task(process.top_k(torch.randn(64, 16), 10, None))
+    request = asyncio.create_task(process.top_k(torch.randn(64, 16), None))
     await asyncio.sleep(0)  # sent, not answered yet
     request.cancel()
     with pytest.raises(asyncio.CancelledError):
         await request
     with pytest.raises(RankerError, match="cut short"):  # its answer must not answer another batch
-        await process.top_k(torch.randn(2, 16), 10, None)
+        await process.top_k(torch.randn(2, 16), None)
     with caplog.at_level(logging.ERROR, logger="stream_recs.ranker_child"):
-        assert await serve(rec, ranking) == await serve(Recommender(make_model("v1"), k=10), None)
+        assert await serve(rec, ranking) == await serve(Recommender(make_model("v1"), rec.options), None)
     assert ranking.process is None and not ranking.child_ready
     assert process.proc.returncode is not None  # stopped
 
 
 async def test_a_hung_child_is_given_up(checkpoints, monkeypatch):
     monkeypatch.setattr(ranker_child, "REQUEST_TIMEOUT_S", 0.5)
-    rec = Recommender(make_model("v1"), k=10)
-    ranking = Ranker(rec.live_options(), True, checkpoints["v1"], "v1", min_rows=1)
+    rec = Recommender(make_model("v1"), ServingOptions(k=10))
+    ranking = Ranker(rec.options, True, checkpoints["v1"], "v1", min_rows=1)
     await ranking.start()
     process = ranking.process
     os.kill(process.proc.pid, signal.SIGSTOP)
-    assert await serve(rec, ranking) == await serve(Recommender(make_model("v1"), k=10), None)
+    assert await serve(rec, ranking) == await serve(Recommender(make_model("v1"), ServingOptions(k=10)), None)
     assert ranking.process is None
     assert process.proc.returncode == -signal.SIGKILL
 
 
 async def test_small_batches_are_ranked_in_process(checkpoints, monkeypatch):
-    rec = Recommender(make_model("v1"), k=10)
-    ranking = Ranker(rec.live_options(), True, checkpoints["v1"], "v1", min_rows=41)
+    rec = Recommender(make_model("v1"), ServingOptions(k=10))
+    ranking = Ranker(rec.options, True, checkpoints["v1"], "v1", min_rows=41)
     await ranking.start()
     asked, original = [], ranking.process.top_k
 

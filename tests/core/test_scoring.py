@@ -8,9 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from stream_recs.config import ServingOptions
 from stream_recs.events import Event
+from stream_recs.live_model import Vocabulary
 from stream_recs.models.gru4rec import GRU4Rec
-from stream_recs.scoring import MODEL, POPULAR, Popularity, Recommender
+from stream_recs.popularity import Popularity
+from stream_recs.scoring import MODEL, POPULAR, Recommender
 from stream_recs.state import SessionState, fingerprint, vocabulary_fingerprint
 
 T0 = 1_700_000_000.0
@@ -59,7 +62,7 @@ def run_one_by_one(rec: Recommender, events: list[Event], now: float):
 @pytest.mark.parametrize("seen_size", [0, 4])
 def test_single_event_matches_model_scores_with_item_masked(seen_size):
     model = make_model(seen_size=seen_size)
-    rec = Recommender(model, k=5)
+    rec = Recommender(model, ServingOptions(k=5))
     result = rec.step_batch([ev("u", "i3", T0)], {}, now=T0)
     answer = result.recommendations[0]
     assert answer.strategy == MODEL and answer.model_version == "v1"
@@ -86,8 +89,8 @@ def test_batch_equals_one_event_at_a_time(seen_size):
         ev("b", "nope", T0 + 2, 2),
         ev("a", "i1", T0 + 4000, 3),  # unknown item; new session
     ]
-    batched = Recommender(model, k=6).step_batch(events, {}, now=T0 + 10)
-    single, states = run_one_by_one(Recommender(model, k=6), events, now=T0 + 10)
+    batched = Recommender(model, ServingOptions(k=6)).step_batch(events, {}, now=T0 + 10)
+    single, states = run_one_by_one(Recommender(model, ServingOptions(k=6)), events, now=T0 + 10)
     for got, (want, _) in zip(batched.recommendations, single, strict=True):
         assert [i.item_id for i in got.items] == [i.item_id for i in want.items]
         assert [i.because for i in got.items] == [i.because for i in want.items]
@@ -111,7 +114,7 @@ def test_batch_equals_one_event_at_a_time(seen_size):
 
 def test_online_rank_across_batches_and_within_a_batch():
     model = make_model()
-    rec = Recommender(model, k=5)
+    rec = Recommender(model, ServingOptions(k=5))
     first = rec.step_batch([ev("u", "i3", T0)], {}, now=T0)
     recs = [it.item_id for it in first.recommendations[0].items]
     assert first.states["u"].last_recs == tuple(model.item_index(i) for i in recs)
@@ -133,7 +136,7 @@ def test_online_rank_across_batches_and_within_a_batch():
 
 def test_new_session_id_resets_hidden_but_keeps_history():
     model = make_model()
-    rec = Recommender(model, k=5)
+    rec = Recommender(model, ServingOptions(k=5))
     s1 = rec.step_batch([ev("u", "i1", T0, 0, "s1"), ev("u", "i2", T0 + 1, 1, "s1")], {}, T0)
     s2 = rec.step_batch([ev("u", "i3", T0 + 2, 2, "s2")], s1.states, T0)
     state = s2.states["u"]
@@ -147,13 +150,13 @@ def test_new_session_id_resets_hidden_but_keeps_history():
 def test_mask_recent_options_and_never_recommend():
     model = make_model(items=["[PAD]", *ITEMS[1:]])
     events = [ev("u", f"i{i}", T0 + i, i) for i in range(1, 6)]
-    everything = Recommender(model, k=49, mask_recent=False).step_batch(events, {}, T0 + 9)
+    everything = Recommender(model, ServingOptions(k=49, mask_recent=0)).step_batch(events, {}, T0 + 9)
     last = [it.item_id for it in everything.recommendations[-1].items]
     assert len(last) == 49 and "[PAD]" not in last and "i5" in last
-    two = Recommender(model, k=49, mask_recent=2).step_batch(events, {}, T0 + 9)
+    two = Recommender(model, ServingOptions(k=49, mask_recent=2)).step_batch(events, {}, T0 + 9)
     last = [it.item_id for it in two.recommendations[-1].items]
     assert len(last) == 47 and {"i4", "i5", "[PAD]"}.isdisjoint(last) and "i3" in last
-    full = Recommender(model, k=49).step_batch(events, {}, T0 + 9)
+    full = Recommender(model, ServingOptions(k=49)).step_batch(events, {}, T0 + 9)
     assert len(full.recommendations[-1].items) == 44  # 50 - pad - 5 seen
 
 
@@ -161,7 +164,8 @@ def test_because_is_the_closest_history_item():
     model = GRU4Rec(["a", "b", "c", "d"], hidden_size=2, version="hand")
     with torch.no_grad():
         model.item_embedding.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.9, 0.1], [0.1, 0.9]]))
-    result = Recommender(model, k=4).step_batch([ev("u", "a", T0, 0), ev("u", "b", T0, 1)], {}, T0)
+    rec = Recommender(model, ServingOptions(k=4))
+    result = rec.step_batch([ev("u", "a", T0, 0), ev("u", "b", T0, 1)], {}, T0)
     because = {it.item_id: it.because for it in result.recommendations[1].items}
     assert because == {"c": "a", "d": "b"}
 
@@ -172,14 +176,15 @@ def test_because_ignores_the_seen_memory_vectors():
         model.item_embedding.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.9, 0.1], [0.1, 0.9]]))
         # over [embedding | seen vector], c would be closer to b and d to a
         model.seen_embedding.weight.copy_(torch.tensor([[0.0, 9.0], [9.0, 0.0], [9.0, 0.0], [0.0, 9.0]]))
-    result = Recommender(model, k=4).step_batch([ev("u", "a", T0, 0), ev("u", "b", T0, 1)], {}, T0)
+    rec = Recommender(model, ServingOptions(k=4))
+    result = rec.step_batch([ev("u", "a", T0, 0), ev("u", "b", T0, 1)], {}, T0)
     because = {it.item_id: it.because for it in result.recommendations[1].items}
     assert because == {"c": "a", "d": "b"}
 
 
 def test_unknown_item_uses_current_session_or_falls_back():
     model = make_model()
-    rec = Recommender(model, k=3)
+    rec = Recommender(model, ServingOptions(k=3))
     cold = rec.step_batch([ev("u", "new-item", T0)], {}, T0)
     assert cold.recommendations[0].strategy == POPULAR
     assert cold.recommendations[0].model_version is None
@@ -192,7 +197,7 @@ def test_unknown_item_uses_current_session_or_falls_back():
 
 
 def test_popular_fallback_without_model_uses_decayed_counts():
-    rec = Recommender(None, k=2, popularity_half_life=100.0)
+    rec = Recommender(None, ServingOptions(k=2, popularity_half_life=100.0))
     rec.step_batch([ev("x", "old", T0, 0), ev("y", "old", T0, 0)], {}, now=T0)
     rec.step_batch([ev("x", "new", T0, 1)], {}, now=T0 + 100)
     result = rec.step_batch([ev("z", "other", T0, 0)], {}, now=T0 + 100)
@@ -224,7 +229,7 @@ def test_popularity_half_life_and_pruning():
 
 def test_expired_state_is_a_new_user():
     model = make_model()
-    rec = Recommender(model, k=3, ttl=60.0)
+    rec = Recommender(model, ServingOptions(k=3, state_ttl=60.0))
     first = rec.step_batch([ev("u", "i1", T0)], {}, now=T0)
     again = rec.step_batch([ev("u", "i2", T0 + 1)], first.states, now=T0 + 61)
     assert again.states["u"].history == (2,) and again.ranks == [None]
@@ -233,7 +238,7 @@ def test_expired_state_is_a_new_user():
 @pytest.mark.parametrize("seen_size", [0, 4])
 def test_swap_same_vocabulary_rebuilds_stale_hidden_lazily(seen_size):
     old, new = make_model(0, version="v1"), make_model(1, version="v2", seen_size=seen_size)
-    rec = Recommender(old, k=5)
+    rec = Recommender(old, ServingOptions(k=5))
     s = rec.step_batch([ev("u", "i1", T0, 0), ev("u", "i2", T0 + 1, 1)], {}, T0).states
     rec.swap_model(new)
     assert rec.model_version == "v2"
@@ -250,7 +255,7 @@ def test_swap_same_vocabulary_rebuilds_stale_hidden_lazily(seen_size):
 
 def test_prepare_in_another_thread_changes_nothing_until_installed():
     old, new = make_model(0, version="v1"), make_model(1, version="v2")
-    rec, swapped = Recommender(old, k=5), Recommender(old, k=5)
+    rec, swapped = Recommender(old, ServingOptions(k=5)), Recommender(old, ServingOptions(k=5))
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         prepared = pool.submit(rec.prepare, new).result()
     assert rec.model_version == "v1"
@@ -268,7 +273,7 @@ def test_swap_to_new_vocabulary_translates_history():
     old = make_model(0, version="v1")
     new_items = ["n0", *reversed(ITEMS[2:])]  # i0 and i1 gone, order changed, one new item
     new = make_model(2, items=new_items, version="v2")
-    rec = Recommender(old, k=5)
+    rec = Recommender(old, ServingOptions(k=5))
     s = rec.step_batch(
         [ev("u", "i0", T0, 0), ev("u", "i7", T0, 1), ev("u", "i1", T0, 2), ev("u", "i9", T0, 3)],
         {},
@@ -290,18 +295,18 @@ def test_swap_to_new_vocabulary_translates_history():
 def test_unknown_old_vocabulary_drops_history_and_registered_one_translates():
     old = make_model(0, version="v1")
     new = make_model(2, items=[*ITEMS, "x"], version="v2")
-    states = Recommender(old, k=5).step_batch([ev("u", "i7", T0)], {}, T0).states
-    fresh = Recommender(new, k=5)
+    states = Recommender(old, ServingOptions(k=5)).step_batch([ev("u", "i7", T0)], {}, T0).states
+    fresh = Recommender(new, ServingOptions(k=5))
     lost = fresh.step_batch([ev("u", "i4", T0 + 1, 1)], states, T0 + 1)
     assert lost.states["u"].history == (4,) and lost.ranks == [None]
-    fresh.register_vocabulary(ITEMS)
+    fresh.vocabularies.remember(Vocabulary(ITEMS))  # as after a swap from the old model
     kept = fresh.step_batch([ev("u", "i4", T0 + 1, 1)], states, T0 + 1)
     assert kept.states["u"].history == (7, 4) and kept.states["u"].session_len == 2
 
 
 def test_model_unloaded_keeps_states_and_serves_popular():
     model = make_model()
-    rec = Recommender(model, k=3)
+    rec = Recommender(model, ServingOptions(k=3))
     s = rec.step_batch([ev("u", "i1", T0)], {}, T0).states
     rec.swap_model(None)
     result = rec.step_batch([ev("u", "i2", T0 + 1, 1)], s, T0 + 1)
@@ -312,7 +317,7 @@ def test_model_unloaded_keeps_states_and_serves_popular():
 
 def test_state_size_at_d64_history50_k20():
     model = make_model(hidden_size=64, items=[f"i{i}" for i in range(3000)])
-    rec = Recommender(model, k=20, history_len=50)
+    rec = Recommender(model, ServingOptions(k=20, history_len=50))
     events = [ev("u", f"i{i * 37}", T0 + i, i) for i in range(60)]
     state = rec.step_batch(events, {}, T0 + 60).states["u"]
     assert len(state.history) == 50 and len(state.last_recs) == 20
@@ -322,13 +327,14 @@ def test_state_size_at_d64_history50_k20():
 
 def test_small_catalogue_returns_fewer_than_k():
     model = make_model(items=["a", "b", "c"])
-    result = Recommender(model, k=20).step_batch([ev("u", "a", T0), ev("u", "b", T0, 1)], {}, T0)
+    rec = Recommender(model, ServingOptions(k=20))
+    result = rec.step_batch([ev("u", "a", T0), ev("u", "b", T0, 1)], {}, T0)
     assert [i.item_id for i in result.recommendations[1].items] == ["c"]
 
 
 def test_rebuild_of_many_sessions_of_different_lengths_in_one_batch():
     old, new = make_model(0, version="v1"), make_model(3, version="v2", hidden_size=16)
-    rec = Recommender(old, k=5)
+    rec = Recommender(old, ServingOptions(k=5))
     sessions = {"a": ["i1"], "b": ["i2", "i3", "i4"], "c": ["i5", "i6", "i7", "i8", "i9"]}
     events = [ev(u, item, T0 + n, n) for u, items in sessions.items() for n, item in enumerate(items)]
     states = rec.step_batch(events, {}, T0 + 9).states

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from stream_recs.config import ServingOptions
 from stream_recs.events import Event
 from stream_recs.models.gru4rec import GRU4Rec
 from stream_recs.scoring import Recommender
@@ -46,8 +47,8 @@ def serve(rec: Recommender, waves: list[list[Event]]):
 
 def test_scanning_every_cell_gives_the_exact_answers():
     model, waves = make_model(), sessions(30, 6)
-    exact = serve(Recommender(model, k=10), waves)
-    approximate = serve(Recommender(model, k=10, ann_lists=8, ann_probes=8), waves)
+    exact = serve(Recommender(model, ServingOptions(k=10)), waves)
+    approximate = serve(Recommender(model, ServingOptions(k=10, ann_lists=8, ann_probes=8)), waves)
     for wave_exact, wave_ann in zip(exact, approximate, strict=True):
         for a, b in zip(wave_exact, wave_ann, strict=True):
             assert [it.item_id for it in a.items] == [it.item_id for it in b.items]
@@ -57,7 +58,7 @@ def test_scanning_every_cell_gives_the_exact_answers():
 
 def test_masked_history_and_never_recommend_are_not_returned():
     model = make_model()
-    rec = Recommender(model, k=20, ann_lists=4, ann_probes=2)
+    rec = Recommender(model, ServingOptions(k=20, ann_lists=4, ann_probes=2))
     waves = sessions(10, 8, seed=1)
     history: dict[str, set[str]] = {}
     for wave, recs in zip(waves, serve(rec, waves), strict=True):
@@ -71,10 +72,10 @@ def test_masked_history_and_never_recommend_are_not_returned():
 def test_recall_of_exact_top_k_with_a_few_cells():
     model = make_model()
     weight, bias = (t.float() for t in model.output_embeddings())
-    rec = Recommender(model, ann_lists=16, ann_probes=8)
+    rec = Recommender(model, ServingOptions(ann_lists=16, ann_probes=8))
     outputs = torch.randn(64, 16)
     _, exact = top_k_scores(outputs, weight, bias, 20)
-    _, approx = rec._live.top_k(outputs, 20, None)
+    _, approx = rec._live.top_k(outputs, None)
     pairs = zip(approx.tolist(), exact.tolist(), strict=True)
     recall = np.mean([len(set(a) & set(e)) / 20 for a, e in pairs])
     assert recall >= 0.8

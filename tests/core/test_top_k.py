@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from stream_recs.config import ServingOptions
 from stream_recs.events import Event
 from stream_recs.models.gru4rec import GRU4Rec
 from stream_recs.scoring import Recommender
@@ -70,12 +71,13 @@ def test_scores_written_into_a_reused_buffer():
         assert not set(row) & set(mask)
 
 
-@pytest.mark.parametrize("bf16_screen", [False, True])
+@pytest.mark.parametrize("bf16_screen", ["off", "on"])
 def test_padding_items_never_answered_when_few_items_remain(bf16_screen):
     items = [f"i{i}" for i in range(203)]  # not a multiple of the block: the scorer pads
     torch.manual_seed(0)
     model = GRU4Rec(items, hidden_size=8, version="v1")
-    rec = Recommender(model, k=20, never_recommend=items[:195], bf16_screen=bf16_screen)
+    options = ServingOptions(k=20, never_recommend=tuple(items[:195]), bf16_screen=bf16_screen)
+    rec = Recommender(model, options)
     answer = rec.step_batch([Event("e", "u", "i200", "click", 1e9)], {}, 1e9).recommendations[0]
     assert sorted(it.item_id for it in answer.items) == sorted(set(items[195:]) - {"i200"})
     assert all(it.score != float("-inf") for it in answer.items)

@@ -22,13 +22,13 @@ class SteadyLoad:
     of those it never did (``failed``), and every event's user and item (``clicks``)."""
 
     def __init__(self, bootstrap: str, topic: str, rate: float, users: int, seed: int = 0,
-                 prefix: str = "e", **client: object) -> None:  # fmt: skip
+                 prefix: str = "e", **client: object) -> None:
         self.topic, self.rate, self.users, self.prefix = topic, rate, users, prefix
         self.rng = random.Random(seed)
         self.producer = KafkaProducer(
             bootstrap_servers=bootstrap, acks="all", linger_ms=5, retries=1_000_000,
             delivery_timeout_ms=300_000, max_block_ms=300_000, **client,
-        )  # fmt: skip
+        )
         self.acked: list[str] = []
         self.failed: list[str] = []
         self.placed: dict[str, tuple[int, int]] = {}
@@ -52,7 +52,7 @@ class SteadyLoad:
             user = f"u{self.rng.randrange(self.users)}"
             item = f"i{self.rng.randrange(N_ITEMS)}"
             body = {"event_id": event_id, "user_id": user, "item_id": item, "type": "click",
-                    "ts": time.time()}  # fmt: skip
+                    "ts": time.time()}
             self.clicks[event_id] = (user, item)
             future = self.producer.send(self.topic, key=user.encode(), value=orjson.dumps(body))
             future.add_callback(lambda meta, e=event_id: self._done(self.acked, e, meta))
@@ -81,13 +81,13 @@ class SteadyLoad:
 
 
 def read_all(bootstrap: str, topic: str, count: int, timeout_s: float = 120.0, settle_s: float = 3.0,
-             **client: object) -> list:  # fmt: skip
+             **client: object) -> list:
     """Every record of ``topic`` from the start: until ``count`` arrived and ``settle_s`` passed
     without more (later ones would be duplicates), or the timeout."""
     consumer = KafkaConsumer(
         topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False,
         consumer_timeout_ms=int(settle_s * 1000), **client,
-    )  # fmt: skip
+    )
     records, deadline = [], time.monotonic() + timeout_s
     try:
         while time.monotonic() < deadline:
@@ -115,14 +115,14 @@ class Tally:
 
     @classmethod
     def of(cls, name: str, sent_ids: list[str], answer_ids: list[str], dead_ids: list[str] = (),
-           placed: dict[str, tuple[int, int]] | None = None) -> Tally:  # fmt: skip
+           placed: dict[str, tuple[int, int]] | None = None) -> Tally:
         sent, answered, dead = set(sent_ids), set(answer_ids), set(dead_ids)
         assert len(sent) == len(sent_ids), "event ids must be unique"
         return cls(
             name=name, sent=len(sent), answered=len(answered & sent), dead_lettered=len(dead & sent),
             duplicated=len(answer_ids) - len(answered), lost=sorted(sent - answered - dead),
             unexpected=sorted(answered - sent), placed=dict(placed or {}),
-        )  # fmt: skip
+        )
 
     def lost_summary(self, shown: int = 8) -> str:
         """How many were lost, and where the first ones were (partition:offset), to tell a

@@ -34,11 +34,11 @@ huge_text = st.integers(5_000, 400_000).map(lambda n: "x" * n)
 wrong = st.one_of(
     st.integers(), st.floats(allow_nan=False), st.booleans(), st.lists(st.integers(), max_size=3),
     st.dictionaries(st.text(max_size=3), st.integers(), max_size=2), st.just(""),
-)  # fmt: skip
+)
 bad_ts = st.one_of(
     st.floats(max_value=-1e-9, allow_nan=False, allow_infinity=False), st.floats(1e10, 1e300),
     st.just(NOW * 1000), st.text(max_size=10),
-)  # fmt: skip
+)
 good_ts = st.one_of(st.none(), st.floats(0, NOW, allow_nan=False))
 
 
@@ -59,7 +59,7 @@ def body(draw, mutations: int) -> dict:
                 st.lists(st.integers(), min_size=1_000, max_size=50_000),
                 st.integers(5, 900).map(_nested),
             )
-        )  # fmt: skip
+        )
     return out
 
 
@@ -80,7 +80,7 @@ raw_values = st.one_of(
         b'{"user_id":"u1","item_id":"i1","ts":-Infinity}', b'{"user_id":"u1","item_id":"i1"',
         b'\xef\xbb\xbf{"user_id":"u1","item_id":"i1"}', b'{"user_id":"u\\ud800","item_id":"i1"}',
     ]),
-)  # fmt: skip
+)
 
 
 @st.composite
@@ -97,19 +97,19 @@ def record(draw) -> tuple[bytes | None, bytes | dict]:
             st.just(matching), st.just(None), st.just(b""), users.map(str.encode),
             st.binary(min_size=1, max_size=40), st.just(b"k" * 5_000),
         )
-    )  # fmt: skip
+    )
     return key, value
 
 
 def test_hostile_records_are_all_answered_or_dead_lettered(stream, workers, tmp_path):
     worker = workers("w", make_model(tmp_path / "m1", "v1", seed=1)).start()
     producer = KafkaProducer(bootstrap_servers=stream.bootstrap, acks="all", linger_ms=5,
-                             max_request_size=1_048_000)  # fmt: skip
+                             max_request_size=1_048_000)
     sent: list[tuple[object, str | None, bool]] = []  # (send future, event id set here, unkeyed)
     ids = itertools.count()
 
     @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
-              suppress_health_check=list(HealthCheck))  # fmt: skip
+              suppress_health_check=list(HealthCheck))
     @given(st.lists(record(), min_size=20, max_size=60))
     def throw(records):
         for key, value in records:
@@ -142,7 +142,7 @@ def test_hostile_records_are_all_answered_or_dead_lettered(stream, workers, tmp_
     recs = read_all(stream.bootstrap, stream.topics.recommendations, len(must_answer) + 1)
     answers = [orjson.loads(r.value)["event_id"] for r in recs]
     tally = Tally.of("hostile input", [*expected.values(), "sentinel"], [*answers],
-                     [expected[tp] for tp in dead_at if tp in expected])  # fmt: skip
+                     [expected[tp] for tp in dead_at if tp in expected])
     reasons = {r: sum(d["reason"] == r for d in dead) for r in REASONS}
     tally.report(", ".join(f"{r} {n}" for r, n in reasons.items() if n))
 

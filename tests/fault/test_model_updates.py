@@ -14,12 +14,13 @@ import orjson
 import pytest
 from kafka import KafkaProducer
 
+from stream_recs.config import ServingOptions
 from stream_recs.messages import ModelUpdate, encode_model_update
 from stream_recs.metrics import Metrics
+from stream_recs.model_updates import apply_model_update
 from stream_recs.models import load_model
 from stream_recs.models.checkpoint import META_FILE, WEIGHTS_FILE, _sha256, read_meta
 from stream_recs.scoring import Recommender
-from stream_recs.topology.agents import apply_model_update
 from tests.harness import make_model
 
 
@@ -83,7 +84,7 @@ def bad_announcements(tmp_path: Path, good: Path) -> dict[str, bytes | None]:
 async def test_each_bad_update_is_rejected_and_the_old_model_keeps_serving(tmp_path):
     v1 = load_model(make_model(tmp_path / "m1", "v1", seed=1))
     v2 = make_model(tmp_path / "m2", "v2", seed=2)
-    recommender, metrics = Recommender(v1, k=5), Metrics()
+    recommender, metrics = Recommender(v1, ServingOptions(k=5)), Metrics()
     for what, raw in bad_announcements(tmp_path, v2).items():
         assert await apply_model_update(raw, recommender, metrics) is False, what
         assert recommender.model_version == "v1", what

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from stream_recs.privacy import Pseudonymiser, PseudonymKeyError, load_pseudonymiser
-from stream_recs.topology.agents import SESSIONS_INTERVAL_S
+from stream_recs.topology.timers import SESSIONS_INTERVAL_S
 from stream_recs.topology.topics import changelog_topic
 from tests.harness import make_model
 
@@ -56,7 +56,7 @@ def test_pseudonyms_are_stable_keyed_and_never_show_the_key(tmp_path):
     assert load_pseudonymiser(key_file=str(key_file))("alice") == one("alice")
     assert load_pseudonymiser() is None
     for bad in ({"key": "short"}, {"key": "k" * 16, "key_file": str(key_file)},
-                {"key_file": str(tmp_path / "missing")}):  # fmt: skip
+                {"key_file": str(tmp_path / "missing")}):
         with pytest.raises(PseudonymKeyError):
             load_pseudonymiser(**bad)
 

@@ -1,6 +1,7 @@
 """Data sources: MovieLens-100K from the recbole wheel, event logs, synthetic sessions, Kafka."""
 
 import time
+from collections import Counter
 
 import numpy as np
 import orjson
@@ -90,6 +91,7 @@ def test_read_kafka_clicks(kafka_bootstrap, topic_name):
     producer.send(topic_name, key=b"u0", value=b"not json")
     producer.flush()
     producer.close()
-    events = read_kafka_clicks(topic_name, kafka_bootstrap)
-    assert len(events) == 10
+    skipped = Counter()
+    events = read_kafka_clicks(topic_name, kafka_bootstrap, skipped=skipped)
+    assert len(events) == 10 and skipped == {"bad_json": 1}
     assert [events.item_ids[i] for i in events.item] == [f"i{k}" for k in range(10)]

@@ -132,7 +132,7 @@ def test_compose_file_matches_the_compose_specification():
     done = subprocess.run(
         [tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(COMPOSE)],
         capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -179,7 +179,7 @@ def test_dockerfile_builds_a_cpu_non_root_worker():
     ignored = {
         line for line in DOCKERFILE.with_name("Dockerfile.dockerignore").read_text().splitlines()
         if line and not line.startswith("#")
-    }  # fmt: skip
+    }
     for line in lines:
         if line.startswith("COPY ") and "--from=" not in line and "${" not in line:
             for source in line.split()[1:-1]:

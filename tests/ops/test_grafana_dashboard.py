@@ -70,7 +70,7 @@ def test_dashboard_is_well_formed():
         boxes.append((panel["title"], grid))
     for (a, ga), (b, gb) in combinations(boxes, 2):
         apart = (ga["x"] + ga["w"] <= gb["x"] or gb["x"] + gb["w"] <= ga["x"]
-                 or ga["y"] + ga["h"] <= gb["y"] or gb["y"] + gb["h"] <= ga["y"])  # fmt: skip
+                 or ga["y"] + ga["h"] <= gb["y"] or gb["y"] + gb["h"] <= ga["y"])
         assert apart, f"panels {a!r} and {b!r} overlap"
     variables = {var["name"]: var for var in dashboard["templating"]["list"]}
     assert (variables["datasource"]["type"], variables["datasource"]["query"]) == ("datasource", "prometheus")

@@ -97,7 +97,7 @@ def test_every_event_answered_in_order_with_masked_recent_items(stream, workers,
         "stream_recs_consumer_lag", "stream_recs_model_info", "stream_recs_model_reloads_total",
         "stream_recs_online_evaluated_total", "stream_recs_online_hits_total",
         "stream_recs_online_reciprocal_rank_total", "stream_recs_ready",
-    ):  # fmt: skip
+    ):
         assert family in names, f"{family} missing from /metrics"
     assert worker.value("stream_recs_events_total", outcome="recommended") == len(events)
     assert worker.value("stream_recs_recommendations_total", strategy="model") == len(events)
@@ -168,7 +168,7 @@ def test_restart_restores_state_from_the_changelog(stream, workers, tmp_path):
 
     reference_topic = stream.topics.recommendations + "-ref"
     stream.env = {**stream.env, "STREAM_RECS_TOPIC_RECOMMENDATIONS": reference_topic,
-                  "STREAM_RECS_APP_ID": stream.env["STREAM_RECS_APP_ID"] + "-ref"}  # fmt: skip
+                  "STREAM_RECS_APP_ID": stream.env["STREAM_RECS_APP_ID"] + "-ref"}
     workers("reference", model).start()
     reference = by_event(decoded(stream.consume(reference_topic, len(events))))
 
