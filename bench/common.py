@@ -83,11 +83,3 @@ def emit_json(payload: dict) -> None:
     """The machine-readable result: one JSON object on the last line of stdout."""
     print(json.dumps(payload, sort_keys=True), flush=True)
 
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]

@@ -3,15 +3,15 @@ against the machine's large-GEMM rate, all measured in the same run.
 
     .venv/bin/python bench/model.py [--items 10000,100000] [--dims 64,256] [--batches 64,256] [--json]
 
-Scoring step = ``ranking.top_k_scores`` as the worker runs it without the bfloat16 screen (scores
+Scoring step = ``topk.top_k_scores`` as the worker runs it without the bfloat16 screen (scores
 of a batch of users against every item written into a reused buffer, 50 items masked per user,
-block-maxima top-K), and ``ranking.BF16Screen.top_k``, as it runs where the CPU has bfloat16 dot
+block-maxima top-K), and ``topk.BF16Screen.top_k``, as it runs where the CPU has bfloat16 dot
 products (the same exact answer through a bfloat16 matmul; the shares of rows it settled from 4K
 candidates or scored again in float32 are reported; its rate counts the same 2*m*n*d FLOP,
 against both GEMM rates). Its parts
 are timed as well: the matmul into a fresh matrix and into the buffer (``users x items``,
 ``addmm(b, H, E.T)``), in the other layout (``items x users``, ``addmm(b, E, H.T)``) and in numpy,
-and top-K by ``torch.topk`` and by ``ranking.top_k``.
+and top-K by ``torch.topk`` and by ``topk.top_k``.
 FLOP rates count the matmul's 2*m*n*d only. Everything runs with the worker's thread count
 (``--threads``, default ``Worker.torch_threads``); the GEMM reference is given at that count and at
 the machine's core count; the bfloat16 GEMM rate (same size) is measured too. Per event:
@@ -39,15 +39,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import emit_json, gemm_rate, median_time, synthetic_model, table
 
-from stream_recs.config import Worker
+from stream_recs.config import ServingOptions, Worker
+from stream_recs.devkit import naive_top_k
 from stream_recs.events import Event
 from stream_recs.scoring import Recommender
 from stream_recs.topk import BF16Screen, top_k, top_k_scores
 
-K = 20
-VARIANTS = 4  # distinct inputs timed in turn: repeating one lets the branch predictor learn its
-# top-K selection (64 users x 10k items: 0.25 ms per block top-K on one repeated matrix, 0.65 ms
-# on fresh ones), which real traffic never allows
+K = ServingOptions().k
+VARIANTS = 4  # distinct inputs timed in turn: on one repeated input the branch predictor learns
+# the top-K selection, which real traffic never allows, and the timing comes out too fast
 
 
 def scoring_rows(n_items: int, d: int, batches: list[int], repeat: int) -> list[dict]:
@@ -95,7 +95,7 @@ def _scoring_times(weight, bias, outputs, masked, repeat: int) -> tuple[dict[str
     }
     times = {name: median_time(call, repeat) for name, call in calls.items()}
     late = {"bf16_rows_widened": screen.rows_widened / screen.rows,
-            "bf16_rows_rescored": screen.rows_rescored / screen.rows}  # fmt: skip
+            "bf16_rows_rescored": screen.rows_rescored / screen.rows}
     return times, late
 
 
@@ -113,7 +113,7 @@ def per_event_costs(n_items: int, d: int, batch: int, repeat: int) -> dict:
     """Seconds per event: ``step_batch`` on a full micro-batch, and the naive per-event rerun."""
     model = synthetic_model(n_items, d)
     rng = np.random.default_rng(0)
-    rec = Recommender(model, k=K, bf16_screen=False)
+    rec = Recommender(model, ServingOptions(bf16_screen="off"))
     users = [f"u{i}" for i in range(batch)]
     states = steady_states(rec, users, model.item_ids, rng)
     now = time.time() + 10
@@ -123,22 +123,16 @@ def per_event_costs(n_items: int, d: int, batch: int, repeat: int) -> dict:
     ]
     ours = median_time(in_turn(lambda events: rec.step_batch(events, states, now), batches), repeat) / batch
     inference = statistics.median(rec.step_batch(b, states, now).inference_seconds for (b,) in batches)
-    screened = Recommender(model, k=K, bf16_screen=True)
+    screened = Recommender(model, ServingOptions(bf16_screen="on"))
     ours_bf16 = median_time(
         in_turn(lambda events: screened.step_batch(events, states, now), batches), repeat
     ) / batch
 
     histories = [([rng.integers(n_items, size=50).tolist() for _ in range(8)],) for _ in range(VARIANTS)]
 
-    @torch.inference_mode()
     def naive(eight: list[list[int]]) -> None:
         for history in eight:
-            hidden = model.init_hidden(1)
-            for item in history:
-                hidden = model.step(hidden, torch.tensor([item]))
-            scores = model.score(hidden)[0]
-            scores[history] = float("-inf")
-            torch.topk(scores, K)
+            naive_top_k(model, history, K)
 
     naive_s = median_time(in_turn(naive, histories), max(3, repeat // 3), warmup=1) / 8
     return {
@@ -146,7 +140,7 @@ def per_event_costs(n_items: int, d: int, batch: int, repeat: int) -> dict:
         "ours_inference_us_per_event": inference / batch * 1e6, "naive_us_per_event": naive_s * 1e6,
         "naive_over_ours": naive_s / ours, "ours_bf16_us_per_event": ours_bf16 * 1e6,
         "naive_over_ours_bf16": naive_s / ours_bf16,
-    }  # fmt: skip
+    }
 
 
 def training_throughput(n_items: int, d: int, n_events: int):
@@ -160,7 +154,7 @@ def training_throughput(n_items: int, d: int, n_events: int):
     config = TrainConfig(hidden_size=d, epochs=1)
     model, history = train_model(sequences, events.item_ids, config, "bench", show_progress=False)
     row = {"items": n_items, "d": d, "events": history[0]["events"],
-           "train_events_per_s": history[0]["events_per_s"]}  # fmt: skip
+           "train_events_per_s": history[0]["events_per_s"]}
     return row, model, sequences
 
 
@@ -187,17 +181,17 @@ def ann_rows(label: str, model, queries: torch.Tensor, probes: list[int], repeat
     rows = []
     for p in probes:
         started = time.perf_counter()
-        live = Recommender(model, ann_lists=lists, ann_probes=p)._live
+        live = Recommender(model, ServingOptions(ann_lists=lists, ann_probes=p))._live
         build = time.perf_counter() - started
-        _, approx = live.top_k(queries, K, None)
+        _, approx = live.top_k(queries, None)
         recall = statistics.mean(
             len(set(a) & set(e)) / K for a, e in zip(approx.tolist(), exact.tolist(), strict=True)
         )
-        seconds = median_time(lambda live=live: live.top_k(queries, K, None), repeat) / len(queries)
+        seconds = median_time(lambda live=live: live.top_k(queries, None), repeat) / len(queries)
         rows.append({"model": label, "items": model.n_items, "d": model.hidden_size, "lists": lists,
                      "probes": p, "recall_at_20": recall, "ann_us_per_event": seconds * 1e6,
                      "exact_us_per_event": exact_s * 1e6, "speedup": exact_s / seconds,
-                     "build_s": build})  # fmt: skip
+                     "build_s": build})
     return rows
 
 
@@ -234,21 +228,21 @@ def main(items, dims, batches, event_batch, threads, repeat, train_events, probe
         row["step_bf16_of_bf16_gemm"] = row["step_bf16_gflops"] * 1e9 / gemm_bf16
     print(f"large GEMM (1024^3 float32): {gemm_all[0] / 1e9:.1f} GFLOP/s on {cores} threads, "
           f"{gemm_rate_t / 1e9:.1f} GFLOP/s on {threads} (median of {len(gemm)} in this run); "
-          f"bfloat16: {gemm_bf16 / 1e9:.1f} GFLOP/s on {threads}")  # fmt: skip
+          f"bfloat16: {gemm_bf16 / 1e9:.1f} GFLOP/s on {threads}")
     print("\nscoring step (ms, and matmul GFLOP/s as a fraction of the GEMM rate on the same threads)")
     cols = ["items", "d", "batch", "mm_users_x_items_ms", "mm_into_buffer_ms", "mm_items_x_users_ms",
             "mm_numpy_ms", "topk_ms", "block_top_k_ms", "step_ms", "mm_into_buffer_of_gemm",
-            "step_of_gemm"]  # fmt: skip
+            "step_of_gemm"]
     print(table(scoring, cols))
     print("\nscoring step through the bfloat16 screen (same exact answer; shares of rows settled "
-          "from 4K candidates, rescored in float32; rate against the float32, bfloat16 GEMM)")  # fmt: skip
+          "from 4K candidates, rescored in float32; rate against the float32, bfloat16 GEMM)")
     print(table(scoring, ["items", "d", "batch", "step_ms", "step_bf16_ms", "bf16_rows_widened",
-                          "bf16_rows_rescored", "step_bf16_of_gemm", "step_bf16_of_bf16_gemm"]))  # fmt: skip
+                          "bf16_rows_rescored", "step_bf16_of_gemm", "step_bf16_of_bf16_gemm"]))
     costs = [per_event_costs(n, d, event_batch, repeat) for n in sizes for d in ds]
     print(f"\nper-event inference cost (micro-batch {event_batch} vs naive: 50-item history rerun)")
     print(table(costs, ["items", "d", "ours_us_per_event", "ours_inference_us_per_event",
                         "ours_bf16_us_per_event", "naive_us_per_event", "naive_over_ours",
-                        "naive_over_ours_bf16"]))  # fmt: skip
+                        "naive_over_ours_bf16"]))
     training, ann = [], []
     rng = np.random.default_rng(0)
     probe_list = [int(x) for x in probes.split(",")]
@@ -265,13 +259,13 @@ def main(items, dims, batches, event_batch, threads, repeat, train_events, probe
     print(table(training, ["items", "d", "events", "train_events_per_s"]))
     print(f"\napproximate scoring (ann option) against exact, {event_batch} session queries, K={K}")
     print(table(ann, ["model", "items", "d", "lists", "probes", "recall_at_20", "ann_us_per_event",
-                      "exact_us_per_event", "speedup", "build_s"]))  # fmt: skip
+                      "exact_us_per_event", "speedup", "build_s"]))
     if as_json:
         emit_json({
             "threads": threads, "gemm_gflops": gemm_rate_t / 1e9, "gemm_gflops_all_cores": gemm_all[0] / 1e9,
             "gemm_bf16_gflops": gemm_bf16 / 1e9,
             "scoring": scoring, "per_event": costs, "training": training, "ann": ann,
-        })  # fmt: skip
+        })
 
 
 if __name__ == "__main__":

@@ -11,8 +11,8 @@ producer and consumer settings, same raw serialisation). ``ceiling`` does no wor
 same micro-batches as the worker, parses each click (orjson) and forwards it. ``naive`` is what a
 tutorial service does: per event, decode and validate, append the item to the user's history (kept
 in a Python dict, which favours it: no store round trip), run the GRU over that whole history
-(up to ``history_len`` items) from the zero state, score every item, mask the history, top-K, and
-send one recommendation.
+(up to ``history_len`` items) from the zero state, score every item, mask the history, top-K
+(``devkit.naive_top_k``), and send one recommendation.
 """
 
 from __future__ import annotations
@@ -68,35 +68,26 @@ def naive(model_dir, histories_path) -> None:
     """Per event: GRU over the user's whole recent history, full scoring, top-K, send."""
     import torch
 
+    from stream_recs.devkit import naive_top_k
     from stream_recs.events import Rejection, decode_event
     from stream_recs.messages import RecItem, Recommendation, encode_recommendation
     from stream_recs.models import load_model
 
     topology = _topology()
-    w, out = topology.settings.worker, topology.recommendations
-    torch.set_num_threads(w.torch_threads)
+    w, out = topology.settings.serving, topology.recommendations
+    torch.set_num_threads(topology.settings.worker.torch_threads)
     model = load_model(model_dir).eval()
     histories: dict[str, list[int]] = {}
     if histories_path:
         for user, items in orjson.loads(Path(histories_path).read_bytes()).items():
             histories[user] = [model.item_index(i) for i in items][-w.history_len :]
 
-    @torch.inference_mode()
-    def recommend(history: list[int]) -> tuple[list[float], list[int]]:
-        hidden = model.init_hidden(1)
-        for item in history:
-            hidden = model.step(hidden, torch.tensor([item]))
-        scores = model.score(hidden)[0]
-        scores[history] = float("-inf")
-        values, top = torch.topk(scores, w.k)
-        return values.tolist(), top.tolist()
-
     @topology.app.agent(topology.clicks, concurrency=1, name="naive")
     async def serve(stream) -> None:
         async for event in stream.events():
             msg = event.message
             decoded = decode_event(msg.value, msg.key, topic=msg.topic, partition=msg.partition,
-                                   offset=msg.offset, broker_ts=msg.timestamp)  # fmt: skip
+                                   offset=msg.offset, broker_ts=msg.timestamp)
             if isinstance(decoded, Rejection):
                 continue
             history = histories.setdefault(decoded.user_id, [])
@@ -106,8 +97,9 @@ def naive(model_dir, histories_path) -> None:
                 del history[: -w.history_len]
             if not history:
                 continue
-            values, top = recommend(history)
-            items = tuple(RecItem(model.item_ids[i], v, None) for v, i in zip(values, top, strict=True))
+            values, top = naive_top_k(model, history, w.k)
+            items = tuple(RecItem(model.item_ids[i], v, None)
+                          for v, i in zip(values.tolist(), top.tolist(), strict=True))
             rec = Recommendation(decoded.event_id, decoded.user_id, items, "model", model.version, decoded.ts)
             await out.send(key=msg.key, value=encode_recommendation(rec, time.time()))
 
@@ -123,8 +115,8 @@ def naive(model_dir, histories_path) -> None:
 def consume(bootstrap, topic, count, timeout, out_path) -> None:
     """Read ``topic`` from the start; write [received, record timestamp, event ts] per record.
 
-    aiokafka, not kafka-python: it costs about 11 us of CPU per record here against 120, and this
-    process shares the two cores with the service it measures."""
+    aiokafka, not kafka-python: it costs a fraction of the CPU per record, and this process
+    shares the cores with the service it measures."""
     import asyncio
 
     from aiokafka import AIOKafkaConsumer
@@ -133,7 +125,7 @@ def consume(bootstrap, topic, count, timeout, out_path) -> None:
         consumer = AIOKafkaConsumer(
             topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False,
             fetch_max_wait_ms=5,
-        )  # fmt: skip
+        )
         rows: list[tuple[float, float, float]] = []
         deadline = time.monotonic() + timeout
         await consumer.start()

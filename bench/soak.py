@@ -17,13 +17,11 @@ import csv
 import os
 import random
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -33,7 +31,7 @@ from kafka import KafkaProducer
 
 from stream_recs.cli.kafka import resolve_bootstrap
 from stream_recs.config import load_settings
-from stream_recs.metrics import parse_scrape
+from stream_recs.devkit import free_port, scrape_samples, stop_process
 from stream_recs.models import GRU4Rec, save_model
 
 FIELDS = ("elapsed_s", "rss_mib", "store_mib", "active_sessions", "answered", "sent", "lag", "users_seen")
@@ -48,22 +46,6 @@ def rss_mib(pid: int) -> float:
 
 def size_mib(path: Path) -> float:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
-
-
-def scrape(port: int) -> dict:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-            return parse_scrape(response.read().decode())
-    except OSError:
-        return {}
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Clicks(threading.Thread):
@@ -130,10 +112,10 @@ def main() -> None:
     worker = subprocess.Popen(
         [sys.executable, "-m", "stream_recs", "worker", "--model", str(model), "--data-dir", str(data_dir),
          "--metrics-port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    )
     clicks = None
     try:
-        while scrape(port).get(("stream_recs_ready", frozenset())) != 1.0:
+        while scrape_samples(port).get(("stream_recs_ready", frozenset())) != 1.0:
             if worker.poll() is not None:
                 sys.exit(f"the worker exited: see {workdir / 'worker.log'}")
             time.sleep(0.5)
@@ -148,7 +130,7 @@ def main() -> None:
             out.writerow(FIELDS)
             while time.monotonic() - started < args.minutes * 60:
                 time.sleep(args.every)
-                samples = scrape(port)
+                samples = scrape_samples(port)
                 lag = sum(v for (name, _), v in samples.items() if name == "stream_recs_consumer_lag")
                 row = (
                     round(time.monotonic() - started),
@@ -175,11 +157,7 @@ def main() -> None:
         if clicks is not None:
             clicks.halt.set()
             clicks.join()
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(60)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        stop_process(worker)
         shutil.rmtree(workdir, ignore_errors=True)
 
 

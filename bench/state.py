@@ -11,7 +11,7 @@ worker's default store), ``memory`` as the dict Faust's memory store is. The chi
 users' encoded states in batches (what ``tables.save_states`` does), then reads 10,000 back, and
 reports RSS before, after writing and at the end, with the database size on disk, and the time
 one full count of the users takes: ``len`` of a Faust table, which for RocksDB reads every key
-(what the worker's active-sessions gauge did every 15 s before ``tables.StoredUsers``).
+(why the worker's active-sessions gauge keeps a count, ``tables.StoredUsers``, instead).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import emit_json, table
 
-from stream_recs.config import Settings, Worker
+from stream_recs.config import ServingOptions, Settings
 from stream_recs.state import SessionState, fingerprint, vocabulary_fingerprint
 from stream_recs.topology.tables import ROCKSDB_OPTIONS
 
@@ -45,7 +45,7 @@ def full_state(d: int, n_items: int, history_len: int, k: int, rng) -> SessionSt
         vocab=vocabulary_fingerprint(["a", "b"]), hidden=hidden,
         history=tuple(rng.integers(n_items, size=history_len).tolist()), session_len=7,
         last_recs=tuple(rng.integers(n_items, size=k).tolist()),
-    )  # fmt: skip
+    )
 
 
 def _rss() -> int:
@@ -58,7 +58,7 @@ def _rss() -> int:
 def child(store: str, users: int, d: int, partitions: int, directory: str) -> dict:
     """Runs in the child process: fill one store with ``users`` states, report memory."""
     rng = np.random.default_rng(0)
-    w = Worker()
+    w = ServingOptions()
     states = [full_state(d, 10_000, w.history_len, w.k, rng).encode() for _ in range(64)]
     before = _rss()
     if store == "rocksdb":
@@ -95,7 +95,7 @@ def child(store: str, users: int, d: int, partitions: int, directory: str) -> di
     return {"store": store, "users": users, "rss_before_mb": before / 2**20, "rss_opened_mb": opened / 2**20,
             "rss_written_mb": written / 2**20, "rss_end_mb": end / 2**20,
             "growth_bytes_per_user": (end - opened) / users, "disk_mb": disk / 2**20,
-            "count_s": count_s}  # fmt: skip
+            "count_s": count_s}
 
 
 @click.command()
@@ -105,7 +105,7 @@ def child(store: str, users: int, d: int, partitions: int, directory: str) -> di
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--child-of", hidden=True)
 def main(users, dims, stores, as_json, child_of):
-    w, partitions = Worker(), Settings().partitions
+    w, partitions = ServingOptions(), Settings().partitions
     if child_of:
         store, d, directory = child_of.split(":", 2)
         print(json.dumps(child(store, users, int(d), partitions, directory)))
@@ -117,7 +117,7 @@ def main(users, dims, stores, as_json, child_of):
             state = full_state(d, n_items, w.history_len, w.k, rng)
             sizes.append({"d": d, "items": n_items, "indices": width, "bytes": len(state.encode()),
                           "header": 37, "hidden": len(state.hidden), "history": w.history_len,
-                          "last_recs": w.k})  # fmt: skip
+                          "last_recs": w.k})
     print(f"encoded state per user (history {w.history_len}, last {w.k} recommendations)")
     print(table(sizes, ["d", "items", "indices", "bytes", "header", "hidden", "history", "last_recs"]))
     memory = []
@@ -127,7 +127,7 @@ def main(users, dims, stores, as_json, child_of):
             done = subprocess.run(
                 [sys.executable, __file__, "--users", str(users), "--child-of", f"{store}:64:{directory}"],
                 capture_output=True, text=True, check=True,
-            )  # fmt: skip
+            )
         finally:
             shutil.rmtree(directory, ignore_errors=True)
         memory.append(json.loads(done.stdout.strip().splitlines()[-1]))
@@ -138,7 +138,7 @@ def main(users, dims, stores, as_json, child_of):
           f"RocksDB per partition: write buffer {o.write_buffer_size / 2**20:.0f} MiB x "
           f"{o.max_write_buffer_number}, block cache {o.block_cache_size / 2**20:.0f} MiB)")
     print(table(memory, ["store", "users", "rss_opened_mb", "rss_written_mb", "rss_end_mb",
-                         "growth_bytes_per_user", "disk_mb", "count_s"]))  # fmt: skip
+                         "growth_bytes_per_user", "disk_mb", "count_s"]))
     if as_json:
         d64 = next(s["bytes"] for s in sizes if s["d"] == 64 and s["indices"] == "uint16")
         emit_json({"bytes_per_user_d64": d64, "sizes": sizes, "memory": memory})

@@ -7,15 +7,16 @@ once, never reformatted, so restarts keep every topic), ``logs/server.log``, the
 ``broker.json`` (pid and ports), which is how ``status``/``down`` find a broker started by another
 process.
 
-With ``sasl`` the broker also listens for SASL_PLAINTEXT clients on a port of its own (PLAIN or
-SCRAM users; SCRAM credentials are written when the storage is formatted), for testing the
-clients' security settings; the plain listener stays for the broker itself.
+An ``extra_listener`` (see ``ExtraListener``) adds a second client listener on a port of its own,
+e.g. one with authentication for testing the clients' security settings (the tests' SASL
+listener); the plain listener stays for the broker itself.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
@@ -27,9 +28,12 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from string import Template
+from typing import Protocol
+
+from stream_recs.devkit import free_port
 
 DEPLOY_DIR = Path(__file__).resolve().parents[1] / "deploy" / "kafka"
 DEFAULT_PORT = 9092
@@ -49,53 +53,29 @@ class BrokerInfo:
     port: int
     controller_port: int
     version: str
-    sasl_port: int | None = None
+    extra_port: int | None = None
 
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
 
     @property
-    def sasl_bootstrap(self) -> str | None:
-        """The SASL_PLAINTEXT listener's address, when the broker has one."""
-        return f"127.0.0.1:{self.sasl_port}" if self.sasl_port else None
+    def extra_bootstrap(self) -> str | None:
+        """The extra listener's address, when the broker has one."""
+        return f"127.0.0.1:{self.extra_port}" if self.extra_port else None
 
 
-SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+class ExtraListener(Protocol):
+    """A client listener besides the plain one: its name (as in ``listeners=``), its security
+    protocol, the server.properties lines it needs, and extra ``StorageTool format`` arguments
+    (e.g. credentials that must exist before the broker starts)."""
 
+    name: str
+    protocol: str
 
-@dataclass(frozen=True)
-class SaslListener:
-    """A SASL_PLAINTEXT listener: its mechanism and users (name -> password)."""
+    def properties(self) -> str: ...
 
-    mechanism: str
-    users: Mapping[str, str] = field(repr=False)
-
-    def __post_init__(self) -> None:
-        if self.mechanism not in SASL_MECHANISMS:
-            raise KafkaLocalError(f"SASL mechanism {self.mechanism!r} is not one of {SASL_MECHANISMS}")
-        for name, password in self.users.items():
-            if not re.fullmatch(r"[A-Za-z0-9._-]+", name) or any(c in password for c in '"\\,=[]\n'):
-                raise KafkaLocalError(f"SASL user {name!r}: use [A-Za-z0-9._-] names, plain passwords")
-
-    def properties(self) -> str:
-        """server.properties lines for the listener named SASL_PLAINTEXT."""
-        prefix = f"listener.name.sasl_plaintext.{self.mechanism.lower()}"
-        if self.mechanism == "PLAIN":
-            users = " ".join(f'user_{name}="{password}"' for name, password in self.users.items())
-            jaas = f"org.apache.kafka.common.security.plain.PlainLoginModule required {users};"
-        else:
-            jaas = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
-        return f"sasl.enabled.mechanisms={self.mechanism}\n{prefix}.sasl.jaas.config={jaas}\n"
-
-    def format_args(self) -> list[str]:
-        """``StorageTool format`` arguments creating the SCRAM users (none for PLAIN)."""
-        if self.mechanism == "PLAIN":
-            return []
-        return [
-            arg for name, password in self.users.items()
-            for arg in ("--add-scram", f"{self.mechanism}=[name={name},password={password}]")
-        ]  # fmt: skip
+    def format_args(self) -> list[str]: ...
 
 
 def pinned_version(pom: Path = DEPLOY_DIR / "pom.xml") -> str:
@@ -114,12 +94,6 @@ def _port_free(port: int) -> bool:
         except OSError:
             return False
         return True
-
-
-def _any_free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _pid_alive(pid: int) -> bool:
@@ -184,7 +158,7 @@ class LocalKafka:
         port: int = DEFAULT_PORT,
         heap: str = "512m",
         overrides: Mapping[str, str] | None = None,
-        sasl: SaslListener | None = None,
+        extra_listener: ExtraListener | None = None,
     ) -> None:
         self.state_dir = Path(state_dir)
         self.version = pinned_version()
@@ -192,7 +166,7 @@ class LocalKafka:
         self.preferred_port = port
         self.heap = heap
         self.overrides = dict(overrides or {})
-        self.sasl = sasl
+        self.extra_listener = extra_listener
 
     # --- paths ----------------------------------------------------------------------------
     @property
@@ -235,7 +209,7 @@ class LocalKafka:
         cmd = [
             mvn, "-q", "-B", "-f", str(DEPLOY_DIR / "pom.xml"), "dependency:copy-dependencies",
             "-DincludeScope=runtime", f"-DoutputDirectory={self.libs_dir}",
-        ]  # fmt: skip
+        ]
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if done.returncode != 0 or not any(self.libs_dir.glob("kafka_2.13-*.jar")):
             tail = (done.stdout + done.stderr)[-2000:]
@@ -244,9 +218,11 @@ class LocalKafka:
     # --- lifecycle ------------------------------------------------------------------------
     def running(self) -> BrokerInfo | None:
         """The broker started from this state directory, if its process is alive."""
-        try:
-            info = BrokerInfo(**json.loads(self._info_file.read_text()))
-        except (FileNotFoundError, ValueError, TypeError):
+        try:  # keys another version wrote are ignored
+            known = {f.name for f in dataclasses.fields(BrokerInfo)}
+            saved = json.loads(self._info_file.read_text())
+            info = BrokerInfo(**{key: value for key, value in saved.items() if key in known})
+        except (FileNotFoundError, ValueError, TypeError, AttributeError):
             return None
         return info if _pid_alive(info.pid) else None
 
@@ -258,8 +234,8 @@ class LocalKafka:
                 return info
             java = _java()
             classpath = self.classpath()
-            port, controller_port, sasl_port = self._choose_ports()
-            self._write_config(port, controller_port, sasl_port)
+            port, controller_port, extra_port = self._choose_ports()
+            self._write_config(port, controller_port, extra_port)
             self._format_once(java, classpath)
             self.logs_dir.mkdir(parents=True, exist_ok=True)
             cmd = [
@@ -268,13 +244,13 @@ class LocalKafka:
                 f"-Dlog4j2.configurationFile={DEPLOY_DIR / 'log4j2.properties'}",
                 f"-Dkafka.logs.dir={self.logs_dir}", "-cp", classpath, "kafka.Kafka",
                 str(self._config_file),
-            ]  # fmt: skip
+            ]
             with (self.logs_dir / "console.log").open("ab") as console:
                 proc = subprocess.Popen(
                     cmd, stdout=console, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                     start_new_session=True, cwd=self.state_dir,
-                )  # fmt: skip
-            info = BrokerInfo(proc.pid, port, controller_port, self.version, sasl_port)
+                )
+            info = BrokerInfo(proc.pid, port, controller_port, self.version, extra_port)
             self._info_file.write_text(json.dumps(info.__dict__))
             self._wait_ready(proc, info, timeout_s)
             return info
@@ -300,41 +276,41 @@ class LocalKafka:
     # --- helpers --------------------------------------------------------------------------
     def _choose_ports(self) -> tuple[int, int, int | None]:
         """The ports used last time when free (stable bootstrap address), else the preferred
-        port, else any free port; the controller (and SASL) port likewise."""
+        port, else any free port; the controller (and extra listener's) port likewise."""
         last = {}
         with contextlib.suppress(FileNotFoundError, ValueError):
             last = json.loads((self.state_dir / "ports.json").read_text())
         port = next(
             (p for p in (last.get("port"), self.preferred_port) if p and _port_free(p)),
             None,
-        ) or _any_free_port()
+        ) or free_port()
         taken = {port}
 
         def other(previous: int | None) -> int:
             if previous and previous not in taken and _port_free(previous):
                 chosen = previous
             else:
-                chosen = next(p for p in iter(_any_free_port, None) if p not in taken)
+                chosen = next(p for p in iter(free_port, None) if p not in taken)
             taken.add(chosen)
             return chosen
 
         controller = other(last.get("controller_port"))
-        sasl = other(last.get("sasl_port")) if self.sasl else None
+        extra = other(last.get("extra_port")) if self.extra_listener else None
         (self.state_dir / "ports.json").write_text(
-            json.dumps({"port": port, "controller_port": controller, "sasl_port": sasl})
+            json.dumps({"port": port, "controller_port": controller, "extra_port": extra})
         )
-        return port, controller, sasl
+        return port, controller, extra
 
-    def _write_config(self, port: int, controller_port: int, sasl_port: int | None = None) -> None:
+    def _write_config(self, port: int, controller_port: int, extra_port: int | None = None) -> None:
         template = Template((DEPLOY_DIR / "server.properties.in").read_text())
         overrides = "".join(f"{key}={value}\n" for key, value in self.overrides.items())
-        sasl = self.sasl is not None and sasl_port is not None
+        extra = self.extra_listener if extra_port is not None else None
         self._config_file.write_text(
             template.substitute(
                 port=port, controller_port=controller_port, data_dir=self.data_dir, overrides=overrides,
-                extra_listeners=f",SASL_PLAINTEXT://127.0.0.1:{sasl_port}" if sasl else "",
-                extra_protocols=",SASL_PLAINTEXT:SASL_PLAINTEXT" if sasl else "",
-                sasl=self.sasl.properties() if sasl else "",
+                extra_listeners=f",{extra.name}://127.0.0.1:{extra_port}" if extra else "",
+                extra_protocols=f",{extra.name}:{extra.protocol}" if extra else "",
+                extra_properties=extra.properties() if extra else "",
             )
         )
 
@@ -345,8 +321,9 @@ class LocalKafka:
         cluster_id = _uuid_base64()
         cmd = [
             java, "-cp", classpath, "kafka.tools.StorageTool", "format", "-t", cluster_id,
-            "-c", str(self._config_file), "-g", *(self.sasl.format_args() if self.sasl else []),
-        ]  # fmt: skip
+            "-c", str(self._config_file), "-g",
+            *(self.extra_listener.format_args() if self.extra_listener else []),
+        ]
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise KafkaLocalError(f"formatting {self.data_dir} failed:\n{done.stderr[-2000:]}")

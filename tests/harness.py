@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -18,16 +16,10 @@ import torch
 from kafka import KafkaConsumer, KafkaProducer
 
 from stream_recs.config import Topics
-from stream_recs.metrics import parse_scrape
+from stream_recs.devkit import free_port, scrape_samples, stop_process
 from stream_recs.models import GRU4Rec, save_model
 
 N_ITEMS = 300
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def make_model(path: Path, version: str, seed: int, hidden: int = 16) -> Path:
@@ -58,14 +50,14 @@ class Stream:
     def consume(
         self, topic: str, count: int, timeout_s: float = 90.0, settle_s: float = 2.0,
         isolation_level: str = "read_uncommitted",
-    ) -> list:  # fmt: skip
+    ) -> list:
         """Read ``topic`` from the start until ``count`` records arrived (and ``settle_s`` passed
         without more: extra records would be duplicates) or the timeout ends."""
         consumer = KafkaConsumer(
             topic, bootstrap_servers=self.bootstrap, auto_offset_reset="earliest",
             enable_auto_commit=False, consumer_timeout_ms=int(settle_s * 1000),
             isolation_level=isolation_level,
-        )  # fmt: skip
+        )
         records, deadline = [], time.monotonic() + timeout_s
         try:
             while time.monotonic() < deadline:
@@ -81,7 +73,7 @@ class Stream:
         return subprocess.run(
             [sys.executable, "-m", "stream_recs", *args], env=self.env, capture_output=True,
             text=True, timeout=timeout,
-        )  # fmt: skip
+        )
 
 
 class Worker:
@@ -95,7 +87,7 @@ class Worker:
 
     def start(self, timeout_s: float = 90.0) -> Worker:
         args = [sys.executable, "-m", "stream_recs", "worker", "--data-dir", str(self.data_dir),
-                "--metrics-port", str(self.port)]  # fmt: skip
+                "--metrics-port", str(self.port)]
         if self.model:
             args += ["--model", str(self.model)]
         self.proc = subprocess.Popen(
@@ -109,23 +101,14 @@ class Worker:
         return self
 
     def scrape(self) -> dict:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
-                return parse_scrape(r.read().decode())
-        except OSError:
-            return {}
+        return scrape_samples(self.port)
 
     def value(self, name: str, **labels: str) -> float | None:
         return self.scrape().get((name, frozenset(labels.items())))
 
     def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 60.0) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc:
+            stop_process(self.proc, timeout_s, sig)
 
     def lag_partitions(self) -> set[int]:
         """Clicks partitions this worker reports lag for, i.e. holds."""

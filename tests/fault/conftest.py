@@ -14,8 +14,8 @@ import os
 import pytest
 
 from stream_recs.config import load_settings
-from stream_recs.kafka_local import LocalKafka, SaslListener
-from tests.harness import free_port
+from stream_recs.devkit import free_port
+from stream_recs.kafka_local import ExtraListener, LocalKafka
 
 from .load import FIGURES
 
@@ -40,11 +40,13 @@ def own_broker(tmp_path):
     """Factory of private brokers (own state dir and port, shared jar cache); all stopped at the end."""
     started: list[LocalKafka] = []
 
-    def make(name: str = "kafka", sasl: SaslListener | None = None, **overrides: str) -> LocalKafka:
+    def make(
+        name: str = "kafka", extra_listener: ExtraListener | None = None, **overrides: str
+    ) -> LocalKafka:
         broker = LocalKafka(
             state_dir=tmp_path / name, cache_dir=load_settings().home / "jars", port=free_port(),
-            heap="384m", overrides=overrides, sasl=sasl,
-        )  # fmt: skip
+            heap="384m", overrides=overrides, extra_listener=extra_listener,
+        )
         started.append(broker)
         return broker
 

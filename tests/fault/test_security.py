@@ -15,10 +15,10 @@ from kafka import KafkaAdminClient, KafkaProducer
 from kafka.errors import KafkaError
 
 from stream_recs.config import Topics
-from stream_recs.kafka_local import SaslListener
 from tests.harness import Stream, Worker, make_model
 
 from .load import Tally, read_all
+from .sasl import SaslListener
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -69,22 +69,22 @@ def stream_env(bootstrap: str, mechanism: str, password: str, tag: str) -> tuple
 
 
 def test_plain_listener_accepts_its_users_only(own_broker):
-    info = own_broker(sasl=SaslListener("PLAIN", {USER: PASSWORD})).start()
-    assert not refused(info.sasl_bootstrap, "PLAIN", PASSWORD)
-    assert refused(info.sasl_bootstrap, "PLAIN", WRONG)
+    info = own_broker(extra_listener=SaslListener("PLAIN", {USER: PASSWORD})).start()
+    assert not refused(info.extra_bootstrap, "PLAIN", PASSWORD)
+    assert refused(info.extra_bootstrap, "PLAIN", WRONG)
 
 
 def test_worker_and_cli_over_scram_and_a_wrong_password_refused(own_broker, tmp_path):
     mechanism = "SCRAM-SHA-256"
-    info = own_broker(sasl=SaslListener(mechanism, {USER: PASSWORD})).start()
-    bootstrap = info.sasl_bootstrap
+    info = own_broker(extra_listener=SaslListener(mechanism, {USER: PASSWORD})).start()
+    bootstrap = info.extra_bootstrap
     assert refused(bootstrap, mechanism, WRONG)
 
     tag = uuid.uuid4().hex[:8]
     topics, bad_env = stream_env(bootstrap, mechanism, WRONG, tag)
     bad = subprocess.run([sys.executable, "-m", "stream_recs", "worker", "--metrics-port", "0",
                           "--data-dir", str(tmp_path / "bad")], env=bad_env, capture_output=True,
-                         text=True, timeout=180)  # fmt: skip
+                         text=True, timeout=180)
     assert bad.returncode != 0, "a worker with a wrong password ran"
     assert WRONG not in bad.stdout + bad.stderr
 

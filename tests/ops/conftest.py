@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.harness import free_port
+from stream_recs.devkit import free_port, stop_process
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 PROMETHEUS_DIR = DEPLOY / "prometheus"
@@ -59,7 +59,7 @@ class Prometheus:
              f"--storage.tsdb.path={workdir / 'data'}", f"--web.listen-address=127.0.0.1:{self.port}",
              "--storage.tsdb.retention.time=1h", "--log.level=warn"],
             stdout=self.log.open("wb"), stderr=subprocess.STDOUT,
-        )  # fmt: skip
+        )
 
     def wait_ready(self, timeout_s: float = 60.0) -> Prometheus:
         deadline = time.monotonic() + timeout_s
@@ -90,13 +90,7 @@ class Prometheus:
         return body["data"]["result"]
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 30)
 
 
 @pytest.fixture
