@@ -4,22 +4,34 @@ VENV := .venv
 BIN := $(VENV)/bin
 SR := $(BIN)/stream-recs
 # the venv is rebuilt only when pyproject.toml changes (pip's cache keeps reinstalls quick)
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+# every install takes its versions from the lock file; `make lock` refreshes it
+CONSTRAINTS := deploy/constraints.txt
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(CONSTRAINTS) | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: install system-deps demo test test-fault lint kafka-up kafka-down clean
+.PHONY: install lock system-deps demo test test-fault lint kafka-up kafka-down clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11+ is needed")'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
-	$(BIN)/pip install -e '.[test]'
+	$(BIN)/pip install -c $(CONSTRAINTS) -e '.[test]'
 	# MovieLens-100K ships inside the recbole wheel; only its data file is used (no recbole deps)
 	$(BIN)/pip install --no-deps 'recbole==1.2.1'
 	@rm -f $(VENV)/.installed-*
 	@touch $@
+
+# resolve the newest versions pyproject.toml allows in a scratch venv, and write them as the lock file
+lock:
+	@rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install --upgrade pip
+	.lock-venv/bin/pip install '.[test]'
+	@{ echo "# The versions every install uses (make install, CI, deploy/Dockerfile); refresh: make lock"; \
+	  .lock-venv/bin/pip freeze --exclude stream-recs; } > $(CONSTRAINTS)
+	@rm -rf .lock-venv build *.egg-info
+	@echo "wrote $(CONSTRAINTS); run make test before committing it"
 
 demo: install
 	$(SR) demo
