@@ -89,6 +89,8 @@ class Metrics:
                                         "Events compared with the previous answer.")
         self.online_hits = declare(Counter, "online_hits", "Events whose item was in the previous top-K.")
         self.online_rr = declare(Counter, "online_reciprocal_rank", "Sum of 1/rank (0 when missed).")
+        self.truncated = declare(Counter, "truncated_records",
+                                 "Clicks removed from the log before they were processed, skipped.")
         self.ready = declare(Gauge, "ready", "1 when serving with partitions assigned.")
         self.ranker_child = declare(
             Gauge, "ranker_child",
@@ -143,6 +145,10 @@ class Metrics:
     def record_forgotten(self) -> None:
         """A user's state deleted on request (a ``forget`` control record)."""
         self.events.labels("forgotten").inc()
+
+    def record_truncated(self, count: int) -> None:
+        """Clicks no longer in the log (retention, deleted records) when they were to be read."""
+        self.truncated.inc(count)
 
     def set_lag(self, topic: str, partition: int, lag: int) -> None:
         self.lag.labels(topic, str(partition)).set(lag)

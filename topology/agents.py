@@ -48,7 +48,8 @@ def wire(
     w = settings.worker
     pseudonym = load_pseudonymiser(w.pseudonymise_key, w.pseudonymise_key_file)
     rules = Rules(settings.topics, Limits(max_record_bytes=w.max_record_bytes), pseudonym)
-    order = InOrder(app, first_record(bootstrap, settings.security) if transactional(app) else None)
+    first = first_record(bootstrap, settings.security) if transactional(app) else None
+    order = InOrder(app, first, on_truncated=lambda tp, count: metrics.record_truncated(count))
     send = output_sender(topology)
     gate = BatchGate(app)
     stored = StoredUsers(topology.sessions)

@@ -14,14 +14,18 @@ see tests/fault/test_crash.py and tests/topology/test_stream.py):
 
 The corrections: an ack counts only for a message the agent reported processed
 (``mark_processed``); the fetch loop declares no offset skippable; under at-least-once a commit
-must start *at* the committed offset. ``InOrder`` lets the agent process each partition's records
-in offset order and once: a record behind the next expected offset was processed already (Faust
-fetched it twice), and one past it waits (refused) until the records in between are processed:
+must start *at* the committed offset (or in a range ``InOrder`` declared skippable). ``InOrder``
+lets the agent process each partition's records in offset order and once: a record behind the
+next expected offset was processed already (Faust fetched it twice), and one past it waits
+(refused) until the records in between are processed:
 - under at-least-once they were lost by the fetch loop: the partition is sought back to them;
 - under exactly-once they may also be transaction markers or aborted records, so a
   read_committed lookup first names the first committed record from there; the offsets before
   it are declared skippable and the partition is sought back to it. (Without the lookup, a
   restart could skip a click there.)
+- either way, when they are no longer in the log (its start has passed them: retention, or
+  deleted records), they are declared skippable, counted, and the partition goes on from the
+  log's start (without that, it was sought back to them forever).
 While a partition waits, Faust's read offset for it is held at the awaited offset, so the
 records a seek back fetches again are not dropped as read by the batch still being iterated.
 Under at-least-once the clicks topic must not be written by transactional producers: their
@@ -100,7 +104,7 @@ def guard_offset_commits() -> None:
             acked, committed = self._acked[tp], self._committed_offset[tp]
             if acked and committed is not None:
                 acked.sort()
-                if acked[0] != committed:
+                if acked[0] != committed and not self._gap[tp].overlaps(committed):
                     return None  # the message at the committed offset is not processed yet
         return new_offset(self, tp)
 
@@ -141,13 +145,21 @@ def first_record(bootstrap: str, security: Security) -> FirstRecord:
 class InOrder:
     """Per assigned partition, the next offset to process; a record past it waits until the ones
     before it are processed. ``first_record(tp, offset)`` (exactly-once only): the offset of the
-    first committed record at or after ``offset``, None if not known yet."""
+    first committed record at or after ``offset``, None if not known yet.
 
-    def __init__(self, app: faust.App, first_record: FirstRecord | None = None) -> None:
+    Missing records that are no longer in the log (retention, or deleted records, past a stopped
+    worker's committed offset) can never arrive: the partition goes on from the earliest offset
+    still there, and ``on_truncated(tp, count)`` is told how many were skipped."""
+
+    def __init__(
+        self, app: faust.App, first_record: FirstRecord | None = None,
+        on_truncated: Callable[[TP, int], None] | None = None,
+    ) -> None:
         if transactional(app) != (first_record is not None):
             raise ValueError("first_record is for exactly-once, which needs it (gaps may be markers)")
         self._app = app
         self._first_record = first_record
+        self._on_truncated = on_truncated
         self._next: dict[TP, int] = {}
         self._sought: dict[TP, float] = {}
         self._waiting: dict[TP, int] = {}  # partitions whose records from this offset are missing
@@ -200,14 +212,26 @@ class InOrder:
         if now - self._sought.get(tp, -RESEEK_EVERY_S) < RESEEK_EVERY_S:
             return
         self._sought[tp] = now
-        work = self._seek(tp, expected) if self._first_record is None else self._find(tp, expected)
-        task = asyncio.ensure_future(work)
+        task = asyncio.ensure_future(self._recover(tp, expected))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _find(self, tp: TP, expected: int) -> None:
-        """Exactly-once: seek back to the first committed record from ``expected`` on."""
+    async def _recover(self, tp: TP, expected: int) -> None:
+        """Fetch the records from ``expected`` on again: from the log's start when they are no
+        longer in it, else (exactly-once) from the first committed one, else from ``expected``."""
         try:
+            earliest = (await self._app.consumer.earliest_offsets(tp)).get(tp)
+            if earliest is not None and earliest > expected:
+                if self._waiting.get(tp) == expected:
+                    log.warning("%s: offsets %d-%d are no longer in the log (retention or deleted "
+                                "records); going on from %d", tp, expected, earliest - 1, earliest)
+                    if self._on_truncated is not None:
+                        self._on_truncated(tp, earliest - expected)
+                    await self._skip_to(tp, expected, earliest)
+                return
+            if self._first_record is None:
+                await self._seek(tp, expected)
+                return
             first = await self._first_record(tp, expected)
         except (KafkaError, OSError) as exc:
             log.warning("%s: no answer on offset %d (%r); asking again", tp, expected, exc)
@@ -218,12 +242,17 @@ class InOrder:
             await self._seek(tp, first)
             return
         log.info("%s: no committed record at offsets %d-%d, going on from %d", tp, expected, first - 1, first)
-        gaps = self._app.consumer._gap[tp]  # skippable: commits may pass them
-        gaps.addi(expected, first)
+        await self._skip_to(tp, expected, first)
+
+    async def _skip_to(self, tp: TP, expected: int, offset: int) -> None:
+        """Go on from ``offset``: the offsets from ``expected`` up to it are declared skippable
+        (commits may pass them), and the partition is sought there."""
+        gaps = self._app.consumer._gap[tp]
+        gaps.addi(expected, offset)
         gaps.merge_overlaps()
-        self._next[tp] = self._waiting[tp] = first
-        self._hold(tp, first)
-        await self._app.consumer.seek(tp, first)
+        self._next[tp] = self._waiting[tp] = offset
+        self._hold(tp, offset)
+        await self._app.consumer.seek(tp, offset)
 
     async def _seek(self, tp: TP, offset: int) -> None:
         log.warning("%s: offset %d never arrived, fetching again from it", tp, offset)

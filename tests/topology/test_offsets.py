@@ -15,11 +15,17 @@ TOPIC = "clicks"
 PART = TP(TOPIC, 0)
 
 
-def consumer(guarantee: str = "at_least_once"):
+def consumer(guarantee: str = "at_least_once", log_start: int = 0):
+    """An app and its consumer, no broker; the log of ``PART`` starts at ``log_start``."""
     guard_offset_commits()
     app = faust.App(f"offsets-{guarantee}", broker="kafka://127.0.0.1:1", processing_guarantee=guarantee)
     app.topics._acking_topics.add(TOPIC)  # acks are tracked for subscribed topics only
     app.flow_control.resume()
+
+    async def earliest_offsets(*tps):
+        return dict.fromkeys(tps, log_start)
+
+    app.consumer.earliest_offsets = earliest_offsets
     return app, app.consumer
 
 
@@ -140,10 +146,10 @@ def test_exactly_once_counts_only_processed_acks():
     assert c._new_offset(PART) == 12
 
 
-def exactly_once_order(monkeypatch, committed: dict[int, int | None]):
+def exactly_once_order(monkeypatch, committed: dict[int, int | None], log_start: int = 0):
     """An exactly-once InOrder whose lookup answers from ``committed`` (asked offset -> first
     committed record from there) and whose seeks are recorded."""
-    app, c = consumer("exactly_once")
+    app, c = consumer("exactly_once", log_start)
     asked, sought = [], []
 
     async def first_record(tp, offset):
@@ -190,3 +196,28 @@ async def test_exactly_once_lookup_without_answer_is_asked_again(monkeypatch):
     order.retry()
     await asyncio.sleep(0)
     assert asked == [11, 11]
+
+
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
+async def test_records_no_longer_in_the_log_are_skipped_and_counted(monkeypatch, guarantee):
+    """The committed offset fell out of the log (retention, deleted records): seeking back to it
+    would never end; the partition goes on from the log's start, and commits pass the gap."""
+    app, c = consumer(guarantee, log_start=15)
+    sought, truncated = [], []
+
+    async def seek(tp, offset):
+        sought.append(offset)
+
+    async def first_record(tp, offset):
+        raise AssertionError("no lookup for records that are gone")
+
+    monkeypatch.setattr(c, "seek", seek)
+    c._committed_offset[PART] = 10
+    lookup = first_record if guarantee == "exactly_once" else None
+    order = InOrder(app, lookup, on_truncated=lambda tp, count: truncated.append((tp, count)))
+    assert not order.admit(message(app, 16))  # 10-15 missing: the log now starts at 15
+    await asyncio.sleep(0)
+    assert sought == [15] and truncated == [(PART, 5)]
+    assert [order.admit(message(app, o)) for o in (15, 16)] == [True, True]
+    assert all(c.ack(m) for m in processed(app, 15, 16))
+    assert c._new_offset(PART) == 17
