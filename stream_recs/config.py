@@ -134,6 +134,8 @@ class Worker(_Group):
                             "STREAM_RECS_HOME)", flag=True)
     metrics_host: str = setting("127.0.0.1", "bind address of /metrics, /healthz, /readyz", flag=True)
     metrics_port: int = setting(9465, "port of /metrics (0: any free port)", minimum=0, flag=True)
+    liveness_timeout: float = setting(5.0, "seconds without an event-loop heartbeat before /healthz fails",
+                                      minimum=1)
     processing_guarantee: str = setting("at_least_once", "delivery guarantee (exactly_once: through "
                                         "Kafka transactions)", choices=("at_least_once", "exactly_once"),
                                         flag=True)

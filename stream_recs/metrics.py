@@ -2,10 +2,9 @@
 
 ``Metrics`` owns its ``CollectorRegistry``; the agent calls ``record_batch`` after producing a
 batch's recommendations, ``record_dead_letter`` per rejected record, and the setters when
-partitions, sessions or the model change. ``start_server`` serves ``/metrics``, ``/healthz``
-(liveness) and ``/readyz`` (readiness: 200 only while ``stream_recs_ready`` is 1) over HTTP.
-``summarize`` turns one or two scrapes into the figures the demo prints (events/s, latency
-percentiles from histogram buckets, online HR@K and MRR).
+partitions, sessions or the model change; a timer on the event loop calls ``beat`` (liveness,
+which ``health.py`` serves beside ``/metrics``). ``summarize`` turns one or two scrapes into the
+figures the demo prints (events/s, latency percentiles from histogram buckets, online HR@K, MRR).
 
 Online accuracy: for an event continuing a session whose last answer came from the model, rank
 r >= 1 when its item was at position r of that answer, 0 when it was not; HR@K = hits /
@@ -15,23 +14,17 @@ evaluated and MRR = sum(1/r) / evaluated.
 from __future__ import annotations
 
 import math
-import socket
-import threading
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from socketserver import ThreadingMixIn
 from typing import TYPE_CHECKING
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-import orjson
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, make_wsgi_app
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from stream_recs.events import REASONS
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from stream_recs.scoring import BatchResult
 
 PREFIX = "stream_recs_"
@@ -92,6 +85,10 @@ class Metrics:
         self.truncated = declare(Counter, "truncated_records",
                                  "Clicks removed from the log before they were processed, skipped.")
         self.ready = declare(Gauge, "ready", "1 when serving with partitions assigned.")
+        self._beat: float | None = None  # monotonic time of the event loop's last heartbeat
+        self.heartbeat_age = declare(Gauge, "heartbeat_age_seconds",
+                                     "Seconds since the event loop's last heartbeat (0 before the first).")
+        self.heartbeat_age.set_function(lambda: self.stalled_for() or 0.0)
         self.ranker_child = declare(
             Gauge, "ranker_child",
             "1 while a ranker child process serves the live model, 0 when the worker ranks in its own.",
@@ -175,76 +172,22 @@ class Metrics:
     def set_ready(self, ready: bool) -> None:
         self.ready.set(1 if ready else 0)
 
+    def beat(self, now: float | None = None) -> None:
+        """The event loop is making progress (a timer on it calls this every second)."""
+        self._beat = time.monotonic() if now is None else now
+
+    def stalled_for(self, now: float | None = None) -> float | None:
+        """Seconds since the last heartbeat; None before the first (the worker is starting)."""
+        if self._beat is None:
+            return None
+        return max(0.0, (time.monotonic() if now is None else now) - self._beat)
+
     def set_ranker_child(self, ready: bool) -> None:
         self.ranker_child.set(1 if ready else 0)
 
     def scrape(self) -> str:
         """The text exposition /metrics serves."""
         return generate_latest(self.registry).decode()
-
-
-@dataclass(frozen=True)
-class MetricsServer:
-    """A running /metrics, /healthz, /readyz endpoint; ``stop()`` shuts it down."""
-
-    server: WSGIServer
-    thread: threading.Thread
-
-    @property
-    def port(self) -> int:
-        return self.server.server_port
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
-
-
-class _ThreadingServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # probes and scrapes every few seconds
-        return
-
-
-def health_app(metrics: Metrics) -> Callable:
-    """WSGI app: ``/metrics`` (the registry), ``/healthz`` (200 while the process serves) and
-    ``/readyz`` (200 when ``stream_recs_ready`` is 1, else 503; JSON with the live model version)."""
-    serve_metrics = make_wsgi_app(metrics.registry)
-
-    def app(environ: dict, start_response: Callable) -> list[bytes]:
-        path = environ.get("PATH_INFO") or "/"
-        if path in ("/", "/metrics"):
-            return serve_metrics(environ, start_response)
-        if path == "/healthz":
-            body, status = {"alive": True}, "200 OK"
-        elif path == "/readyz":
-            ready = metrics.registry.get_sample_value(f"{PREFIX}ready") == 1.0
-            versions = [s.labels["version"] for s in metrics.model_info.collect()[0].samples if s.value == 1]
-            body = {"ready": ready, "model_version": versions[0] if versions else None}
-            status = "200 OK" if ready else "503 Service Unavailable"
-        else:
-            body, status = {"error": f"no such endpoint: {path}"}, "404 Not Found"
-        payload = orjson.dumps(body) + b"\n"
-        start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))])
-        return [] if environ.get("REQUEST_METHOD") == "HEAD" else [payload]
-
-    return app
-
-
-def start_server(metrics: Metrics, port: int, host: str = "127.0.0.1") -> MetricsServer:
-    """Serve ``metrics`` on ``http://host:port/metrics`` with ``/healthz`` and ``/readyz`` beside
-    it (port 0: any free port; an IPv6 host works too), from a daemon thread."""
-    family, _, _, _, address = socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )[0]
-    server_class = type("_Server", (_ThreadingServer,), {"address_family": family})
-    server = make_server(address[0], port, health_app(metrics), server_class, handler_class=_QuietHandler)
-    thread = threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True)
-    thread.start()
-    return MetricsServer(server, thread)
 
 
 # --- reading a scrape back (the demo's live summary) -------------------------------------

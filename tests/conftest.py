@@ -82,8 +82,8 @@ def workers(stream, tmp_path):
     """Factory of workers for this test; all are stopped at the end."""
     started: list[Worker] = []
 
-    def make(name: str = "w", model: Path | None = None) -> Worker:
-        worker = Worker(stream, tmp_path / name, model)
+    def make(name: str = "w", model: Path | None = None, module: str = "stream_recs") -> Worker:
+        worker = Worker(stream, tmp_path / name, model, module)
         started.append(worker)
         return worker
 

@@ -77,16 +77,19 @@ class Stream:
 
 
 class Worker:
-    """A ``stream-recs worker`` subprocess with its own data dir and metrics port."""
+    """A ``stream-recs worker`` subprocess with its own data dir and metrics port; ``module``: the
+    one run with ``python -m`` (a test's variant of the CLI)."""
 
-    def __init__(self, stream: Stream, data_dir: Path, model: Path | None = None) -> None:
-        self.stream, self.data_dir, self.model = stream, data_dir, model
+    def __init__(
+        self, stream: Stream, data_dir: Path, model: Path | None = None, module: str = "stream_recs"
+    ) -> None:
+        self.stream, self.data_dir, self.model, self.module = stream, data_dir, model, module
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
         self.log = data_dir.with_suffix(f".{uuid.uuid4().hex[:6]}.log")
 
     def start(self, timeout_s: float = 90.0) -> Worker:
-        args = [sys.executable, "-m", "stream_recs", "worker", "--data-dir", str(self.data_dir),
+        args = [sys.executable, "-m", self.module, "worker", "--data-dir", str(self.data_dir),
                 "--metrics-port", str(self.port)]
         if self.model:
             args += ["--model", str(self.model)]

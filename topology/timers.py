@@ -1,5 +1,8 @@
-"""The worker's periodic work: consumer lag and readiness, the count of stored users, deletion of
-states idle past the TTL, and the re-fetch of records the fetch loop lost.
+"""The worker's periodic work: the event loop's heartbeat, consumer lag and readiness, the count of
+stored users, deletion of states idle past the TTL, and the re-fetch of records the fetch loop lost.
+
+Readiness (``stream_recs_ready``) is 1 only with clicks partitions assigned, the broker answering
+and no rebalance or table recovery under way; it drops at once when partitions are revoked.
 
 Each runs on an ``app.timer`` whose failures are logged, never fatal: a metric probe or a sweep
 that hits a rebalance must not stop the stream (Faust crashes the worker on a timer's exception).
@@ -23,6 +26,7 @@ from .tables import StoredUsers, sweep_expired
 
 log = logging.getLogger(__name__)
 
+HEARTBEAT_INTERVAL_S = 1.0
 LAG_INTERVAL_S = 5.0
 SESSIONS_INTERVAL_S = 15.0
 
@@ -32,10 +36,16 @@ def start_timers(topology: Topology, metrics: Metrics, order: InOrder, stored: S
     app, settings = topology.app, topology.settings
     clicks_topic = settings.topics.clicks
 
+    @_timer(app, HEARTBEAT_INTERVAL_S)
+    async def heartbeat() -> None:
+        """The loop runs timers: it is alive (``health.py`` reads the time of the last beat)."""
+        metrics.beat()
+
     @_timer(app, LAG_INTERVAL_S)
     async def report_lag() -> None:
         """Lag per partition, and readiness: partitions assigned AND the broker answering (an
-        outage keeps the assignment but turns ``stream_recs_ready`` to 0 until it ends)."""
+        outage keeps the assignment but turns ``stream_recs_ready`` to 0 until it ends) AND no
+        rebalance or recovery under way."""
         clicks = [tp for tp in app.consumer.assignment() if tp.topic == clicks_topic]
         try:
             highwaters = (
@@ -45,7 +55,7 @@ def start_timers(topology: Topology, metrics: Metrics, order: InOrder, stored: S
             metrics.set_ready(False)
             log.warning("the broker does not answer (%s): not ready", type(exc).__name__)
             return
-        metrics.set_ready(bool(clicks))
+        metrics.set_ready(bool(clicks) and not (app.rebalancing or app.in_recovery))
         for tp in clicks:
             try:
                 position = await app.consumer.position(tp)
@@ -56,6 +66,7 @@ def start_timers(topology: Topology, metrics: Metrics, order: InOrder, stored: S
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app: faust.App, revoked: set, **_: object) -> None:
+        metrics.set_ready(False)  # until the next lag report after the rebalance
         order.revoked(revoked)
         for tp in revoked:
             metrics.clear_lag(tp.topic, tp.partition)

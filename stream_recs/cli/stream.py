@@ -29,7 +29,8 @@ def worker(model_dir, **flags) -> None:
     import faust
     import torch
 
-    from stream_recs.metrics import Metrics, start_server
+    from stream_recs.health import start_server
+    from stream_recs.metrics import Metrics
     from stream_recs.model_updates import load_announced
     from stream_recs.models import CheckpointError
     from stream_recs.privacy import PseudonymKeyError
@@ -55,7 +56,7 @@ def worker(model_dir, **flags) -> None:
     ranker = Ranker(settings.serving, w.ranker_in_child(), model_dir, recommender.model_version)
     metrics = Metrics()
     metrics.set_model(recommender.model_version)
-    server = start_server(metrics, w.metrics_port, w.metrics_host)
+    server = start_server(metrics, w.metrics_port, w.metrics_host, w.liveness_timeout)
     click.echo(f"metrics on http://{w.metrics_host}:{server.port}/metrics", err=True)
     topology = create_app(settings, bootstrap)
     try:

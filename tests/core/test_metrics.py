@@ -6,13 +6,13 @@ import urllib.request
 
 import pytest
 
+from stream_recs.health import start_server
 from stream_recs.messages import Recommendation
 from stream_recs.metrics import (
     Metrics,
     histogram_quantile,
     online_counts,
     parse_scrape,
-    start_server,
     summarize,
 )
 from stream_recs.scoring import BatchResult

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import socket
+import time
 import urllib.error
 import urllib.request
 
 import orjson
 import pytest
 
-from stream_recs.metrics import Metrics, start_server
+from stream_recs.health import start_server
+from stream_recs.metrics import Metrics
 
 
 @pytest.fixture
@@ -59,6 +61,28 @@ def test_readiness_follows_the_ready_gauge(served):
     metrics.set_ready(True)
     status, _, body = get(f"{base}/readyz", method="HEAD")
     assert status == 200 and body == b""
+
+
+def test_a_loop_without_heartbeat_is_neither_alive_nor_ready():
+    """The endpoint answers from its own thread: it must not take that for the loop's health."""
+    metrics = Metrics()
+    server = start_server(metrics, port=0, host="127.0.0.1", liveness_timeout=5.0)
+    base = f"http://127.0.0.1:{server.port}"
+    try:
+        metrics.set_ready(True)
+        assert get(f"{base}/healthz")[0] == 200  # no beat yet: starting
+        metrics.beat()
+        assert get(f"{base}/healthz")[0] == 200 and get(f"{base}/readyz")[0] == 200
+        metrics.beat(now=time.monotonic() - 6.0)  # the last beat, 6 s ago
+        status, _, body = get(f"{base}/healthz")
+        assert status == 503 and orjson.loads(body)["alive"] is False
+        assert 6.0 <= orjson.loads(body)["heartbeat_age_s"] < 10
+        assert get(f"{base}/readyz")[0] == 503
+        assert 6.0 <= (metrics.registry.get_sample_value("stream_recs_heartbeat_age_seconds") or 0) < 10
+        metrics.beat()
+        assert get(f"{base}/healthz")[0] == 200 and get(f"{base}/readyz")[0] == 200
+    finally:
+        server.stop()
 
 
 def test_unknown_paths_are_404(served):

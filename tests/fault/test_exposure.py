@@ -9,7 +9,8 @@ import urllib.request
 import pytest
 
 from stream_recs.config import Security, Worker, load_settings
-from stream_recs.metrics import Metrics, start_server
+from stream_recs.health import start_server
+from stream_recs.metrics import Metrics
 
 
 def _other_local_address() -> str | None:
