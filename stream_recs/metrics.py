@@ -93,6 +93,10 @@ class Metrics:
             Gauge, "ranker_child",
             "1 while a ranker child process serves the live model, 0 when the worker ranks in its own.",
         )
+        self.ranker_child_enabled = declare(Gauge, "ranker_child_enabled",
+                                            "1 when this worker ranks in a child process (not inline).")
+        self.ranker_restarts = declare(Counter, "ranker_restarts",
+                                       "Ranker children started again after one failed.")
         for outcome in OUTCOMES:
             self.events.labels(outcome)
         for strategy in STRATEGIES:
@@ -184,6 +188,12 @@ class Metrics:
 
     def set_ranker_child(self, ready: bool) -> None:
         self.ranker_child.set(1 if ready else 0)
+
+    def set_ranker_child_enabled(self, enabled: bool) -> None:
+        self.ranker_child_enabled.set(1 if enabled else 0)
+
+    def record_ranker_restart(self) -> None:
+        self.ranker_restarts.inc()
 
     def scrape(self) -> str:
         """The text exposition /metrics serves."""

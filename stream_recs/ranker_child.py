@@ -12,10 +12,12 @@ its stdin and stdout (length-prefixed raw arrays, nothing unpickled).
     await ranker.load(model_dir, version)  # at start-up and after each model swap
     values, indices = await ranker.top_k(pending)  # pending: Recommender.begin_batch(...)
 
-A batch is ranked in-process instead when it is small (``MIN_ROWS``), while no child serves its
-model version (start-up, a swap in progress, ranking off), and from the moment a child fails
-(logged; the worker keeps serving). A child exits when its stdin closes, so also when the worker
-is killed.
+A batch is ranked in-process instead when it is small (``MIN_ROWS``), and while no child serves
+its model version (start-up, a swap in progress, ranking off, or a child failed). A child that
+fails to start, dies, misses a batch's deadline (``REQUEST_TIMEOUT_S``) or is cut off mid-request
+is retired (logged; that batch is ranked in-process) and a new one is started after a delay that
+grows while failures repeat (``RESPAWN_DELAYS_S``). A child exits when its stdin closes, so also
+when the worker is killed.
 
     # the child, as Ranker starts it:
     python -m stream_recs.ranker_child '{"model_dir": ..., "version": ..., "sha256": ...,
@@ -31,6 +33,7 @@ import logging
 import os
 import struct
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +48,8 @@ _REQUEST = struct.Struct("<III")
 _ANSWER = struct.Struct("<II")  # rows, k; then float32 rows x k values, int64 rows x k indices
 _HELLO = struct.Struct("<I")  # length of the JSON that follows: {"version": ...} or {"error": ...}
 START_TIMEOUT_S = 300.0  # loading a checkpoint and building its ann index take seconds
-REQUEST_TIMEOUT_S = 60.0  # a batch takes milliseconds: a child this late is taken for hung
+REQUEST_TIMEOUT_S = 2.0  # a batch's deadline: it takes milliseconds, so a child this late is hung
+RESPAWN_DELAYS_S = (1.0, 2.0, 5.0, 15.0, 60.0)  # after the n-th failure in a row (the last repeats)
 # Smaller batches are ranked in-process: they come under light load, where latency counts and
 # the round trip (and the event loop's other work before the agent resumes) costs more than
 # their top-K; under load, batches are fuller.
@@ -85,6 +89,9 @@ class RankerProcess:
         except (asyncio.IncompleteReadError, TimeoutError, ValueError) as exc:
             await _stop(proc)
             raise RankerError(f"the ranker for {model_dir} did not start: {exc!r}") from exc
+        except BaseException:  # cancelled (the worker stops): no child is left behind
+            await _stop(proc, kill=True)
+            raise
         if "error" in hello:
             await _stop(proc)
             raise RankerError(f"the ranker for {model_dir} did not start: {hello['error']}")
@@ -146,7 +153,7 @@ class Ranker:
 
     def __init__(
         self, options: ServingOptions, enabled: bool, model_dir: str | Path | None = None,
-        version: str | None = None, min_rows: int = MIN_ROWS,
+        version: str | None = None, min_rows: int = MIN_ROWS, on_restart: Callable[[], None] | None = None,
     ) -> None:
         self.options, self.enabled, self.min_rows = options, enabled, min_rows
         self.process: RankerProcess | None = None
@@ -154,6 +161,11 @@ class Ranker:
         self._initial = (model_dir, version)
         self._started = asyncio.Event()
         self._loads = 0  # a load that finishes after a later one started is discarded
+        self._newest: tuple[str | Path, str, str | None] | None = None  # what the child should serve
+        self._failures = 0  # in a row: a child that answers a batch resets it
+        self._respawn: asyncio.Task | None = None
+        self._on_restart = on_restart  # told of each child started after a failure
+        self._closed = False
 
     async def start(self) -> None:
         model_dir, version = self._initial
@@ -170,12 +182,15 @@ class Ranker:
         of that version are ranked in-process."""
         if not self.enabled:
             return
+        self._newest = (model_dir, version, sha256)
         self._loads += 1
         ticket = self._loads
         try:
             started = await RankerProcess.start(model_dir, self.options, version, sha256)
         except RankerError as exc:
             log.error("%s; ranking in-process", exc)
+            if ticket == self._loads:
+                self._respawn_later()
             return
         if ticket != self._loads:  # a newer model was announced meanwhile
             await started.close()
@@ -190,19 +205,52 @@ class Ranker:
         if self.enabled and self._initial[0] is not None:
             await self._started.wait()
         process = self.process
+        if process is not None and process.proc.returncode is not None:  # died between batches
+            code = process.proc.returncode
+            await self._retire(process, RankerError(f"the ranker stopped (exit code {code})"))
+            process = None
         self.child_ready = process is not None and process.version == pending.live.version
         if self.child_ready and len(pending.query[0]) >= self.min_rows:
             try:
-                return await process.top_k(*pending.query)
+                ranked = await process.top_k(*pending.query)
             except RankerError as exc:
-                self.child_ready = False
-                log.error("%s; ranking in-process from now on", exc)
-                if self.process is process:
-                    self.process = None
-                await process.close()
+                await self._retire(process, exc)
+            else:
+                self._failures = 0
+                return ranked
         return pending.live.top_k(*pending.query)
 
+    async def _retire(self, process: RankerProcess, exc: RankerError) -> None:
+        """Stop a failed child; batches are ranked in-process until its successor is ready."""
+        self.child_ready = False
+        log.error("%s; ranking in-process until a new child is ready", exc)
+        if self.process is process:
+            self.process = None
+        await process.close()
+        self._respawn_later()
+
+    def _respawn_later(self) -> None:
+        """Start a child for the newest model after a delay that grows with the failures in a row."""
+        if self._closed or self._newest is None or (self._respawn is not None and not self._respawn.done()):
+            return
+        delay = RESPAWN_DELAYS_S[min(self._failures, len(RESPAWN_DELAYS_S) - 1)]
+        self._failures += 1
+        self._respawn = asyncio.ensure_future(self._respawn_after(delay))
+
+    async def _respawn_after(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        self._respawn = None
+        if self._closed or self.process is not None or self._newest is None:
+            return
+        log.warning("starting a new ranker child (failure %d in a row)", self._failures)
+        if self._on_restart is not None:
+            self._on_restart()
+        await self.load(*self._newest)
+
     async def close(self) -> None:
+        self._closed = True
+        if self._respawn is not None:
+            self._respawn.cancel()
         if self.process is not None:
             await self.process.close()
             self.process = None

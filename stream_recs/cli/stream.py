@@ -53,9 +53,12 @@ def worker(model_dir, **flags) -> None:
     except TopicsError as exc:
         raise click.ClickException(str(exc)) from exc
     recommender = Recommender(model, settings.serving)
-    ranker = Ranker(settings.serving, w.ranker_in_child(), model_dir, recommender.model_version)
     metrics = Metrics()
     metrics.set_model(recommender.model_version)
+    in_child = w.ranker_in_child()
+    metrics.set_ranker_child_enabled(in_child)
+    ranker = Ranker(settings.serving, in_child, model_dir, recommender.model_version,
+                    on_restart=metrics.record_ranker_restart)
     server = start_server(metrics, w.metrics_port, w.metrics_host, w.liveness_timeout)
     click.echo(f"metrics on http://{w.metrics_host}:{server.port}/metrics", err=True)
     topology = create_app(settings, bootstrap)

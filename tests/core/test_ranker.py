@@ -5,6 +5,7 @@ serves another model version."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import signal
@@ -87,17 +88,56 @@ async def test_the_child_ranks_exactly_as_the_worker_does(checkpoints, bf16_scre
         await ranking.close()
 
 
-async def test_a_dead_child_leaves_ranking_in_process(checkpoints, caplog):
+async def test_a_dead_child_is_replaced(checkpoints, caplog, monkeypatch):
+    """Batches are ranked in-process while it is gone, then by its successor."""
+    monkeypatch.setattr(ranker_child, "RESPAWN_DELAYS_S", (0.2, 0.4))
     rec = Recommender(make_model("v1"), ServingOptions(k=10))
-    ranking = Ranker(rec.options, True, checkpoints["v1"], "v1", min_rows=1)
+    restarts = []
+    ranking = Ranker(
+        rec.options, True, checkpoints["v1"], "v1", min_rows=1, on_restart=lambda: restarts.append(1)
+    )
     await ranking.start()
-    ranking.process.proc.kill()
-    await ranking.process.proc.wait()
-    with caplog.at_level(logging.ERROR, logger="stream_recs.ranker_child"):
-        answers = await serve(rec, ranking)
-    assert ranking.process is None
-    assert "ranking in-process from now on" in caplog.text
-    assert answers == await serve(Recommender(make_model("v1"), ServingOptions(k=10)), None)
+    dead = ranking.process
+    dead.proc.kill()
+    await dead.proc.wait()
+    try:
+        with caplog.at_level(logging.ERROR, logger="stream_recs.ranker_child"):
+            answers = await serve(rec, ranking)
+        assert ranking.process is None
+        assert "ranking in-process until a new child is ready" in caplog.text
+        assert answers == await serve(Recommender(make_model("v1"), ServingOptions(k=10)), None)
+        for _ in range(300):  # the successor starts after the first delay
+            if ranking.process is not None:
+                break
+            await asyncio.sleep(0.1)
+        assert ranking.process is not dead and ranking.process.version == "v1" and restarts == [1]
+        assert await serve(rec, ranking) == answers and ranking.child_ready
+    finally:
+        await ranking.close()
+
+
+async def test_a_child_that_keeps_failing_is_restarted_ever_later(checkpoints, monkeypatch):
+    """A checkpoint its children cannot load: each start fails, the next comes after a longer wait."""
+    monkeypatch.setattr(ranker_child, "RESPAWN_DELAYS_S", (0.1, 0.3, 0.9))
+    started = []
+    original = RankerProcess.start
+
+    async def start(*args, **kwargs):
+        started.append(asyncio.get_running_loop().time())
+        return await original(*args, **kwargs)
+
+    monkeypatch.setattr(RankerProcess, "start", start)
+    ranking = Ranker(ServingOptions(k=10), True, checkpoints["v1"], "v2")  # the version is wrong
+    await ranking.start()
+    try:
+        for _ in range(300):
+            if len(started) >= 4:
+                break
+            await asyncio.sleep(0.05)
+        gaps = [b - a for a, b in itertools.pairwise(started)]
+        assert len(gaps) >= 3 and gaps[0] < gaps[1] < gaps[2] and ranking.process is None
+    finally:
+        await ranking.close()
 
 
 async def test_a_child_of_another_version_is_not_used(checkpoints):
@@ -176,6 +216,7 @@ async def test_a_hung_child_is_given_up(checkpoints, monkeypatch):
     assert await serve(rec, ranking) == await serve(Recommender(make_model("v1"), ServingOptions(k=10)), None)
     assert ranking.process is None
     assert process.proc.returncode == -signal.SIGKILL
+    await ranking.close()
 
 
 async def test_small_batches_are_ranked_in_process(checkpoints, monkeypatch):
