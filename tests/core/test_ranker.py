@@ -5,7 +5,6 @@ serves another model version."""
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import os
 import signal
@@ -119,23 +118,27 @@ async def test_a_dead_child_is_replaced(checkpoints, caplog, monkeypatch):
 async def test_a_child_that_keeps_failing_is_restarted_ever_later(checkpoints, monkeypatch):
     """A checkpoint its children cannot load: each start fails, the next comes after a longer wait."""
     monkeypatch.setattr(ranker_child, "RESPAWN_DELAYS_S", (0.1, 0.3, 0.9))
-    started = []
+    started, failed = [], []  # when each start began, when it failed
     original = RankerProcess.start
 
     async def start(*args, **kwargs):
         started.append(asyncio.get_running_loop().time())
-        return await original(*args, **kwargs)
+        try:
+            return await original(*args, **kwargs)
+        finally:
+            failed.append(asyncio.get_running_loop().time())
 
     monkeypatch.setattr(RankerProcess, "start", start)
     ranking = Ranker(ServingOptions(k=10), True, checkpoints["v1"], "v2")  # the version is wrong
     await ranking.start()
     try:
-        for _ in range(300):
+        for _ in range(600):
             if len(started) >= 4:
                 break
             await asyncio.sleep(0.05)
-        gaps = [b - a for a, b in itertools.pairwise(started)]
-        assert len(gaps) >= 3 and gaps[0] < gaps[1] < gaps[2] and ranking.process is None
+        waits = [begun - ended for ended, begun in zip(failed, started[1:], strict=False)]
+        assert len(waits) >= 3 and waits[0] < waits[1] < waits[2] and ranking.process is None
+        assert waits[2] >= 0.9
     finally:
         await ranking.close()
 
