@@ -29,6 +29,15 @@ def make_model(path: Path, version: str, seed: int, hidden: int = 16) -> Path:
     return save_model(model, path)
 
 
+def numbered_clicks(start: int, count: int, users: int) -> list[dict]:
+    """Clicks ``e<start>`` .. over items i0..i299, one of ``users`` users each in turn."""
+    now = time.time()
+    return [
+        {"event_id": f"e{n}", "user_id": f"u{n % users}", "item_id": f"i{(n * 7) % N_ITEMS}", "ts": now}
+        for n in range(start, start + count)
+    ]
+
+
 @dataclasses.dataclass
 class Stream:
     """One test's topics and the environment that points workers and CLI commands at them."""
@@ -108,6 +117,19 @@ class Worker:
 
     def value(self, name: str, **labels: str) -> float | None:
         return self.scrape().get((name, frozenset(labels.items())))
+
+    def wait_until(self, check, what: str, timeout_s: float = 120.0) -> None:
+        """Poll ``check()`` until it is true; fail with ``what`` and the log's tail otherwise (or
+        when the worker exits)."""
+        deadline = time.monotonic() + timeout_s
+        while not check():
+            assert self.running, f"worker exited:\n{self.log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"{what}:\n{self.log.read_text()[-3000:]}"
+            time.sleep(0.2)
+
+    def answered(self) -> float:
+        """Clicks this worker answered so far."""
+        return self.value("stream_recs_events_total", outcome="recommended") or 0
 
     def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 60.0) -> None:
         if self.proc:

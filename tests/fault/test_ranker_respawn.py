@@ -5,59 +5,39 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from pathlib import Path
 
 import orjson
 import pytest
 
-from tests.harness import make_model
+from tests.harness import make_model, numbered_clicks
 
 pytestmark = pytest.mark.kafka
 
 USERS = 400
 
 
-def burst(start: int, count: int) -> list[dict]:
-    return [
-        {"event_id": f"e{n}", "user_id": f"u{n % USERS}", "item_id": f"i{(n * 7) % 300}", "ts": time.time()}
-        for n in range(start, start + count)
-    ]
-
-
 def children(pid: int) -> set[int]:
     return {int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
-
-
-def wait_until(check, what: str, worker, timeout_s: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        assert worker.running, f"worker exited:\n{worker.log.read_text()[-3000:]}"
-        assert time.monotonic() < deadline, f"{what}:\n{worker.log.read_text()[-3000:]}"
-        time.sleep(0.2)
-
-
-def answered(worker) -> float:
-    return worker.value("stream_recs_events_total", outcome="recommended") or 0
 
 
 def test_a_killed_ranker_child_loses_nothing_and_is_replaced(stream, workers, tmp_path):
     stream.env["STREAM_RECS_RANKER"] = "process"
     worker = workers("w", make_model(tmp_path / "m1", "v1", seed=1)).start()
-    stream.produce_events(burst(0, 3000))  # a backlog: full batches, ranked by the child
-    wait_until(lambda: answered(worker) >= 3000, "the first burst was not answered", worker)
+    stream.produce_events(numbered_clicks(0, 3000, USERS))  # a backlog: full batches, for the child
+    worker.wait_until(lambda: worker.answered() >= 3000, "the first burst was not answered")
     assert worker.value("stream_recs_ranker_child") == 1
     (child,) = children(worker.proc.pid)
     os.kill(child, signal.SIGKILL)
 
-    stream.produce_events(burst(3000, 6000))
-    wait_until(lambda: answered(worker) >= 9000, "clicks after the kill were not answered", worker)
-    wait_until(lambda: (worker.value("stream_recs_ranker_restarts_total") or 0) >= 1,
-               "no new child was started", worker)
-    wait_until(lambda: len(children(worker.proc.pid) - {child}) == 1, "no new child process", worker)
+    stream.produce_events(numbered_clicks(3000, 6000, USERS))
+    worker.wait_until(lambda: worker.answered() >= 9000, "clicks after the kill were not answered")
+    worker.wait_until(lambda: (worker.value("stream_recs_ranker_restarts_total") or 0) >= 1,
+                      "no new child was started")
+    worker.wait_until(lambda: len(children(worker.proc.pid) - {child}) == 1, "no new child process")
 
-    stream.produce_events(burst(9000, 3000))
-    wait_until(lambda: answered(worker) >= 12000, "the last burst was not answered", worker)
+    stream.produce_events(numbered_clicks(9000, 3000, USERS))
+    worker.wait_until(lambda: worker.answered() >= 12000, "the last burst was not answered")
     assert worker.value("stream_recs_ranker_child") == 1  # the new child ranks again
     records = stream.consume(stream.topics.recommendations, 12000, timeout_s=120)
     ids = {orjson.loads(record.value)["event_id"] for record in records}
