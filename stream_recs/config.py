@@ -15,10 +15,11 @@ once from the settings and handed on, never declared again.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import types
 import typing
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -182,12 +183,13 @@ _NESTED = {name: kind for name, kind in typing.get_type_hints(Settings).items() 
 
 @dataclass(frozen=True)
 class Spec:
-    """One setting: its group, field, variable, type and declaration."""
+    """One setting: its group, field, variable, type (``base``: without ``| None``) and declaration."""
 
     group: type
     name: str
     variable: str
     kind: object
+    base: object
     default: object
     help: str
     choices: tuple
@@ -197,14 +199,21 @@ class Spec:
     shown: str | None
 
 
-def _specs(group: type) -> Iterator[Spec]:
+@functools.cache
+def _specs(group: type) -> tuple[Spec, ...]:
     hints = typing.get_type_hints(group)
+    found = []
     for f in dataclasses.fields(group):
         if not f.metadata:
             continue  # a nested group
         default = f.default_factory() if f.default is dataclasses.MISSING else f.default
         variable = ENV_PREFIX + group.PREFIX + f.name.upper()
-        yield Spec(group, f.name, variable, hints[f.name], default, **f.metadata)
+        kind = hints[f.name]
+        base = kind
+        if isinstance(kind, types.UnionType):  # ``X | None``
+            base = next(k for k in typing.get_args(kind) if k is not type(None))
+        found.append(Spec(group, f.name, variable, kind, base, default, **f.metadata))
+    return tuple(found)
 
 
 def specs() -> list[Spec]:
@@ -213,9 +222,7 @@ def specs() -> list[Spec]:
 
 
 def _parse(spec: Spec, raw: str) -> object:
-    kind = spec.kind
-    if isinstance(kind, types.UnionType):  # ``X | None``
-        kind = next(k for k in typing.get_args(kind) if k is not type(None))
+    kind = spec.base
     try:
         if kind is int:
             return int(raw)

@@ -21,7 +21,9 @@ import orjson
 
 from stream_recs.config import Settings
 from stream_recs.devkit import free_port, scrape_metrics, scrape_samples, stop_process
+from stream_recs.events import Forget
 from stream_recs.kafka_clients import client_kwargs
+from stream_recs.messages import encode_forget
 from stream_recs.metrics import PREFIX, summarize
 
 DEMO_EPOCHS = 5  # few, so that the first run trains quickly; `stream-recs train` defaults to the tuned 20
@@ -116,8 +118,8 @@ def _forget_replayed_users(settings: Settings, port: int, events: int, say) -> N
     producer = KafkaProducer(**client_kwargs(settings, _bootstrap()), acks="all")
     run = time.time_ns()
     for user in users:  # control records: each is handled in order with its user's clicks
-        body = {"event_id": f"demo-forget-{run}-{user}", "user_id": user, "type": "forget"}
-        producer.send(settings.topics.clicks, key=user.encode(), value=orjson.dumps(body))
+        request = Forget(f"demo-forget-{run}-{user}", user)
+        producer.send(settings.topics.clicks, key=user.encode(), value=encode_forget(request))
     producer.flush()
     producer.close()
     deadline = time.monotonic() + 60  # so that the replay's summary counts clicks only

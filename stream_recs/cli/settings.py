@@ -3,9 +3,6 @@
 
 from __future__ import annotations
 
-import types
-import typing
-
 import click
 
 from stream_recs.config import SettingsError, describe, load_settings, markdown_table, shown_default, specs
@@ -14,10 +11,7 @@ from stream_recs.config import SettingsError, describe, load_settings, markdown_
 def _click_type(spec):
     if spec.choices:
         return click.Choice([str(c) for c in spec.choices])
-    kind = spec.kind
-    if isinstance(kind, types.UnionType):
-        kind = next(k for k in typing.get_args(kind) if k is not type(None))
-    return kind if kind in (int, float) else str
+    return spec.base if spec.base in (int, float) else str
 
 
 def setting_flags(func):
