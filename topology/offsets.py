@@ -23,9 +23,9 @@ next expected offset was processed already (Faust fetched it twice), and one pas
   read_committed lookup first names the first committed record from there; the offsets before
   it are declared skippable and the partition is sought back to it. (Without the lookup, a
   restart could skip a click there.)
-- either way, when they are no longer in the log (its start has passed them: retention, or
-  deleted records), they are declared skippable, counted, and the partition goes on from the
-  log's start (without that, it was sought back to them forever).
+- either way, when that seek or lookup brings nothing and the log's start has passed them
+  (retention, or deleted records), they are declared skippable, counted, and the partition goes
+  on from the log's start (without that, it was sought back to them forever).
 While a partition waits, Faust's read offset for it is held at the awaited offset, so the
 records a seek back fetches again are not dropped as read by the batch still being iterated.
 Under at-least-once the clicks topic must not be written by transactional producers: their
@@ -54,6 +54,7 @@ from stream_recs.kafka_clients import security_kwargs
 log = logging.getLogger(__name__)
 
 RESEEK_EVERY_S = 1.0  # a partition waiting for lost records is sought back at most this often
+TRUNCATION_CHECK_S = 10.0  # the longest wait for the log's start offset
 
 _PROCESSED: WeakSet[Message] = WeakSet()  # messages an agent processed: only their acks count
 
@@ -217,32 +218,40 @@ class InOrder:
         task.add_done_callback(self._tasks.discard)
 
     async def _recover(self, tp: TP, expected: int) -> None:
-        """Fetch the records from ``expected`` on again: from the log's start when they are no
-        longer in it, else (exactly-once) from the first committed one, else from ``expected``."""
+        """Fetch the records from ``expected`` on again (exactly-once: from the first committed
+        one); where that brings nothing yet, see whether the log's start has passed them."""
         try:
-            earliest = (await self._app.consumer.earliest_offsets(tp)).get(tp)
-            if earliest is not None and earliest > expected:
-                if self._waiting.get(tp) == expected:
-                    log.warning("%s: offsets %d-%d are no longer in the log (retention or deleted "
-                                "records); going on from %d", tp, expected, earliest - 1, earliest)
-                    if self._on_truncated is not None:
-                        self._on_truncated(tp, earliest - expected)
-                    await self._skip_to(tp, expected, earliest)
-                return
             if self._first_record is None:
                 await self._seek(tp, expected)
+                first = None
+            else:
+                first = await self._first_record(tp, expected)
+            if first is None:
+                await self._skip_truncated(tp, expected)
                 return
-            first = await self._first_record(tp, expected)
-        except (KafkaError, OSError) as exc:
+        except (KafkaError, OSError, TimeoutError) as exc:
             log.warning("%s: no answer on offset %d (%r); asking again", tp, expected, exc)
             return
-        if first is None or self._waiting.get(tp) != expected:
-            return  # not found yet (retry asks again), or the partition moved on
+        if self._waiting.get(tp) != expected:
+            return  # the partition moved on
         if first == expected:
             await self._seek(tp, first)
             return
         log.info("%s: no committed record at offsets %d-%d, going on from %d", tp, expected, first - 1, first)
         await self._skip_to(tp, expected, first)
+
+    async def _skip_truncated(self, tp: TP, expected: int) -> None:
+        """Go on from the log's start if it has passed ``expected`` (retention, deleted records):
+        those records can never arrive. Asked after the seek back, never in its way."""
+        starts = await asyncio.wait_for(self._app.consumer.earliest_offsets(tp), TRUNCATION_CHECK_S)
+        earliest = starts.get(tp)
+        if earliest is None or earliest <= expected or self._waiting.get(tp) != expected:
+            return
+        log.warning("%s: offsets %d-%d are no longer in the log (retention or deleted records); "
+                    "going on from %d", tp, expected, earliest - 1, earliest)
+        if self._on_truncated is not None:
+            self._on_truncated(tp, earliest - expected)
+        await self._skip_to(tp, expected, earliest)
 
     async def _skip_to(self, tp: TP, expected: int, offset: int) -> None:
         """Go on from ``offset``: the offsets from ``expected`` up to it are declared skippable

@@ -44,5 +44,6 @@ def test_a_restart_past_a_truncated_log_resumes_from_its_start(stream, workers, 
     answered = stream.consume(stream.topics.recommendations, 800, timeout_s=60)
     ids = [orjson.loads(record.value)["event_id"] for record in answered]
     assert set(ids) == {f"e{n}" for n in [*range(200), *range(500, 1100)]}
-    assert "never arrived" not in second.log.read_text()
-    assert "no longer in the log" in second.log.read_text()
+    log = second.log.read_text()
+    assert 0 < log.count("no longer in the log") <= 4  # once per truncated partition, then it went on
+    assert log.count("never arrived") <= 4 * 2, "sought back to the deleted offsets again and again"
