@@ -27,6 +27,7 @@ when the worker is killed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
@@ -192,7 +193,7 @@ class Ranker:
             if ticket == self._loads:
                 self._respawn_later()
             return
-        if ticket != self._loads:  # a newer model was announced meanwhile
+        if ticket != self._loads or self._closed:  # a newer model was announced, or closed, meanwhile
             await started.close()
             return
         old, self.process = self.process, started
@@ -231,7 +232,8 @@ class Ranker:
 
     def _respawn_later(self) -> None:
         """Start a child for the newest model after a delay that grows with the failures in a row."""
-        if self._closed or self._newest is None or (self._respawn is not None and not self._respawn.done()):
+        pending = self._respawn is not None and not self._respawn.done()
+        if self._closed or self._newest is None or (pending and self._respawn is not asyncio.current_task()):
             return
         delay = RESPAWN_DELAYS_S[min(self._failures, len(RESPAWN_DELAYS_S) - 1)]
         self._failures += 1
@@ -239,7 +241,6 @@ class Ranker:
 
     async def _respawn_after(self, delay: float) -> None:
         await asyncio.sleep(delay)
-        self._respawn = None
         if self._closed or self.process is not None or self._newest is None:
             return
         log.warning("starting a new ranker child (failure %d in a row)", self._failures)
@@ -249,8 +250,10 @@ class Ranker:
 
     async def close(self) -> None:
         self._closed = True
-        if self._respawn is not None:
-            self._respawn.cancel()
+        if self._respawn is not None and self._respawn is not asyncio.current_task():
+            self._respawn.cancel()  # also a start it is waiting for: that child is stopped
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._respawn
         if self.process is not None:
             await self.process.close()
             self.process = None
