@@ -77,9 +77,22 @@ def stream(kafka_bootstrap, new_topic_name) -> Stream:
     return Stream(kafka_bootstrap, topics, env)
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Remember which phases of a test failed (in its stash), for the fixtures' teardown."""
+    report = yield
+    if report.failed:
+        item.stash.setdefault(_failed_phases, set()).add(report.when)
+    return report
+
+
+_failed_phases = pytest.StashKey[set]()
+
+
 @pytest.fixture
-def workers(stream, tmp_path):
-    """Factory of workers for this test; all are stopped at the end."""
+def workers(stream, tmp_path, request):
+    """Factory of workers for this test; all are stopped at the end, and when the test failed each
+    one's log tail is printed (it shows in the failure's report)."""
     started: list[Worker] = []
 
     def make(name: str = "w", model: Path | None = None, module: str = "stream_recs") -> Worker:
@@ -90,6 +103,10 @@ def workers(stream, tmp_path):
     yield make
     for worker in started:
         worker.stop()
+    if request.node.stash.get(_failed_phases, set()):
+        for worker in started:
+            tail = worker.log.read_text(errors="replace")[-4000:] if worker.log.exists() else ""
+            print(f"--- log of worker {worker.data_dir.name} ({worker.log}) ---\n{tail}")
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -62,6 +62,28 @@ class Stream:
     ) -> list:
         """Read ``topic`` from the start until ``count`` records arrived (and ``settle_s`` passed
         without more: extra records would be duplicates) or the timeout ends."""
+        return self._read(topic, lambda records: len(records) >= count, timeout_s, settle_s,
+                          isolation_level)
+
+    def answers(self, topic: str, event_ids: set[str], timeout_s: float = 90.0) -> list[dict]:
+        """Read recommendations from ``topic`` until every one of ``event_ids`` has one (a count
+        would stop early when a replay repeated some) or the timeout ends; decoded, in order."""
+        seen: set[str] = set()
+        decoded: list[dict] = []
+
+        def done(records: list) -> bool:
+            for record in records[len(decoded):]:
+                decoded.append(orjson.loads(record.value))
+                seen.add(decoded[-1]["event_id"])
+            return event_ids <= seen
+
+        self._read(topic, done, timeout_s, settle_s=2.0)
+        return decoded
+
+    def _read(self, topic: str, done, timeout_s: float, settle_s: float,
+              isolation_level: str = "read_uncommitted") -> list:
+        """Read ``topic`` from the start until ``done(records)`` and ``settle_s`` passed without
+        more, or the timeout ends."""
         consumer = KafkaConsumer(
             topic, bootstrap_servers=self.bootstrap, auto_offset_reset="earliest",
             enable_auto_commit=False, consumer_timeout_ms=int(settle_s * 1000),
@@ -72,7 +94,7 @@ class Stream:
             while time.monotonic() < deadline:
                 before = len(records)
                 records.extend(consumer)  # returns after settle_s without a message
-                if len(records) >= count and len(records) == before:
+                if done(records) and len(records) == before:
                     break
         finally:
             consumer.close()
