@@ -9,7 +9,7 @@ CONSTRAINTS := deploy/constraints.txt
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(CONSTRAINTS) | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: install lock system-deps demo test test-fault lint kafka-up kafka-down clean
+.PHONY: install lock secrets system-deps demo test test-fault lint kafka-up kafka-down clean
 
 install: $(STAMP)
 
@@ -35,6 +35,10 @@ lock:
 
 demo: install
 	$(SR) demo
+
+# deploy/.env: the random passwords deploy/docker-compose.yml requires (kept when it exists)
+secrets:
+	@test -e deploy/.env || { umask 077; $(PYTHON) -c 'import secrets; print("".join(f"{name}={secrets.token_urlsafe(24)}\n" for name in ("KAFKA_PASSWORD", "GRAFANA_ADMIN_PASSWORD")), end="")' > deploy/.env; echo "wrote deploy/.env"; }
 
 # promtool and prometheus (Debian package) for the tests of deploy/prometheus and the dashboard
 system-deps:

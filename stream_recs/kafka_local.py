@@ -232,7 +232,7 @@ class LocalKafka:
             info = self.running()
             if info is not None:
                 return info
-            java = _java()
+            java = java_binary()
             classpath = self.classpath()
             port, controller_port, extra_port = self._choose_ports()
             self._write_config(port, controller_port, extra_port)
@@ -358,7 +358,7 @@ class LocalKafka:
         return found[-1] if found else None
 
 
-def _java() -> str:
+def java_binary() -> str:
     """The java binary (``JAVA_HOME`` first), checked to be 17 or newer."""
     home = os.environ.get("JAVA_HOME")
     java = str(Path(home) / "bin" / "java") if home else shutil.which("java")

@@ -53,7 +53,7 @@ def test_manifests_match_the_kubernetes_schemas(version):
             errors.append(f"{name}: {exc.message} at {'.'.join(map(str, exc.path))}")
         checked += 1
     assert not errors, f"Kubernetes {version}:\n" + "\n".join(errors)
-    assert checked >= 6
+    assert checked >= 7
 
 
 def test_schema_validation_catches_mistakes():
@@ -111,6 +111,22 @@ def test_service_and_monitor_select_the_workers():
     assert all(r["metadata"].get("namespace", "stream-recs") == "stream-recs" for r in resources.values())
 
 
+def test_network_policy_admits_only_prometheus_to_the_metrics_port():
+    resources = manifests()
+    pod = resources["Deployment/stream-recs-worker"]["spec"]["template"]
+    policy = resources["NetworkPolicy/stream-recs-worker"]["spec"]
+    assert policy["podSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    assert "Ingress" in policy["policyTypes"]
+    (rule,) = policy["ingress"]
+    (peer,) = rule["from"]  # namespace AND pods in one peer: as two peers, either would do
+    assert {"namespaceSelector", "podSelector"} <= peer.keys()
+    assert peer["podSelector"]["matchLabels"] and peer["namespaceSelector"]["matchLabels"]
+    (container,) = pod["spec"]["containers"]
+    served = {port["name"]: port["containerPort"] for port in container["ports"]}
+    (port,) = rule["ports"]
+    assert served.get(port["port"], port["port"]) == METRICS_PORT and served == {"metrics": METRICS_PORT}
+
+
 def test_kustomization_lists_the_manifests():
     kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
     listed = set(kustomization["resources"])
@@ -142,11 +158,12 @@ def test_compose_wires_kafka_workers_prometheus_and_grafana():
     kafka = services["kafka"]
     pinned = re.search(r"<kafka.version>(.+)</kafka.version>", (DEPLOY / "kafka" / "pom.xml").read_text())[1]
     assert kafka["image"] == f"apache/kafka:{pinned}", "the same broker version as the embedded one"
-    assert "controller" in kafka["environment"]["KAFKA_PROCESS_ROLES"]  # KRaft, no ZooKeeper
     worker = services["worker"]
     env = worker["environment"]
     assert env["STREAM_RECS_METRICS_HOST"] == "0.0.0.0"
-    assert env["STREAM_RECS_BOOTSTRAP_SERVERS"] in kafka["environment"]["KAFKA_ADVERTISED_LISTENERS"]
+    internal = {name: script_default(f"KAFKA_INTERNAL_{name}") for name in ("HOST", "PORT")}
+    assert env["STREAM_RECS_BOOTSTRAP_SERVERS"] == f"{internal['HOST']}:{internal['PORT']}"
+    assert kafka["hostname"] == internal["HOST"]
     assert worker["depends_on"]["kafka"]["condition"] == "service_healthy"
     assert worker["depends_on"]["topics"]["condition"] == "service_completed_successfully"
     assert services["topics"]["command"] == ["stream-recs", "topics", "apply"]
@@ -161,6 +178,71 @@ def test_compose_wires_kafka_workers_prometheus_and_grafana():
             source = volume.split(":")[0]
             if source.startswith("."):
                 assert (DEPLOY / source).is_dir(), f"{name}: {source} does not exist"
+
+
+ENTRYPOINT = DEPLOY / "kafka" / "compose-entrypoint.sh"
+
+
+def script_default(variable: str) -> str:
+    """The default the compose Kafka entrypoint gives ``variable``."""
+    return re.search(rf"\${{{variable}:-([^}}]+)}}", ENTRYPOINT.read_text())[1]
+
+
+def published(service: dict) -> list[tuple[str, ...]]:
+    """(host address, host port, container port) of each published port."""
+    return [tuple(port.split(":")) for port in service.get("ports", [])]
+
+
+def test_compose_publishes_nothing_unauthenticated():
+    services = compose()["services"]
+    for name, service in services.items():
+        for address, *_ in published(service):
+            assert address == "127.0.0.1", f"{name}: published beyond the host's loopback"
+    kafka = services["kafka"]
+    assert kafka["entrypoint"][-1] == "/etc/stream-recs/compose-entrypoint.sh"
+    assert f"./kafka/{ENTRYPOINT.name}:{kafka['entrypoint'][-1]}:ro" in kafka["volumes"]
+    script = ENTRYPOINT.read_text()
+    protocols = dict(re.findall(r"(\w+):(\w+)", re.search(r"listener.security.protocol.map=(.+)", script)[1]))
+    bound = dict(re.findall(r"(\w+)://([^:,]+):", re.search(r"^listeners=(.+)$", script, re.M)[1]))
+    for listener, protocol in protocols.items():
+        assert protocol == "SASL_PLAINTEXT" or bound[listener] == "127.0.0.1", (
+            f"{listener}: {protocol} on {bound[listener]}"
+        )
+    host_port = script_default("KAFKA_HOST_PORT")  # advertised as localhost:<it>
+    assert published(kafka) == [("127.0.0.1", host_port, host_port)]
+    assert "SASL_PLAINTEXT" in protocols.values() and "sasl.enabled.mechanisms=SCRAM-SHA-512" in script
+    env = services["worker"]["environment"]
+    assert env["STREAM_RECS_SECURITY_PROTOCOL"] == "SASL_PLAINTEXT"
+    assert env["STREAM_RECS_SECURITY_SASL_MECHANISM"] == "SCRAM-SHA-512"
+    for key in ("STREAM_RECS_SECURITY_SASL_USERNAME", "STREAM_RECS_SECURITY_SASL_PASSWORD"):
+        assert kafka["environment"][key] == env[key], f"{key}: the broker's user is the workers'"
+    assert not any("lifecycle" in arg or "admin-api" in arg for arg in services["prometheus"]["command"])
+    grafana = services["grafana"]["environment"]
+    assert grafana["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+
+
+def test_compose_secrets_have_no_defaults_and_stay_out_of_git():
+    text = COMPOSE.read_text()
+    secrets = re.findall(r"\$\{(\w*PASSWORD\w*)(:?[-?])?", text)
+    assert {name for name, _ in secrets} == {"KAFKA_PASSWORD", "GRAFANA_ADMIN_PASSWORD"}
+    assert all(mode == ":?" for _, mode in secrets), "a password with a default (or none required)"
+    ignored = subprocess.run(["git", "check-ignore", "-q", "deploy/.env"], cwd=REPO, check=False)
+    assert ignored.returncode == 0, "deploy/.env (make secrets) is not git-ignored"
+    assert "secrets:" in (REPO / "Makefile").read_text()
+
+
+@pytest.mark.parametrize(("user", "password", "complaint"), [
+    ("stream-recs", "", "PASSWORD must be 16 or more"),
+    ("stream-recs", "short-Pw-1", "PASSWORD must be 16 or more"),
+    ("stream-recs", "long-enough-but,has=commas]", "PASSWORD must be 16 or more"),
+    ("", "a-long-enough-password-1", "USERNAME must be set"),
+])
+def test_compose_kafka_refuses_a_weak_or_missing_credential(tmp_path, user, password, complaint):
+    env = {"PATH": "/usr/bin:/bin", "KAFKA_HOME": str(tmp_path), "CLUSTER_ID": "vmJ5SCIeVLeK54gSIqtkuw",
+           "STREAM_RECS_SECURITY_SASL_USERNAME": user, "STREAM_RECS_SECURITY_SASL_PASSWORD": password}
+    done = subprocess.run(["bash", str(ENTRYPOINT)], env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and complaint in done.stderr, done.stderr
+    assert not password or password not in done.stderr
 
 
 def test_dockerfile_passes_hadolint():
