@@ -228,6 +228,7 @@ def test_compose_secrets_have_no_defaults_and_stay_out_of_git():
     assert all(mode == ":?" for _, mode in secrets), "a password with a default (or none required)"
     ignored = subprocess.run(["git", "check-ignore", "-q", "deploy/.env"], cwd=REPO, check=False)
     assert ignored.returncode == 0, "deploy/.env (make secrets) is not git-ignored"
+    assert "deploy/.env" in DOCKERFILE.with_name("Dockerfile.dockerignore").read_text().splitlines()
     assert "secrets:" in (REPO / "Makefile").read_text()
 
 
