@@ -166,6 +166,9 @@ class Settings(_Group):
                          shown="$XDG_CACHE_HOME/stream-recs or ~/.cache/stream-recs")
     partitions: int = setting(4, "partitions of clicks, recommendations and the changelog", minimum=1)
     replication_factor: int = setting(1, "replication of the topics the project creates", minimum=1)
+    forget_within: float = setting(86400.0, "seconds within which a forgotten user's data leaves every "
+                                   "topic the project owns (sets their retention and compaction)",
+                                   minimum=20)
     security: Security = field(default_factory=Security)
     topics: Topics = field(default_factory=Topics)
     serving: ServingOptions = field(default_factory=ServingOptions)

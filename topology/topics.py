@@ -3,6 +3,18 @@
 Faust creates its own changelog topic for a table when it is missing; declaring it here as well
 means it gets the right partition count (equal to the clicks topic, which Faust requires) and
 compaction before the first worker starts.
+
+Every topic that holds user data is bounded by ``Settings.forget_within`` (W): a record, and a
+forgotten user's state, is gone from it within W while the topic receives writes (Kafka rolls a
+segment by time only on an append; an idle topic keeps its last segment).
+- clicks, recommendations, dead-letters (deleted by age): a segment rolls W/8 after its first
+  record and is deleted once its newest is 3W/4 old, so a record lives at most 7W/8 plus the
+  broker's retention check interval (``log.retention.check.interval.ms``, 5 minutes by default).
+- the sessions changelog (compacted): the forget tombstone's segment rolls within W/4, the
+  cleaner must compact records W/4 old, which removes the user's earlier states, and the
+  tombstone itself (it holds the user id as its key) is dropped W/4 after that compaction, at
+  the next one: within W in all.
+- model-updates holds no user data: 30 days.
 """
 
 from __future__ import annotations
@@ -35,17 +47,19 @@ def changelog_topic(app_id: str = APP_ID, table: str = SESSIONS_TABLE) -> str:
 def topic_specs(settings: Settings, app_id: str = APP_ID) -> list[TopicSpec]:
     """The declarative spec: every topic the project reads or writes."""
     t, p, r = settings.topics, settings.partitions, settings.replication_factor
+    within_ms = int(settings.forget_within * 1000)
+    quarter = str(within_ms // 4)
+    aged = {"retention.ms": str(within_ms * 3 // 4), "segment.ms": str(within_ms // 8)}
+    compacted = {
+        "cleanup.policy": "compact", "segment.ms": quarter, "max.compaction.lag.ms": quarter,
+        "delete.retention.ms": quarter, "min.compaction.lag.ms": "0",
+    }
     return [
-        TopicSpec(t.clicks, p, r, {"retention.ms": str(7 * DAY_MS)}),
-        TopicSpec(t.recommendations, p, r, {"retention.ms": str(2 * DAY_MS)}),
-        TopicSpec(t.dead_letters, 1, r, {"retention.ms": str(30 * DAY_MS)}),
+        TopicSpec(t.clicks, p, r, aged),
+        TopicSpec(t.recommendations, p, r, aged),
+        TopicSpec(t.dead_letters, 1, r, aged),
         TopicSpec(t.model_updates, 1, r, {"retention.ms": str(30 * DAY_MS)}),
-        TopicSpec(
-            changelog_topic(app_id),
-            p,
-            r,
-            {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"},
-        ),
+        TopicSpec(changelog_topic(app_id), p, r, compacted),
     ]
 
 

@@ -1,21 +1,25 @@
 """Privacy: ``stream-recs forget USER`` deletes a user's state for good (a changelog tombstone:
-gone after a restart that restores from the changelog alone), idle states expire by TTL, and
-pseudonymised user ids never reach state, logs or outputs in the clear."""
+gone after a restart that restores from the changelog alone), and from every topic the project
+owns within ``STREAM_RECS_FORGET_WITHIN``; idle states expire by TTL, and pseudonymised user ids
+never reach state, logs or outputs in the clear."""
 
 from __future__ import annotations
 
+import dataclasses
 import signal
+import threading
 import time
 
 import orjson
 import pytest
+from kafka import KafkaConsumer, TopicPartition
 
 from stream_recs.privacy import Pseudonymiser, PseudonymKeyError, load_pseudonymiser
 from stream_recs.topology.timers import SESSIONS_INTERVAL_S
 from stream_recs.topology.topics import changelog_topic
-from tests.harness import make_model
+from tests.harness import Worker, make_model
 
-from .load import read_all
+from .load import FIGURES, read_all
 
 
 def changelog(stream) -> dict[bytes, bytes | None]:
@@ -42,6 +46,37 @@ def events_for(users: list[str], per_user: int, prefix: str = "e") -> list[dict]
         for n in range(per_user)
         for i, user in enumerate(users)
     ]
+
+
+def snapshot(bootstrap: str, topic: str, timeout_s: float = 30.0) -> list:
+    """Every record of ``topic`` up to its end offsets at the call (a topic still being written
+    never goes quiet, so waiting for a pause would not end)."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                             auto_offset_reset="earliest")
+    try:
+        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        ends, records = consumer.end_offsets(parts), []
+        deadline = time.monotonic() + timeout_s
+        while any(consumer.position(tp) < ends[tp] for tp in parts):
+            assert time.monotonic() < deadline, f"{topic}: not read to its end in {timeout_s} s"
+            for batch in consumer.poll(timeout_ms=500).values():
+                records.extend(batch)
+        return records
+    finally:
+        consumer.close()
+
+
+def traces(stream, user: str) -> dict[str, int]:
+    """Records that name ``user`` (as key or in the value), per topic the project owns."""
+    owned = [stream.topics.clicks, stream.topics.recommendations, stream.topics.dead_letters,
+             changelog_topic(stream.env["STREAM_RECS_APP_ID"])]
+    needle = user.encode()
+    return {
+        topic: sum(r.key == needle or needle in (r.value or b"") for r in snapshot(stream.bootstrap, topic))
+        for topic in owned
+    }
 
 
 # --- pseudonymisation, unit level ------------------------------------------------------------
@@ -144,3 +179,48 @@ def test_pseudonymised_user_ids_never_reach_state_logs_or_outputs(stream, worker
     for blob in exposed:
         assert secret.encode() not in blob
         assert not any(u.encode() in blob for u in users), "a user id in the clear in state or logs"
+
+
+@pytest.mark.kafka
+@pytest.mark.slow
+def test_a_forgotten_user_leaves_every_owned_topic_within_the_bound(stream, own_broker, tmp_path):
+    within = 40.0  # topic configs scale with it; the broker checks retention and cleans every second
+    broker = own_broker(**{"log.retention.check.interval.ms": "1000", "log.cleaner.backoff.ms": "500"})
+    bootstrap = broker.start().bootstrap
+    stream = dataclasses.replace(stream, bootstrap=bootstrap, env={
+        **stream.env, "STREAM_RECS_BOOTSTRAP_SERVERS": bootstrap, "STREAM_RECS_FORGET_WITHIN": str(within),
+    })
+    worker = Worker(stream, tmp_path / "w", make_model(tmp_path / "m1", "v1", seed=1)).start()
+    others = [f"other{n}" for n in range(10)]  # no id holds "u3"
+    stop = threading.Event()
+
+    def traffic() -> None:  # the others go on clicking (and sending garbage): segments keep rolling
+        n = 0
+        while not stop.wait(0.5):
+            stream.produce_events(events_for(others, 1, prefix=f"t{n}-"))
+            stream.produce([(b"other0", b"not json from other0")])
+            n += 1
+
+    try:
+        stream.produce_events(events_for(["u3", *others], 5))
+        stream.produce([(b"u3", b"not json from u3")])
+        wait_for(lambda: all(traces(stream, "u3").get(t) for t in (stream.topics.recommendations,
+                 stream.topics.dead_letters)), "u3's answers and dead letter never arrived")
+        assert all(traces(stream, "u3").values()), traces(stream, "u3")
+        feeder = threading.Thread(target=traffic, daemon=True)
+        feeder.start()
+        done = stream.cli("forget", "u3")
+        assert done.returncode == 0, done.stderr
+        wait_forgotten(worker)
+        forgotten = time.monotonic()
+        while any((left := traces(stream, "u3")).values()):
+            assert time.monotonic() - forgotten < 2.5 * within, f"u3's records left: {left}"
+            time.sleep(1.0)
+        took = time.monotonic() - forgotten
+        FIGURES.append(f"forget bound {within:.0f} s: u3 gone from every owned topic {took:.0f} s "
+                       "after the forget was handled")
+        assert took <= 1.5 * within, f"u3 gone only after {took:.0f} s (bound {within:.0f} s)"
+        assert all(traces(stream, "other0").values()), "the others' recent data went too"
+    finally:
+        stop.set()
+        worker.stop()

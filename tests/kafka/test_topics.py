@@ -42,7 +42,8 @@ def test_apply_creates_then_is_idempotent_then_grows(kafka_bootstrap, settings, 
     parts, configs = _describe(kafka_bootstrap, names)
     assert parts[settings.topics.clicks] == 2 and parts[settings.topics.dead_letters] == 1
     assert configs[changelog_topic(app_id)]["cleanup.policy"] == "compact"
-    assert configs[settings.topics.clicks]["retention.ms"] == str(7 * 24 * 3600 * 1000)
+    assert configs[settings.topics.clicks]["retention.ms"] == str(18 * 3600 * 1000)  # 3/4 of a day
+    assert configs[changelog_topic(app_id)]["delete.retention.ms"] == str(6 * 3600 * 1000)
 
     assert apply_topics(settings, kafka_bootstrap, specs) == []
 
@@ -69,7 +70,7 @@ def test_apply_restores_a_changed_config(kafka_bootstrap, settings, new_topic_na
         assert time.monotonic() < deadline, "the broker never showed the changed config"
         time.sleep(0.1)
     changes = apply_topics(settings, kafka_bootstrap, specs)
-    assert changes == [f"set {settings.topics.clicks}: retention.ms={7 * 24 * 3600 * 1000}"]
+    assert changes == [f"set {settings.topics.clicks}: retention.ms={18 * 3600 * 1000}"]
 
 
 def test_unreachable_broker_is_a_clear_error():
