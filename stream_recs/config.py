@@ -145,6 +145,8 @@ class Worker(_Group):
     ranker: str = setting("auto", "where each batch's top-K runs: a child process, or inline (auto: a "
                           "child where 2 or more CPUs are usable)", choices=("auto", "process", "inline"),
                           flag=True)
+    standby_replicas: int = setting(0, "other workers that keep a warm copy of each sessions partition "
+                                    "(a failover restores less; each copy reads the changelog)", minimum=0)
     state_sweep_interval: float = setting(300.0, "seconds between deletions of states idle past the TTL",
                                           minimum=1)
     pseudonymise_key: str = setting("", "HMAC key that replaces user ids by pseudonyms (16+ bytes)",

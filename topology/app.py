@@ -130,7 +130,7 @@ def create_app(settings: Settings, bootstrap: str) -> Topology:
         producer_max_batch_size=producer_batch_bytes(w),
         producer_acks=-1,
         stream_wait_empty=True,  # a rebalance waits for the batch in flight
-        table_standby_replicas=0,
+        table_standby_replicas=w.standby_replicas,
     )
     app.stream_recs_fetch_max_wait = w.fetch_max_wait
     app.task(_skip_unemitted_logs)
