@@ -1,6 +1,7 @@
 """A SASL_PLAINTEXT listener for a test's own broker (``LocalKafka(extra_listener=...)``), for
 testing the clients' security settings: PLAIN users live in the listener's JAAS line, SCRAM users
-are written when the broker's storage is formatted."""
+are written when the broker's storage is formatted. ``sasl_client`` and ``served``: a
+kafka-python client's side of it."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar
+
+from kafka import KafkaAdminClient
+from kafka.errors import KafkaError
 
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
@@ -46,3 +50,27 @@ class SaslListener:
             arg for name, password in self.users.items()
             for arg in ("--add-scram", f"{self.mechanism}=[name={name},password={password}]")
         ]
+
+
+def sasl_client(mechanism: str, user: str, password: str) -> dict:
+    """kafka-python client arguments for a SASL_PLAINTEXT listener."""
+    return {
+        "security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": mechanism,
+        "sasl_plain_username": user, "sasl_plain_password": password,
+    }
+
+
+def served(bootstrap: str, **client: str) -> bool:
+    """Does an admin client with these arguments get the topic list (within about 10 s)?"""
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000,
+                                 bootstrap_timeout_ms=10_000, **client)
+    except KafkaError:
+        return False
+    try:
+        admin.list_topics()
+        return True
+    except KafkaError:
+        return False
+    finally:
+        admin.close()

@@ -16,13 +16,18 @@ from pathlib import Path
 import pytest
 import yaml
 from kafka import KafkaAdminClient
-from kafka.errors import KafkaError
 
 from stream_recs.config import load_settings
 from stream_recs.devkit import free_port, stop_process
 from stream_recs.kafka_local import java_binary, local_kafka, metadata_answers
 
+from .sasl import sasl_client, served
+
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+
+def scram(user: str, password: str) -> dict:
+    return sasl_client("SCRAM-SHA-512", user, password)  # the compose listeners' mechanism
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 ENTRYPOINT = DEPLOY / "kafka" / "compose-entrypoint.sh"
@@ -90,33 +95,6 @@ class ComposeBroker:
             stop_process(self.proc, timeout_s=30)
 
 
-def admin(bootstrap: str, **client: str) -> KafkaAdminClient:
-    return KafkaAdminClient(
-        bootstrap_servers=bootstrap, request_timeout_ms=8000, bootstrap_timeout_ms=8000, **client
-    )
-
-
-def scram(user: str, password: str) -> dict:
-    return {
-        "security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "SCRAM-SHA-512",
-        "sasl_plain_username": user, "sasl_plain_password": password,
-    }
-
-
-def served(bootstrap: str, **client: str) -> bool:
-    try:
-        connection = admin(bootstrap, **client)
-    except KafkaError:
-        return False
-    try:
-        connection.list_topics()
-        return True
-    except KafkaError:
-        return False
-    finally:
-        connection.close()
-
-
 def test_compose_broker_requires_scram_on_every_reachable_listener(tmp_path):
     password = secrets.token_urlsafe(24)  # what `make secrets` writes
     broker = ComposeBroker(tmp_path, password).start()
@@ -143,7 +121,8 @@ def test_compose_broker_requires_scram_on_every_reachable_listener(tmp_path):
 
         broker.stop()
         broker.start()  # formatted already: the data and the SCRAM credential stay
-        connection = admin(broker.bootstrap("HOST"), **scram(broker.user, password))
+        host = broker.bootstrap("HOST")
+        connection = KafkaAdminClient(bootstrap_servers=host, **scram(broker.user, password))
         try:
             assert {"clicks", "recommendations", "dead-letters"} <= set(connection.list_topics())
         finally:
