@@ -10,14 +10,18 @@ see tests/fault/test_crash.py and tests/topology/test_stream.py):
 2. the fetch loop treats offsets it "jumped" over as skippable (as if they were transaction
    markers); a seek back to the committed offset (recovery does one) while a fetched batch is still
    being iterated makes it jump over real records, and drop the re-fetched ones as already read;
-3. a commit may pass one missing offset right after the committed one.
+3. a commit may pass one missing offset right after the committed one;
+4. records fetched before an assignment pauses its partitions still reach the agent, before table
+   recovery has restored those partitions' states.
 
 The corrections: an ack counts only for a message the agent reported processed
 (``mark_processed``); the fetch loop declares no offset skippable; under at-least-once a commit
 must start *at* the committed offset (or in a range ``InOrder`` declared skippable). ``InOrder``
-lets the agent process each partition's records in offset order and once: a record behind the
-next expected offset was processed already (Faust fetched it twice), and one past it waits
-(refused) until the records in between are processed:
+lets the agent process each partition's records in offset order and once, and none during a
+rebalance (refused; recovery's seek to the committed offsets brings them again, else they are
+sought back to once it ends): a record behind the next expected offset was processed already
+(Faust fetched it twice), and one past it waits (refused) until the records in between are
+processed:
 - under at-least-once they were lost by the fetch loop: the partition is sought back to them;
 - under exactly-once they may also be transaction markers or aborted records, so a
   read_committed lookup first names the first committed record from there; the offsets before
@@ -164,12 +168,18 @@ class InOrder:
         self._next: dict[TP, int] = {}
         self._sought: dict[TP, float] = {}
         self._waiting: dict[TP, int] = {}  # partitions whose records from this offset are missing
+        self._early: dict[TP, tuple[int, int]] = {}  # lowest, highest offset refused in a rebalance
         self._tasks: set[asyncio.Future] = set()
 
     def admit(self, message: Message) -> bool:
         """Process this record now? A repeat is marked processed (its ack may count); a record
-        past missing ones is neither (it comes again after the seek back)."""
+        past missing ones is neither (it comes again after the seek back), nor is one that comes
+        during a rebalance (the sessions table may not hold its partition's states yet)."""
         tp, offset = message.tp, message.offset
+        if self._app.rebalancing or self._app.in_recovery:
+            low, high = self._early.get(tp, (offset, offset))
+            self._early[tp] = (min(low, offset), max(high, offset))
+            return False
         expected = self._next.get(tp)
         if expected is None:
             expected = self._app.consumer._committed_offset[tp]
@@ -180,15 +190,26 @@ class InOrder:
         if offset < expected:
             _PROCESSED.add(message)
             return False
-        if self._waiting.get(tp) != expected:
-            self._waiting[tp] = expected
-            self._hold(tp, expected)
-        self._seek_back(tp, expected)
+        self._wait_for(tp, expected)
         return False
 
     def retry(self) -> None:
         """Seek back again where missing records have still not arrived (call periodically: a seek
-        can be undone by the fetch loop, and no later record may come to trigger another)."""
+        can be undone by the fetch loop, and no later record may come to trigger another). After a
+        rebalance, a partition whose records were refused during it is sought back to them unless
+        they came again (recovery's seek to the committed offsets brings those it preceded)."""
+        if self._app.rebalancing or self._app.in_recovery:
+            return
+        assigned = self._app.consumer.assignment() if self._early else set()
+        for tp, (low, high) in list(self._early.items()):
+            del self._early[tp]
+            expected = self._next.get(tp)
+            if expected is None:
+                expected = self._app.consumer._committed_offset[tp]
+            if expected is None:
+                expected = low  # no commit yet: the fetch began at the reset position
+            if tp in assigned and expected <= high:
+                self._wait_for(tp, expected)
         for tp, expected in list(self._waiting.items()):
             self._seek_back(tp, expected)
 
@@ -197,7 +218,15 @@ class InOrder:
         for tp in tps:
             self._next.pop(tp, None)
             self._sought.pop(tp, None)
+            self._early.pop(tp, None)
             self._stop_waiting(tp)
+
+    def _wait_for(self, tp: TP, expected: int) -> None:
+        """``tp`` waits for the record at ``expected``: hold the read offset there, seek back."""
+        if self._waiting.get(tp) != expected:
+            self._waiting[tp] = expected
+            self._hold(tp, expected)
+        self._seek_back(tp, expected)
 
     def _hold(self, tp: TP, offset: int) -> None:
         """Cap Faust's read offset for ``tp`` at ``offset``."""

@@ -136,6 +136,60 @@ async def test_a_partition_is_sought_back_again_while_records_stay_lost(monkeypa
     assert sought == [3, 3]
 
 
+async def test_records_that_come_during_a_rebalance_wait_for_its_end(monkeypatch):
+    """Until a rebalance's recovery is done the sessions table may lack the partition's states
+    (a restart on an empty data dir): records that come then are refused, and fetched again
+    unless recovery's seek to the committed offset already brought them back."""
+    app, c = consumer()
+    sought = []
+
+    async def seek(tp, offset):
+        sought.append(offset)
+
+    monkeypatch.setattr(c, "seek", seek)
+    monkeypatch.setattr(c, "assignment", lambda: {PART})
+    order = InOrder(app)
+    app.rebalancing = True
+    early = message(app, 10)
+    assert not order.admit(early) and not order.admit(message(app, 11))
+    assert not c.ack(early)  # refused, not processed: its offset is not committed
+    order.retry()
+    await asyncio.sleep(0)
+    assert sought == []  # no seek during the rebalance: recovery seeks to the committed offsets
+    app.rebalancing = False
+    c._committed_offset[PART] = 10
+    assert [order.admit(message(app, o)) for o in (10, 11)] == [True, True]  # came again
+    order.retry()
+    await asyncio.sleep(0)
+    assert sought == []
+    app.in_recovery = True  # the next rebalance: refused after its seek, they never come again
+    assert not order.admit(message(app, 12))
+    app.in_recovery = False
+    order.retry()
+    await asyncio.sleep(0)
+    assert sought == [12]
+    assert order.admit(message(app, 12))
+
+
+async def test_records_refused_before_any_commit_are_fetched_from_the_lowest(monkeypatch):
+    app, c = consumer()
+    sought = []
+
+    async def seek(tp, offset):
+        sought.append(offset)
+
+    monkeypatch.setattr(c, "seek", seek)
+    monkeypatch.setattr(c, "assignment", lambda: {PART})
+    order = InOrder(app)
+    app.rebalancing = True
+    assert not any(order.admit(message(app, o)) for o in (4, 3, 5))
+    app.rebalancing = False
+    order.retry()
+    await asyncio.sleep(0)
+    assert sought == [3]
+    assert [order.admit(message(app, o)) for o in (3, 4, 5)] == [True, True, True]
+
+
 def test_exactly_once_counts_only_processed_acks():
     """A record never processed is never committed; one missing offset right after the committed
     one (a transaction marker) does not hold commits."""

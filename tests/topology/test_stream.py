@@ -150,10 +150,6 @@ def test_malformed_records_are_dead_lettered_and_counted(stream, workers, tmp_pa
         assert worker.value("stream_recs_dead_letters_total", reason=reason) == 1.0
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known defect, open: after a clean SIGTERM the restarted worker sometimes answers some clicks "
-    "from a state that differs from the uninterrupted run's, or leaves clicks unanswered "
-    "(docs/reliability.md, Open defect)"))
 def test_restart_restores_state_from_the_changelog(stream, workers, tmp_path):
     """An interrupted run (stopped mid-stream, restarted on an EMPTY data dir, so state can only
     come from the changelog) answers exactly like an uninterrupted one."""
