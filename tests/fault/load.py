@@ -73,11 +73,16 @@ class SteadyLoad:
 
     def stop(self) -> None:
         """Stop sending and wait until every send is acknowledged or failed."""
-        self._stop.set()
-        self._thread.join()
-        self.producer.flush()
-        self.producer.close()
+        self.halt()
         assert len(self.acked) + len(self.failed) == self.sent
+
+    def halt(self) -> None:
+        """Stop sending (also when a test failed mid-load: the thread must not outlive it)."""
+        if not self._stop.is_set():
+            self._stop.set()
+            self._thread.join()
+            self.producer.flush()
+            self.producer.close()
 
 
 def read_all(bootstrap: str, topic: str, count: int, timeout_s: float = 120.0, settle_s: float = 3.0,
