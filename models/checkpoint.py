@@ -11,10 +11,11 @@ import hashlib
 import json
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, save_file
 
 from .gru4rec import GRU4Rec
 
@@ -78,46 +79,82 @@ def save_model(
     return directory
 
 
+@dataclass(frozen=True)
+class CheckpointFiles:
+    """A checkpoint's two files, each read once: what is verified is what is loaded."""
+
+    directory: Path
+    meta_bytes: bytes
+    weights: bytes
+
+    @property
+    def meta_sha256(self) -> str:
+        """sha256 of meta.json: it names the weights (their sha256), so it pins the checkpoint."""
+        return hashlib.sha256(self.meta_bytes).hexdigest()
+
+    def meta(self) -> dict:
+        """The metadata, validated for format and required fields."""
+        return _parse_meta(self.meta_bytes, self.directory / META_FILE)
+
+    def model(self) -> GRU4Rec:
+        """The model these files hold, in eval mode, if the weights match the metadata."""
+        meta = self.meta()
+        if hashlib.sha256(self.weights).hexdigest() != meta["weights_sha256"]:
+            raise CheckpointError(f"{self.directory / WEIGHTS_FILE} does not match the sha256 in "
+                                  f"{META_FILE} (tampered?)")
+        try:
+            tensors = load(self.weights)
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise CheckpointError(f"{self.directory / WEIGHTS_FILE} cannot be read: {exc}") from exc
+        arch = meta["architecture"]
+        try:
+            model = GRU4Rec(
+                meta["item_ids"], version=str(meta["version"]),
+                **{k: arch[k] for k in ARCHITECTURE_KEYS},
+                **{k: arch[k] for k in SEEN_KEYS if k in arch},
+            )
+            model.load_state_dict(tensors, strict=True)
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise CheckpointError(f"{self.directory}: weights do not fit the metadata: {exc}") from exc
+        return model.eval()
+
+
+def _parse_meta(raw: bytes, where: Path) -> dict:
+    try:
+        meta = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{where} is not valid JSON (truncated?): {exc}") from exc
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{where}: not a {FORMAT} checkpoint")
+    for key in ("version", "architecture", "weights_sha256", "item_ids"):
+        if key not in meta:
+            raise CheckpointError(f"{where}: field {key!r} is missing")
+    return meta
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError as exc:
+        raise CheckpointError(f"{path} is missing") from exc
+    except OSError as exc:
+        raise CheckpointError(f"{path} cannot be read: {exc}") from exc
+
+
+def read_checkpoint(path: str | Path) -> CheckpointFiles:
+    """The files of the checkpoint directory ``path``, read (not yet verified)."""
+    directory = Path(path)
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory} is not a checkpoint directory")
+    return CheckpointFiles(directory, _read(directory / META_FILE), _read(directory / WEIGHTS_FILE))
+
+
 def read_meta(path: str | Path) -> dict:
     """The checkpoint's metadata (validated for format and required fields)."""
     meta_path = Path(path) / META_FILE
-    try:
-        meta = json.loads(meta_path.read_text())
-    except FileNotFoundError as exc:
-        raise CheckpointError(f"{meta_path} is missing") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{meta_path} is not valid JSON (truncated?): {exc}") from exc
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CheckpointError(f"{meta_path}: not a {FORMAT} checkpoint")
-    for key in ("version", "architecture", "weights_sha256", "item_ids"):
-        if key not in meta:
-            raise CheckpointError(f"{meta_path}: field {key!r} is missing")
-    return meta
+    return _parse_meta(_read(meta_path), meta_path)
 
 
 def load_model(path: str | Path) -> GRU4Rec:
     """Load a checkpoint directory written by :func:`save_model`; the model is in eval mode."""
-    directory = Path(path)
-    if not directory.is_dir():
-        raise CheckpointError(f"{directory} is not a checkpoint directory")
-    meta = read_meta(directory)
-    weights = directory / WEIGHTS_FILE
-    if not weights.is_file():
-        raise CheckpointError(f"{weights} is missing")
-    if _sha256(weights) != meta["weights_sha256"]:
-        raise CheckpointError(f"{weights} does not match the sha256 in {META_FILE} (tampered?)")
-    try:
-        tensors = load_file(weights)
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{weights} cannot be read: {exc}") from exc
-    arch = meta["architecture"]
-    try:
-        model = GRU4Rec(
-            meta["item_ids"], version=str(meta["version"]),
-            **{k: arch[k] for k in ARCHITECTURE_KEYS},
-            **{k: arch[k] for k in SEEN_KEYS if k in arch},
-        )
-        model.load_state_dict(tensors, strict=True)
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{directory}: weights do not fit the metadata: {exc}") from exc
-    return model.eval()
+    return read_checkpoint(path).model()

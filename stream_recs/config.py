@@ -152,6 +152,10 @@ class Worker(_Group):
     pseudonymise_key: str = setting("", "HMAC key that replaces user ids by pseudonyms (16+ bytes)",
                                     secret=True)
     pseudonymise_key_file: str = setting("", "a file holding that key")
+    model_signing_key: str = setting("", "HMAC key every model announcement must be signed with (16+ "
+                                     "bytes; empty: unsigned announcements are accepted)", secret=True)
+    model_signing_key_file: str = setting("", "a file holding that key")
+    models_root: str = setting("", "directory every announced checkpoint must lie under (empty: any)")
 
     def ranker_in_child(self) -> bool:
         """Rank in a child process? ``auto``: where this process may use 2 or more CPUs."""

@@ -101,18 +101,31 @@ class ModelUpdateError(ValueError):
     """A model-updates record that is not a valid announcement."""
 
 
+# why a worker refuses an announcement (``model_updates.Refused``; a label of its metric)
+REFUSAL_REASONS = ("malformed", "outside_root", "unsigned", "bad_signature", "bad_checkpoint")
+
+
 @dataclass(frozen=True, slots=True)
 class ModelUpdate:
-    """Announcement of a new checkpoint: where it is and the sha256 its weights must have."""
+    """Announcement of a new checkpoint: where it is, the sha256 its weights must have, and the
+    HMAC-SHA256 signature over its files (``model_updates.sign``; None: unsigned)."""
 
     path: str
     version: str
     sha256: str
+    signature: str | None = None
 
 
 def encode_model_update(update: ModelUpdate) -> bytes:
     """JSON value for the model-updates topic."""
-    return orjson.dumps({"path": update.path, "version": update.version, "sha256": update.sha256})
+    body = {"path": update.path, "version": update.version, "sha256": update.sha256}
+    if update.signature is not None:
+        body["signature"] = update.signature
+    return orjson.dumps(body)
+
+
+def _is_digest(value: str) -> bool:
+    return len(value) == 64 and all(c in "0123456789abcdef" for c in value)
 
 
 def decode_model_update(raw: bytes | None, max_bytes: int = 4096) -> ModelUpdate:
@@ -131,6 +144,8 @@ def decode_model_update(raw: bytes | None, max_bytes: int = 4096) -> ModelUpdate
         if not isinstance(value, str) or not value:
             raise ModelUpdateError(f"model update field {name!r} must be a non-empty string")
         fields[name] = value
-    if len(fields["sha256"]) != 64 or any(c not in "0123456789abcdef" for c in fields["sha256"]):
-        raise ModelUpdateError("model update field 'sha256' must be 64 lowercase hex digits")
-    return ModelUpdate(**fields)
+    signature = body.get("signature")
+    for name, value in (("sha256", fields["sha256"]), ("signature", signature)):
+        if value is not None and not (isinstance(value, str) and _is_digest(value)):
+            raise ModelUpdateError(f"model update field {name!r} must be 64 lowercase hex digits")
+    return ModelUpdate(**fields, signature=signature)

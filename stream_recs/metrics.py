@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.parser import text_string_to_metric_families
 
 from stream_recs.events import REASONS
+from stream_recs.messages import REFUSAL_REASONS
 
 if TYPE_CHECKING:
     from stream_recs.scoring import BatchResult
@@ -78,6 +79,8 @@ class Metrics:
         self.lag = declare(Gauge, "consumer_lag", "Records behind the partition end.", ("topic", "partition"))
         self.model_info = declare(Gauge, "model_info", "1 for the live model version.", ("version",))
         self.reloads = declare(Counter, "model_reloads", "Model reload attempts by result.", ("result",))
+        self.refused_updates = declare(Counter, "model_updates_refused",
+                                       "Model announcements refused, by reason.", ("reason",))
         self.online_evaluated = declare(Counter, "online_evaluated",
                                         "Events compared with the previous answer.")
         self.online_hits = declare(Counter, "online_hits", "Events whose item was in the previous top-K.")
@@ -105,6 +108,8 @@ class Metrics:
             self.dead_letters.labels(reason)
         for result in ("success", "failure"):
             self.reloads.labels(result)
+        for reason in REFUSAL_REASONS:
+            self.refused_updates.labels(reason)
 
     def record_batch(
         self,
@@ -172,6 +177,11 @@ class Metrics:
 
     def record_reload(self, ok: bool) -> None:
         self.reloads.labels("success" if ok else "failure").inc()
+
+    def record_refused_update(self, reason: str) -> None:
+        """An announcement refused (a failed reload) for ``reason`` (``REFUSAL_REASONS``)."""
+        self.record_reload(False)
+        self.refused_updates.labels(reason).inc()
 
     def set_ready(self, ready: bool) -> None:
         self.ready.set(1 if ready else 0)

@@ -2,18 +2,25 @@
 it in between two micro-batches.
 
 Every worker reads every announcement (no consumer group), starting with the latest one. An
-announcement names a checkpoint directory, its version and the sha256 of its weights
-(``messages.ModelUpdate``); ``load_announced`` is the one place a checkpoint is verified and
-loaded, by the worker at start-up and on each announcement, and by its ranker child. A bad
-announcement is logged and counted (``stream_recs_model_reloads_total{result="failure"}``), and
-the old model keeps serving.
+announcement names a checkpoint directory, its version, the sha256 of its weights and, when it is
+signed, an HMAC-SHA256 over the checkpoint's metadata and weights under a shared key (``sign``;
+``messages.ModelUpdate``). A worker holding the key (``Trust``) refuses an unsigned or mis-signed
+announcement, and one whose path lies outside its models root (symbolic links resolved). Each
+checkpoint file is read once: what was verified is what is loaded (``load_update``). The ranker
+child is told the sha256 of the metadata the worker loaded, which names the weights' sha256 in
+turn, so it serves the very same checkpoint (``load_checkpoint``). A refused announcement is
+logged and counted with its reason (``stream_recs_model_updates_refused_total{reason}``, one of
+``messages.REFUSAL_REASONS``), and the old model keeps serving.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,60 +28,134 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from stream_recs.config import Security
 from stream_recs.kafka_clients import security_kwargs
-from stream_recs.messages import ModelUpdateError, decode_model_update
-from stream_recs.models import CheckpointError, GRU4Rec, load_model
-from stream_recs.models.checkpoint import read_meta
+from stream_recs.keys import read_key
+from stream_recs.messages import ModelUpdate, ModelUpdateError, decode_model_update
+from stream_recs.models import CheckpointError, GRU4Rec
+from stream_recs.models.checkpoint import CheckpointFiles, read_checkpoint
 
-if TYPE_CHECKING:  # the ranker child imports load_announced, and needs none of these
+if TYPE_CHECKING:  # the ranker child imports load_checkpoint, and needs none of these
+    from stream_recs.config import Worker
     from stream_recs.metrics import Metrics
     from stream_recs.ranker_child import Ranker
     from stream_recs.scoring import Recommender
 
 log = logging.getLogger(__name__)
 
+SIGNED_PREFIX = b"stream-recs model announcement/1\n"  # what a signature signs starts with this
 
-def load_announced(path: str | Path, version: str | None = None, sha256: str | None = None) -> GRU4Rec:
-    """The checkpoint at ``path``, if it is of this ``version`` and its weights have this
-    ``sha256`` (each checked when given). Any failure, also an unreadable or odd path (a file, a
-    NUL byte), is a ``CheckpointError``."""
+
+class Refused(Exception):
+    """An announcement the worker will not serve; ``reason`` is one of ``messages.REFUSAL_REASONS``."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Trust:
+    """What an announcement must satisfy besides naming a valid checkpoint: a signature under
+    ``key``, a path under ``root`` (each when set)."""
+
+    key: bytes | None = field(default=None, repr=False)
+    root: Path | None = None
+
+    @classmethod
+    def of(cls, worker: Worker) -> Trust:
+        """The trust the worker settings configure (``KeyConfigError`` for a bad key)."""
+        key = read_key(worker.model_signing_key, worker.model_signing_key_file, "model-signing key")
+        return cls(key, Path(worker.models_root).resolve() if worker.models_root else None)
+
+
+UNCHECKED = Trust()  # no key, no root: any valid checkpoint is served
+
+
+def sign(key: bytes, files: CheckpointFiles) -> str:
+    """HMAC-SHA256 under ``key`` over the checkpoint's metadata and weights (through their sha256)."""
+    digests = hashlib.sha256(files.meta_bytes).digest() + hashlib.sha256(files.weights).digest()
+    message = SIGNED_PREFIX + digests
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+def _read(path: str | Path) -> CheckpointFiles:
     try:
-        if sha256 is not None and read_meta(path)["weights_sha256"] != sha256:
-            raise CheckpointError(f"{path}: the weights' sha256 is not the announced one")
-        model = load_model(path)  # which checks the weights against the sha256 of its meta.json
-    except (OSError, ValueError) as exc:
+        return read_checkpoint(path)
+    except (OSError, ValueError) as exc:  # an odd path: a NUL byte, a name too long
         raise CheckpointError(f"{path!r} cannot be read: {exc}") from exc
+
+
+def _model(files: CheckpointFiles, version: str | None) -> GRU4Rec:
+    model = files.model()
     if version is not None and model.version != version:
-        raise CheckpointError(f"{path}: version {model.version} is not the expected {version}")
+        raise CheckpointError(f"{files.directory}: version {model.version} is not the expected {version}")
     return model
 
 
+def load_checkpoint(
+    path: str | Path, version: str | None = None, meta_sha256: str | None = None
+) -> tuple[GRU4Rec, str]:
+    """The checkpoint at ``path`` and the sha256 of its metadata, if it is of this ``version`` and
+    its metadata has this sha256 (each checked when given); else ``CheckpointError``."""
+    files = _read(path)
+    if meta_sha256 is not None and files.meta_sha256 != meta_sha256:
+        raise CheckpointError(f"{path}: meta.json is not the one the worker loaded")
+    return _model(files, version), files.meta_sha256
+
+
+def load_update(update: ModelUpdate, trust: Trust) -> tuple[GRU4Rec, str]:
+    """The announced checkpoint and the sha256 of its metadata, if the announcement satisfies
+    ``trust`` and names that checkpoint's version and weights; else ``Refused``."""
+    try:
+        path = Path(update.path).resolve()
+    except (OSError, ValueError) as exc:
+        raise Refused("bad_checkpoint", f"{update.path!r} cannot be resolved: {exc}") from exc
+    if trust.root is not None and not path.is_relative_to(trust.root):
+        raise Refused("outside_root", f"{path} is outside the models root {trust.root}")
+    try:
+        files = _read(path)
+        if trust.key is not None:
+            if update.signature is None:
+                raise Refused("unsigned", f"the announcement of {path} is not signed")
+            if not hmac.compare_digest(update.signature, sign(trust.key, files)):
+                raise Refused("bad_signature", f"the signature of {path} does not match its files")
+        if files.meta()["weights_sha256"] != update.sha256:
+            raise CheckpointError(f"{path}: the weights' sha256 is not the announced one")
+        return _model(files, update.version), files.meta_sha256
+    except CheckpointError as exc:
+        raise Refused("bad_checkpoint", str(exc)) from exc
+
+
 async def apply_model_update(
-    raw: bytes | None, recommender: Recommender, metrics: Metrics, ranker: Ranker | None = None
+    raw: bytes | None, recommender: Recommender, metrics: Metrics, ranker: Ranker | None = None,
+    trust: Trust = UNCHECKED,
 ) -> bool:
-    """Load, verify and swap in the announced checkpoint; False (logged, counted) on failure.
+    """Load, verify and swap in the announced checkpoint; False (logged, counted) when refused.
     Loading and preparing (seconds with the approximate index) run off the event loop; then
     ``ranker`` starts a child for the new model (batches are ranked in-process meanwhile)."""
     try:
-        update = decode_model_update(raw)
+        try:
+            update = decode_model_update(raw)
+        except ModelUpdateError as exc:
+            raise Refused("malformed", str(exc)) from exc
         if update.version == recommender.model_version:
             return True
-        model = await asyncio.to_thread(load_announced, update.path, update.version, update.sha256)
-    except (ModelUpdateError, CheckpointError) as exc:
-        log.error("model update rejected, the old model keeps serving: %s", exc)
-        metrics.record_reload(False)
+        model, meta_sha256 = await asyncio.to_thread(load_update, update, trust)
+    except Refused as exc:
+        log.error("model update refused (%s), the old model keeps serving: %s", exc.reason, exc)
+        metrics.record_refused_update(exc.reason)
         return False
     recommender.install(await asyncio.to_thread(recommender.prepare, model))
     metrics.set_model(model.version)
     metrics.record_reload(True)
     log.warning("model %s is live (%d items)", model.version, model.n_items)
     if ranker is not None:
-        await ranker.load(update.path, model.version, update.sha256)
+        await ranker.load(update.path, model.version, meta_sha256)
     return True
 
 
 async def follow_model_updates(
     bootstrap: str, security: Security, topic: str, recommender: Recommender, metrics: Metrics,
-    should_stop: Callable[[], bool], ranker: Ranker | None = None,
+    should_stop: Callable[[], bool], ranker: Ranker | None = None, trust: Trust = UNCHECKED,
 ) -> None:
     """Apply every announcement on ``topic`` from the latest one on, until ``should_stop()``."""
     consumer = AIOKafkaConsumer(
@@ -89,6 +170,6 @@ async def follow_model_updates(
         while not should_stop():
             records = await consumer.getmany(tp, timeout_ms=1000)
             for record in records.get(tp, []):
-                await apply_model_update(record.value, recommender, metrics, ranker)
+                await apply_model_update(record.value, recommender, metrics, ranker, trust)
     finally:
         await consumer.stop()

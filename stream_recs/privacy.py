@@ -13,15 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from pathlib import Path
+
+from stream_recs.keys import MIN_KEY_BYTES, KeyConfigError, read_key
 
 PREFIX = "p-"
 DIGITS = 32  # 128 bits of the digest: collisions are negligible for any number of users
-MIN_KEY_BYTES = 16
-
-
-class PseudonymKeyError(ValueError):
-    """The pseudonymisation key is missing, unreadable or too short."""
 
 
 class Pseudonymiser:
@@ -31,7 +27,7 @@ class Pseudonymiser:
 
     def __init__(self, key: bytes) -> None:
         if len(key) < MIN_KEY_BYTES:
-            raise PseudonymKeyError(f"the pseudonymisation key must be at least {MIN_KEY_BYTES} bytes")
+            raise KeyConfigError(f"the pseudonymisation key must be at least {MIN_KEY_BYTES} bytes")
         self._key = key
 
     def __call__(self, user_id: str) -> str:
@@ -44,12 +40,5 @@ class Pseudonymiser:
 
 def load_pseudonymiser(key: str = "", key_file: str = "") -> Pseudonymiser | None:
     """The configured pseudonymiser; None when neither a key nor a key file is set."""
-    if key and key_file:
-        raise PseudonymKeyError("set the pseudonymisation key or its file, not both")
-    if key_file:
-        try:
-            secret = Path(key_file).read_bytes().strip()
-        except OSError as exc:
-            raise PseudonymKeyError(f"cannot read the pseudonymisation key file {key_file}: {exc}") from exc
-        return Pseudonymiser(secret)
-    return Pseudonymiser(key.encode()) if key else None
+    secret = read_key(key, key_file, "pseudonymisation key")
+    return Pseudonymiser(secret) if secret is not None else None

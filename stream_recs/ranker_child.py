@@ -4,7 +4,8 @@ the worker's event loop goes on with Kafka's work.
 The worker is one Python thread: fetching, decoding, state, producing and the GRU step take turns
 on it, and on a large catalogue the top-K over every item (or the ann index) is most of the cost.
 A thread would not help: its Python glue between tensor calls waits for the GIL. A child process
-has its own interpreter: it loads the same checkpoint (``model_updates.load_announced``), builds
+has its own interpreter: it loads the same checkpoint (``model_updates.load_checkpoint``, pinned
+by the sha256 of the metadata the worker loaded), builds
 the same ``LiveModel`` from the same ``ServingOptions``, and answers one request at a time over
 its stdin and stdout (length-prefixed raw arrays, nothing unpickled).
 
@@ -20,7 +21,7 @@ grows while failures repeat (``RESPAWN_DELAYS_S``). A child exits when its stdin
 when the worker is killed.
 
     # the child, as Ranker starts it:
-    python -m stream_recs.ranker_child '{"model_dir": ..., "version": ..., "sha256": ...,
+    python -m stream_recs.ranker_child '{"model_dir": ..., "version": ..., "meta_sha256": ...,
                                          "threads": 1, "options": {...}}'
 """
 
@@ -72,13 +73,13 @@ class RankerProcess:
     @classmethod
     async def start(
         cls, model_dir: str | Path, options: ServingOptions, version: str | None = None,
-        sha256: str | None = None,
+        meta_sha256: str | None = None,
     ) -> RankerProcess:
         """Start a child for the checkpoint at ``model_dir`` (which must be of this ``version``,
-        with weights of this ``sha256``, when given); returns once it is ready to rank."""
+        with metadata of this ``meta_sha256``, when given); returns once it is ready to rank."""
         config = {
             "options": dataclasses.asdict(options), "model_dir": str(model_dir), "version": version,
-            "sha256": sha256, "threads": torch.get_num_threads(),
+            "meta_sha256": meta_sha256, "threads": torch.get_num_threads(),
         }
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "stream_recs.ranker_child", json.dumps(config),
@@ -154,12 +155,13 @@ class Ranker:
 
     def __init__(
         self, options: ServingOptions, enabled: bool, model_dir: str | Path | None = None,
-        version: str | None = None, min_rows: int = MIN_ROWS, on_restart: Callable[[], None] | None = None,
+        version: str | None = None, meta_sha256: str | None = None, min_rows: int = MIN_ROWS,
+        on_restart: Callable[[], None] | None = None,
     ) -> None:
         self.options, self.enabled, self.min_rows = options, enabled, min_rows
         self.process: RankerProcess | None = None
         self.child_ready = False  # at the last top_k: a child served the batch's model version
-        self._initial = (model_dir, version)
+        self._initial = (model_dir, version, meta_sha256)
         self._started = asyncio.Event()
         self._loads = 0  # a load that finishes after a later one started is discarded
         self._newest: tuple[str | Path, str, str | None] | None = None  # what the child should serve
@@ -169,25 +171,25 @@ class Ranker:
         self._closed = False
 
     async def start(self) -> None:
-        model_dir, version = self._initial
+        model_dir, version, meta_sha256 = self._initial
         try:
             if model_dir is not None:
-                await self.load(model_dir, version)
+                await self.load(model_dir, version, meta_sha256)
         finally:
             self._started.set()
 
-    async def load(self, model_dir: str | Path, version: str, sha256: str | None = None) -> None:
-        """Start a child for this checkpoint (``sha256``: of its weights, as announced), then
+    async def load(self, model_dir: str | Path, version: str, meta_sha256: str | None = None) -> None:
+        """Start a child for this checkpoint (``meta_sha256``: of the metadata the worker loaded), then
         retire the previous one. Until it is ready,
         batches are ranked in-process; a child that fails to start is logged, and the batches
         of that version are ranked in-process."""
         if not self.enabled:
             return
-        self._newest = (model_dir, version, sha256)
+        self._newest = (model_dir, version, meta_sha256)
         self._loads += 1
         ticket = self._loads
         try:
-            started = await RankerProcess.start(model_dir, self.options, version, sha256)
+            started = await RankerProcess.start(model_dir, self.options, version, meta_sha256)
         except RankerError as exc:
             log.error("%s; ranking in-process", exc)
             if ticket == self._loads:
@@ -262,11 +264,11 @@ class Ranker:
 def _serve(config: dict, requests, answers) -> None:
     """The child: load the model, say hello, answer requests until stdin closes."""
     from stream_recs.live_model import LiveModel
-    from stream_recs.model_updates import load_announced
+    from stream_recs.model_updates import load_checkpoint
 
     torch.set_num_threads(config["threads"])
     try:
-        model = load_announced(config["model_dir"], config["version"], config["sha256"])
+        model, _ = load_checkpoint(config["model_dir"], config["version"], config["meta_sha256"])
         sent = config["options"]  # JSON: the tuple came as a list
         live = LiveModel(model, ServingOptions(**{**sent, "never_recommend": tuple(sent["never_recommend"])}))
     except Exception as exc:  # the parent logs it and ranks in-process

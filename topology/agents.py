@@ -25,7 +25,7 @@ from stream_recs.events import Limits
 from stream_recs.intake import DEAD_LETTER, Answer, Erase, Rules, Send, route_batch
 from stream_recs.messages import encode_recommendation
 from stream_recs.metrics import Metrics
-from stream_recs.model_updates import follow_model_updates
+from stream_recs.model_updates import UNCHECKED, Trust, follow_model_updates
 from stream_recs.privacy import load_pseudonymiser
 from stream_recs.ranker_child import Ranker
 from stream_recs.scoring import Recommender
@@ -39,10 +39,11 @@ from .transactions import BatchGate, output_sender
 
 def wire(
     topology: Topology, recommender: Recommender, metrics: Metrics, bootstrap: str,
-    ranker: Ranker | None = None,
+    ranker: Ranker | None = None, trust: Trust = UNCHECKED,
 ) -> None:
-    """Attach the agent, the model-update watcher, the ranker's lifecycle and the timers to the
-    app. Without ``ranker``, batches are ranked in-process."""
+    """Attach the agent, the model-update watcher (which applies announcements that satisfy
+    ``trust``), the ranker's lifecycle and the timers to the app. Without ``ranker``, batches are
+    ranked in-process."""
     app, settings = topology.app, topology.settings
     ranker = ranker or Ranker(recommender.options, enabled=False)
     w = settings.worker
@@ -102,7 +103,7 @@ def wire(
     async def watch_model_updates() -> None:
         await follow_model_updates(
             bootstrap, settings.security, settings.topics.model_updates, recommender, metrics,
-            lambda: app.should_stop, ranker,
+            lambda: app.should_stop, ranker, trust,
         )
 
     app.task(ranker.start)

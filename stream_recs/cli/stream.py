@@ -30,10 +30,10 @@ def worker(model_dir, **flags) -> None:
     import torch
 
     from stream_recs.health import start_server
+    from stream_recs.keys import KeyConfigError
     from stream_recs.metrics import Metrics
-    from stream_recs.model_updates import load_announced
+    from stream_recs.model_updates import Trust, load_checkpoint
     from stream_recs.models import CheckpointError
-    from stream_recs.privacy import PseudonymKeyError
     from stream_recs.ranker_child import Ranker
     from stream_recs.scoring import Recommender
     from stream_recs.topology.agents import wire
@@ -44,7 +44,10 @@ def worker(model_dir, **flags) -> None:
     w = settings.worker
     torch.set_num_threads(w.torch_threads)
     try:
-        model = load_announced(model_dir) if model_dir else None
+        trust = Trust.of(w)
+        model, meta_sha256 = load_checkpoint(model_dir) if model_dir else (None, None)
+    except KeyConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
     except CheckpointError as exc:
         raise click.ClickException(f"cannot serve {model_dir}: {exc}") from exc
     bootstrap = resolve_bootstrap(settings)
@@ -57,14 +60,14 @@ def worker(model_dir, **flags) -> None:
     metrics.set_model(recommender.model_version)
     in_child = w.ranker_in_child()
     metrics.set_ranker_child_enabled(in_child)
-    ranker = Ranker(settings.serving, in_child, model_dir, recommender.model_version,
+    ranker = Ranker(settings.serving, in_child, model_dir, recommender.model_version, meta_sha256,
                     on_restart=metrics.record_ranker_restart)
     server = start_server(metrics, w.metrics_port, w.metrics_host, w.liveness_timeout)
     click.echo(f"metrics on http://{w.metrics_host}:{server.port}/metrics", err=True)
     topology = create_app(settings, bootstrap)
     try:
-        wire(topology, recommender, metrics, bootstrap, ranker)
-    except PseudonymKeyError as exc:
+        wire(topology, recommender, metrics, bootstrap, ranker, trust)
+    except KeyConfigError as exc:
         server.stop()
         raise click.ClickException(str(exc)) from exc
     try:
@@ -157,23 +160,29 @@ def tail(from_beginning, limit, timeout) -> None:
 @click.command("publish-model")
 @click.argument("model_dir", type=click.Path(exists=True, file_okay=False))
 def publish_model(model_dir) -> None:
-    """Announce a checkpoint on the model-updates topic; every worker swaps it in."""
+    """Announce a checkpoint on the model-updates topic; every worker swaps it in. With a
+    model-signing key set, the announcement is signed with it."""
+    from stream_recs.keys import KeyConfigError
     from stream_recs.messages import ModelUpdate, encode_model_update
-    from stream_recs.models import CheckpointError, load_model
-    from stream_recs.models.checkpoint import read_meta
+    from stream_recs.model_updates import Trust, sign
+    from stream_recs.models import CheckpointError
+    from stream_recs.models.checkpoint import read_checkpoint
 
+    settings = load_or_fail()
     path = str(Path(model_dir).resolve())
     try:
-        model = load_model(path)  # refuse to announce what would not load
-    except CheckpointError as exc:
+        key = Trust.of(settings.worker).key
+        files = read_checkpoint(path)
+        model = files.model()  # refuse to announce what would not load
+    except (KeyConfigError, CheckpointError) as exc:
         raise click.ClickException(str(exc)) from exc
-    update = ModelUpdate(path=path, version=model.version, sha256=read_meta(path)["weights_sha256"])
-    settings = load_or_fail()
+    update = ModelUpdate(path=path, version=model.version, sha256=files.meta()["weights_sha256"],
+                         signature=sign(key, files) if key is not None else None)
     producer = _producer(settings, resolve_bootstrap(settings), acks="all")
     producer.send(settings.topics.model_updates, key=b"model", value=encode_model_update(update))
     producer.flush()
     producer.close()
-    click.echo(f"published {update.version} ({path})")
+    click.echo(f"published {update.version} ({path}){', signed' if update.signature else ''}")
 
 
 @click.command()

@@ -174,7 +174,7 @@ async def test_a_child_that_cannot_start_is_reported(checkpoints, tmp_path, capl
         await RankerProcess.start(tmp_path / "missing", options)
     with pytest.raises(RankerError, match="not the expected v2"):
         await RankerProcess.start(checkpoints["v1"], options, "v2")
-    with pytest.raises(RankerError, match="not the announced"):
+    with pytest.raises(RankerError, match="not the one the worker loaded"):
         await RankerProcess.start(checkpoints["v1"], options, "v1", "0" * 64)
     ranking = Ranker(options, True, tmp_path / "missing", "v1")
     with caplog.at_level(logging.ERROR, logger="stream_recs.ranker_child"):

@@ -14,7 +14,8 @@ import orjson
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from stream_recs.privacy import Pseudonymiser, PseudonymKeyError, load_pseudonymiser
+from stream_recs.keys import KeyConfigError
+from stream_recs.privacy import Pseudonymiser, load_pseudonymiser
 from stream_recs.topology.timers import SESSIONS_INTERVAL_S
 from stream_recs.topology.topics import changelog_topic
 from tests.harness import Worker, make_model
@@ -92,7 +93,7 @@ def test_pseudonyms_are_stable_keyed_and_never_show_the_key(tmp_path):
     assert load_pseudonymiser() is None
     for bad in ({"key": "short"}, {"key": "k" * 16, "key_file": str(key_file)},
                 {"key_file": str(tmp_path / "missing")}):
-        with pytest.raises(PseudonymKeyError):
+        with pytest.raises(KeyConfigError):
             load_pseudonymiser(**bad)
 
 
