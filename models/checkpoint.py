@@ -7,6 +7,7 @@ must match the recorded sha256 and the shapes implied by the metadata, else :cla
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -87,10 +88,18 @@ class CheckpointFiles:
     meta_bytes: bytes
     weights: bytes
 
+    @functools.cached_property
+    def meta_digest(self) -> bytes:
+        """sha256 of meta.json: it names the weights (their sha256), so it pins the checkpoint."""
+        return hashlib.sha256(self.meta_bytes).digest()
+
+    @functools.cached_property
+    def weights_digest(self) -> bytes:
+        return hashlib.sha256(self.weights).digest()
+
     @property
     def meta_sha256(self) -> str:
-        """sha256 of meta.json: it names the weights (their sha256), so it pins the checkpoint."""
-        return hashlib.sha256(self.meta_bytes).hexdigest()
+        return self.meta_digest.hex()
 
     def meta(self) -> dict:
         """The metadata, validated for format and required fields."""
@@ -99,7 +108,7 @@ class CheckpointFiles:
     def model(self) -> GRU4Rec:
         """The model these files hold, in eval mode, if the weights match the metadata."""
         meta = self.meta()
-        if hashlib.sha256(self.weights).hexdigest() != meta["weights_sha256"]:
+        if self.weights_digest.hex() != meta["weights_sha256"]:
             raise CheckpointError(f"{self.directory / WEIGHTS_FILE} does not match the sha256 in "
                                   f"{META_FILE} (tampered?)")
         try:

@@ -72,8 +72,7 @@ UNCHECKED = Trust()  # no key, no root: any valid checkpoint is served
 
 def sign(key: bytes, files: CheckpointFiles) -> str:
     """HMAC-SHA256 under ``key`` over the checkpoint's metadata and weights (through their sha256)."""
-    digests = hashlib.sha256(files.meta_bytes).digest() + hashlib.sha256(files.weights).digest()
-    message = SIGNED_PREFIX + digests
+    message = SIGNED_PREFIX + files.meta_digest + files.weights_digest
     return hmac.new(key, message, hashlib.sha256).hexdigest()
 
 

@@ -176,13 +176,11 @@ class InOrder:
         past missing ones is neither (it comes again after the seek back), nor is one that comes
         during a rebalance (the sessions table may not hold its partition's states yet)."""
         tp, offset = message.tp, message.offset
-        if self._app.rebalancing or self._app.in_recovery:
+        if self._rebalancing():
             low, high = self._early.get(tp, (offset, offset))
             self._early[tp] = (min(low, offset), max(high, offset))
             return False
-        expected = self._next.get(tp)
-        if expected is None:
-            expected = self._app.consumer._committed_offset[tp]
+        expected = self._expected(tp)
         if expected is None or offset == expected:
             self._next[tp] = offset + 1
             self._stop_waiting(tp)
@@ -198,14 +196,12 @@ class InOrder:
         can be undone by the fetch loop, and no later record may come to trigger another). After a
         rebalance, a partition whose records were refused during it is sought back to them unless
         they came again (recovery's seek to the committed offsets brings those it preceded)."""
-        if self._app.rebalancing or self._app.in_recovery:
+        if self._rebalancing():
             return
         assigned = self._app.consumer.assignment() if self._early else set()
         for tp, (low, high) in list(self._early.items()):
             del self._early[tp]
-            expected = self._next.get(tp)
-            if expected is None:
-                expected = self._app.consumer._committed_offset[tp]
+            expected = self._expected(tp)
             if expected is None:
                 expected = low  # no commit yet: the fetch began at the reset position
             if tp in assigned and expected <= high:
@@ -220,6 +216,16 @@ class InOrder:
             self._sought.pop(tp, None)
             self._early.pop(tp, None)
             self._stop_waiting(tp)
+
+    def _rebalancing(self) -> bool:
+        """A rebalance, or its table recovery, is under way."""
+        return self._app.rebalancing or self._app.in_recovery
+
+    def _expected(self, tp: TP) -> int | None:
+        """The next offset ``tp`` should deliver: after the last admitted one, else the committed
+        one (None before any commit)."""
+        expected = self._next.get(tp)
+        return self._app.consumer._committed_offset[tp] if expected is None else expected
 
     def _wait_for(self, tp: TP, expected: int) -> None:
         """``tp`` waits for the record at ``expected``: hold the read offset there, seek back."""

@@ -109,20 +109,25 @@ def test_pickled_weights_are_never_unpickled(tmp_path):
     assert not (tmp_path / "UNPICKLED").exists()
 
 
-@pytest.mark.kafka
-def test_live_worker_refuses_bad_updates_and_keeps_answering(stream, workers, tmp_path):
-    worker = workers("w", make_model(tmp_path / "m1", "v1", seed=1)).start()
-    bad = bad_announcements(tmp_path, make_model(tmp_path / "m2", "v2", seed=2))
+def announce_and_wait_refused(stream, worker, announcements: list[bytes | None]) -> None:
+    """Send ``announcements`` to model-updates; return once ``worker`` refused them all."""
     producer = KafkaProducer(bootstrap_servers=stream.bootstrap, acks="all")
-    for raw in bad.values():
+    for raw in announcements:
         producer.send(stream.topics.model_updates, key=b"model", value=raw)
     producer.flush()
     producer.close()
     deadline = time.monotonic() + 60
-    while worker.value("stream_recs_model_reloads_total", result="failure") != len(bad):
+    while worker.value("stream_recs_model_reloads_total", result="failure") != len(announcements):
         assert worker.running, worker.log.read_text()[-3000:]
-        assert time.monotonic() < deadline, "not every bad update was refused"
+        assert time.monotonic() < deadline, "not every bad announcement was refused"
         time.sleep(0.5)
+
+
+@pytest.mark.kafka
+def test_live_worker_refuses_bad_updates_and_keeps_answering(stream, workers, tmp_path):
+    worker = workers("w", make_model(tmp_path / "m1", "v1", seed=1)).start()
+    bad = bad_announcements(tmp_path, make_model(tmp_path / "m2", "v2", seed=2))
+    announce_and_wait_refused(stream, worker, list(bad.values()))
     assert worker.value("stream_recs_model_info", version="v1") == 1.0
     assert worker.value("stream_recs_model_reloads_total", result="success") == 0.0
     stream.produce_events([{"event_id": f"e{n}", "user_id": "u1", "item_id": f"i{n}"} for n in range(20)])
@@ -197,23 +202,15 @@ def test_live_worker_with_the_key_refuses_forgeries_and_swaps_in_a_published_mod
     worker = workers("w", make_model(root / "m1", "v1", seed=1)).start()
     good = make_model(root / "m2", "v2", seed=2)
     bad = unsigned_or_forged(tmp_path, good)
-    producer = KafkaProducer(bootstrap_servers=stream.bootstrap, acks="all")
-    for _, raw in bad.values():
-        producer.send(stream.topics.model_updates, key=b"model", value=raw)
-    producer.flush()
-    producer.close()
-    deadline = time.monotonic() + 60
-    while worker.value("stream_recs_model_reloads_total", result="failure") != len(bad):
-        assert worker.running, worker.log.read_text()[-3000:]
-        assert time.monotonic() < deadline, "not every forged announcement was refused"
-        time.sleep(0.5)
+    announce_and_wait_refused(stream, worker, [raw for _, raw in bad.values()])
     assert worker.value("stream_recs_model_updates_refused_total", reason="unsigned") == 1.0
     assert worker.value("stream_recs_model_updates_refused_total", reason="outside_root") == 2.0
     assert worker.value("stream_recs_model_info", version="v1") == 1.0
     published = stream.cli("publish-model", str(good))
     assert published.returncode == 0 and "signed" in published.stdout, published.stderr
+    deadline = time.monotonic() + 60
     while worker.value("stream_recs_model_info", version="v2") != 1.0:
-        assert time.monotonic() < deadline + 60, "the signed model was not swapped in"
+        assert time.monotonic() < deadline, "the signed model was not swapped in"
         time.sleep(0.5)
     stream.produce_events([{"event_id": f"e{n}", "user_id": "u1", "item_id": f"i{n}"} for n in range(5)])
     recs = [orjson.loads(r.value) for r in stream.consume(stream.topics.recommendations, 5)]

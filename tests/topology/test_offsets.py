@@ -34,6 +34,17 @@ def message(app: faust.App, offset: int, generation: int | None = None) -> Messa
     return Message(TOPIC, 0, offset, 0.0, 0, {}, b"u", b"{}", None, generation_id=generation)
 
 
+def recorded_seeks(monkeypatch, c) -> list[int]:
+    """The offsets the consumer ``c`` is told to seek to, from now on (it seeks nothing)."""
+    sought = []
+
+    async def seek(tp, offset):
+        sought.append(offset)
+
+    monkeypatch.setattr(c, "seek", seek)
+    return sought
+
+
 def processed(app: faust.App, *offsets: int) -> list[Message]:
     done = [message(app, o) for o in offsets]
     mark_processed(done)
@@ -117,12 +128,7 @@ async def test_records_are_admitted_once_in_order_and_lost_ones_fetched_again(mo
 
 async def test_a_partition_is_sought_back_again_while_records_stay_lost(monkeypatch):
     app, c = consumer()
-    sought = []
-
-    async def seek(tp, offset):
-        sought.append(offset)
-
-    monkeypatch.setattr(c, "seek", seek)
+    sought = recorded_seeks(monkeypatch, c)
     monkeypatch.setattr(offsets, "RESEEK_EVERY_S", 0.0)
     order = InOrder(app)
     c._committed_offset[PART] = 3
@@ -141,12 +147,7 @@ async def test_records_that_come_during_a_rebalance_wait_for_its_end(monkeypatch
     (a restart on an empty data dir): records that come then are refused, and fetched again
     unless recovery's seek to the committed offset already brought them back."""
     app, c = consumer()
-    sought = []
-
-    async def seek(tp, offset):
-        sought.append(offset)
-
-    monkeypatch.setattr(c, "seek", seek)
+    sought = recorded_seeks(monkeypatch, c)
     monkeypatch.setattr(c, "assignment", lambda: {PART})
     order = InOrder(app)
     app.rebalancing = True
@@ -173,12 +174,7 @@ async def test_records_that_come_during_a_rebalance_wait_for_its_end(monkeypatch
 
 async def test_records_refused_before_any_commit_are_fetched_from_the_lowest(monkeypatch):
     app, c = consumer()
-    sought = []
-
-    async def seek(tp, offset):
-        sought.append(offset)
-
-    monkeypatch.setattr(c, "seek", seek)
+    sought = recorded_seeks(monkeypatch, c)
     monkeypatch.setattr(c, "assignment", lambda: {PART})
     order = InOrder(app)
     app.rebalancing = True
@@ -204,16 +200,12 @@ def exactly_once_order(monkeypatch, committed: dict[int, int | None], log_start:
     """An exactly-once InOrder whose lookup answers from ``committed`` (asked offset -> first
     committed record from there) and whose seeks are recorded."""
     app, c = consumer("exactly_once", log_start)
-    asked, sought = [], []
+    asked, sought = [], recorded_seeks(monkeypatch, c)
 
     async def first_record(tp, offset):
         asked.append(offset)
         return committed[offset]
 
-    async def seek(tp, offset):
-        sought.append(offset)
-
-    monkeypatch.setattr(c, "seek", seek)
     c._committed_offset[PART] = 10
     return app, InOrder(app, first_record), asked, sought
 
@@ -257,15 +249,11 @@ async def test_records_no_longer_in_the_log_are_skipped_and_counted(monkeypatch,
     """The committed offset fell out of the log (retention, deleted records): seeking back to it
     would never end; the partition goes on from the log's start, and commits pass the gap."""
     app, c = consumer(guarantee, log_start=15)
-    sought, truncated = [], []
-
-    async def seek(tp, offset):
-        sought.append(offset)
+    sought, truncated = recorded_seeks(monkeypatch, c), []
 
     async def first_record(tp, offset):
         return None  # the lookup finds no record there
 
-    monkeypatch.setattr(c, "seek", seek)
     c._committed_offset[PART] = 10
     lookup = first_record if guarantee == "exactly_once" else None
     order = InOrder(app, lookup, on_truncated=lambda tp, count: truncated.append((tp, count)))
