@@ -30,7 +30,7 @@ def _train(size: int, decay: float, seed: int, epochs: int, every: int) -> list[
 
     torch.set_num_threads(1)
     split = leave_one_out(load_movielens_100k())
-    model_items, sequences = training_sequences(split.train, None)
+    registry, sequences = training_sequences(split.train, None)
     config = TrainConfig.from_dict({**defaults_for("xe"), "seen_size": size, "seen_decay": decay,
                                     "epochs": epochs, "seed": seed})
     rows = []
@@ -43,7 +43,7 @@ def _train(size: int, decay: float, seed: int, epochs: int, every: int) -> list[
                          "valid_ndcg@10": valid["ndcg@10"], "test_ndcg@10": test["ndcg@10"],
                          "test_recall@10": test["recall@10"]})
 
-    train_model(sequences, model_items, config, "grid", show_progress=False, on_epoch=on_epoch)
+    train_model(sequences, registry, config, "grid", show_progress=False, on_epoch=on_epoch)
     return rows
 
 

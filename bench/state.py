@@ -33,7 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import emit_json, table
 
 from stream_recs.config import ServingOptions, Settings
-from stream_recs.state import SessionState, fingerprint, vocabulary_fingerprint
+from stream_recs.models.registry import vocabulary_fingerprint
+from stream_recs.state import SessionState, fingerprint
 from stream_recs.topology.tables import ROCKSDB_OPTIONS
 
 

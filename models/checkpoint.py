@@ -1,5 +1,5 @@
-"""Checkpoints: a directory with ``model.safetensors`` (weights) and ``meta.json`` (item ids,
-hyper-parameters, data fingerprint, metrics, version, sha256 of the weights file).
+"""Checkpoints: a directory with ``model.safetensors`` (weights) and ``meta.json`` (item ids and
+their registry, hyper-parameters, data fingerprint, metrics, version, sha256 of the weights file).
 
 Loading never unpickles: weights come from safetensors, metadata from JSON, and the weights file
 must match the recorded sha256 and the shapes implied by the metadata, else :class:`CheckpointError`.
@@ -19,6 +19,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load, save_file
 
 from .gru4rec import GRU4Rec
+from .registry import ItemRegistry, RegistryError
 
 FORMAT = "stream-recs-gru4rec/1"
 WEIGHTS_FILE = "model.safetensors"
@@ -72,6 +73,7 @@ def save_model(
         "metrics": metrics or {},
         "weights_sha256": sha,
         "item_ids": model.item_ids,
+        "items": model.registry.to_meta(),
     }
     fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
     with os.fdopen(fd, "w") as handle:
@@ -123,6 +125,9 @@ class CheckpointFiles:
                 **{k: arch[k] for k in SEEN_KEYS if k in arch},
             )
             model.load_state_dict(tensors, strict=True)
+            model.use_registry(ItemRegistry.from_meta(model.item_ids, meta.get("items")))
+        except RegistryError as exc:
+            raise CheckpointError(f"{self.directory / META_FILE}: {exc}") from exc
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise CheckpointError(f"{self.directory}: weights do not fit the metadata: {exc}") from exc
         return model.eval()

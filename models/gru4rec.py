@@ -20,6 +20,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .registry import ItemRegistry, RegistryError
+
 
 class Dropout(nn.Dropout):
     """Inverted dropout from a uniform draw: same result as ``nn.Dropout``, faster on CPU than its
@@ -52,6 +54,7 @@ class GRU4Rec(nn.Module):
         self._index = {item: i for i, item in enumerate(self.item_ids)}
         if len(self._index) != len(self.item_ids):
             raise ValueError("item ids must be unique")
+        self.registry = ItemRegistry.new(self.item_ids)  # a new lineage unless ``use_registry``
         self.hidden_size = hidden_size
         self.n_layers = n_layers
         self.version = version
@@ -92,6 +95,12 @@ class GRU4Rec(nn.Module):
     @property
     def state_size(self) -> int:
         return self.n_layers * self.hidden_size + self.seen_size
+
+    def use_registry(self, registry: ItemRegistry) -> None:
+        """Adopt ``registry`` (its lineage, retirements, last-seen times) for these item ids."""
+        if registry.ids != tuple(self.item_ids):
+            raise RegistryError("the registry lists other item ids than the model")
+        self.registry = registry
 
     def item_index(self, item_id: str) -> int | None:
         """Index of an external item id, or None when the model has never seen it."""

@@ -25,7 +25,9 @@ from .batching import Step, session_parallel
 from .gru4rec import GRU4Rec
 from .losses import LOSSES, bpr_max, cross_entropy_logq, sampled_columns
 from .optim import AdagradMomentum
+from .registry import ItemRegistry
 from .sampling import PopularitySampler
+from .warm_start import warm_start
 
 
 @dataclass
@@ -125,13 +127,19 @@ def window_forward(
 
 
 def training_sequences(
-    events: Events, session_gap: float | None
-) -> tuple[list[str], list[np.ndarray]]:
-    """A model's vocabulary for ``events`` (the item ids that occur, sorted) and the item-index
-    sequences to train it on (see ``to_sequences``)."""
-    item_ids = sorted({events.item_ids[i] for i in set(events.item.tolist())})
-    index = {item: i for i, item in enumerate(item_ids)}
-    return item_ids, to_sequences(events, session_gap, index).items
+    events: Events, session_gap: float | None, parent: ItemRegistry | None = None
+) -> tuple[ItemRegistry, list[np.ndarray]]:
+    """A model's item registry for ``events`` and the item-index sequences to train it on (see
+    ``to_sequences``). The registry is ``parent``'s extended by the items it lacks, or a new
+    lineage; either way the new items come sorted, and every item's last-seen time is folded in."""
+    codes = np.unique(events.item)
+    item_ids = [events.item_ids[i] for i in codes.tolist()]
+    registry = parent.extend(sorted(item_ids)) if parent else ItemRegistry.new(sorted(item_ids))
+    newest = np.full(len(events.item_ids), -np.inf)
+    np.maximum.at(newest, events.item, events.ts)
+    registry = registry.seen({events.item_ids[c]: int(newest[c]) for c in codes.tolist()})
+    index = registry.index()
+    return registry, to_sequences(events, session_gap, index).items
 
 
 def item_support(sequences: Sequence[np.ndarray], n_items: int) -> np.ndarray:
@@ -223,25 +231,32 @@ class Trainer:
 
 def train_model(
     sequences: Sequence[np.ndarray],
-    item_ids: Sequence[str],
+    items: Sequence[str] | ItemRegistry,
     config: TrainConfig,
     version: str,
     show_progress: bool = True,
     on_epoch: Callable[[int, GRU4Rec, dict], None] | None = None,
+    parent: GRU4Rec | None = None,
 ) -> tuple[GRU4Rec, list[dict]]:
-    """Build and train a model on item-index ``sequences``; returns it with per-epoch stats.
+    """Build and train a model on item-index ``sequences`` over ``items`` (their registry, or
+    the ids of a new lineage); returns it with per-epoch stats. With ``parent``, training starts
+    from its weights (``warm_start``).
 
     The progress bar shows the running loss and events/s; ``on_epoch(epoch, model, stats)`` runs
     after every epoch (e.g. validation).
     """
     from tqdm import tqdm
 
+    registry = items if isinstance(items, ItemRegistry) else ItemRegistry.new(items)
     torch.manual_seed(config.seed)
     model = GRU4Rec(
-        item_ids, hidden_size=config.hidden_size, n_layers=config.n_layers,
+        registry.ids, hidden_size=config.hidden_size, n_layers=config.n_layers,
         dropout_embed=config.dropout_embed, dropout_hidden=config.dropout_hidden, version=version,
         seen_size=config.seen_size, seen_decay=config.seen_decay,
     )
+    model.use_registry(registry)
+    if parent is not None:
+        warm_start(model, parent)
     trainer = Trainer(model, sequences, config)
     n_targets = sum(max(len(s) - 1, 0) for s in trainer.sequences)
     history = []

@@ -79,7 +79,7 @@ def run_study(
     from .train import train_model, training_sequences
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    model_items, sequences = training_sequences(split.train, session_gap)
+    registry, sequences = training_sequences(split.train, session_gap)
 
     def objective(trial) -> float:
         params = suggest(trial, loss)
@@ -99,7 +99,7 @@ def run_study(
             if too_slow or trial.should_prune():
                 raise optuna.TrialPruned()
 
-        train_model(sequences, model_items, config, "tuning", show_progress=False,
+        train_model(sequences, registry, config, "tuning", show_progress=False,
                     on_epoch=on_epoch)
         log(f"trial {trial.number}: {metric} {best:.4f} {params}")
         return best

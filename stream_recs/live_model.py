@@ -1,10 +1,12 @@
-"""A model made ready to serve, its vocabulary, and the vocabularies of earlier live models.
+"""A model made ready to serve, its vocabulary, and the vocabularies of other lineages.
 
 ``LiveModel`` is built once per model swap (in the worker, and the same way in its ranker child):
-the output matrix padded for ``topk.top_k``, the ids never to recommend scored -inf, the unit item
-vectors ``because`` compares, and the bfloat16 screen or the approximate index. ``Vocabularies``
-keeps the vocabularies of the last few live models, so a state written under one of them can be
-re-indexed into the live one.
+the output matrix padded for ``topk.top_k``, the ids never to recommend and the retired items
+scored -inf, the unit item vectors ``because`` compares, and the bfloat16 screen or the
+approximate index. States are tagged with the lineage of the item registry they were written
+under (``models/registry.py``): any model of that lineage reads them as they are. ``Vocabularies``
+keeps the newest vocabulary of the last few lineages served, so a state of another lineage can
+be re-indexed into the live one while the worker runs.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch
 
 from stream_recs.config import ServingOptions
 from stream_recs.models.gru4rec import GRU4Rec
-from stream_recs.state import fingerprint, vocabulary_fingerprint
+from stream_recs.state import fingerprint
 from stream_recs.topk import (
     BF16Screen,
     ann_top_k,
@@ -29,14 +31,14 @@ from stream_recs.topk import (
 
 
 class Vocabulary:
-    """A model's item ids, their indices, and the fingerprint states are tagged with."""
+    """A model's item ids, their indices, and the lineage states are tagged with."""
 
-    __slots__ = ("fp", "ids", "index")
+    __slots__ = ("ids", "index", "lineage")
 
-    def __init__(self, item_ids: Sequence[str]) -> None:
+    def __init__(self, item_ids: Sequence[str], lineage: int) -> None:
         self.ids = list(item_ids)
         self.index = {item: i for i, item in enumerate(self.ids)}
-        self.fp = vocabulary_fingerprint(self.ids)
+        self.lineage = lineage
 
 
 def screen_wanted(option: str) -> bool:
@@ -56,7 +58,9 @@ class LiveModel:
         self.k = options.k
         self.version = model.version
         self.fp = fingerprint(model.version)
-        self.vocab = Vocabulary(model.item_ids)
+        self.registry = model.registry
+        self.n_items = model.n_items
+        self.vocab = Vocabulary(model.item_ids, model.registry.lineage)
         weight, bias = (t.float() for t in model.output_embeddings())
         padding = -len(weight) % padded_multiple(self.k)
         self.weight = torch.cat([weight, weight.new_zeros(padding, weight.shape[1])]).contiguous()
@@ -65,6 +69,7 @@ class LiveModel:
             index = self.vocab.index.get(item)
             if index is not None:
                 self.bias[index] = float("-inf")
+        self.bias[model.registry.retired_indices()] = float("-inf")
         embedding = self.weight[:, : model.hidden_size]  # ``because`` compares item embeddings
         self.unit = embedding / embedding.norm(dim=1, keepdim=True).clamp_min(1e-12)
         self.state_size = model.state_size
@@ -89,31 +94,36 @@ class LiveModel:
 
 
 class Vocabularies:
-    """The vocabularies of the last ``keep`` live models, by fingerprint, and the index mapping
+    """The newest vocabulary of each of the last ``keep`` lineages served, and the index mapping
     from one of them into the live one (one mapping at a time: all a swap needs)."""
 
     def __init__(self, keep: int = 4) -> None:
         self.keep = keep
         self._known: OrderedDict[int, Vocabulary] = OrderedDict()
-        self._mapping: tuple[tuple[int, int], np.ndarray] | None = None
+        self._mapping: tuple[tuple[int, ...], np.ndarray] | None = None
 
     def remember(self, vocab: Vocabulary) -> None:
-        self._known[vocab.fp] = vocab
-        self._known.move_to_end(vocab.fp)
+        """Keep ``vocab`` for its lineage; a lineage only grows, so the newest one reads all."""
+        known = self._known.get(vocab.lineage)
+        if known is None or len(known.ids) <= len(vocab.ids):
+            self._known[vocab.lineage] = vocab
+        self._known.move_to_end(vocab.lineage)
         while len(self._known) > self.keep:
             self._known.popitem(last=False)
 
-    def get(self, fp: int, live: LiveModel | None) -> Vocabulary | None:
-        """The vocabulary tagged ``fp``: the live one, or a remembered one (None: unknown)."""
-        return live.vocab if live is not None and live.vocab.fp == fp else self._known.get(fp)
+    def get(self, lineage: int, live: LiveModel | None) -> Vocabulary | None:
+        """The vocabulary of ``lineage``: the live one, or a remembered one (None: unknown)."""
+        if live is not None and live.vocab.lineage == lineage:
+            return live.vocab
+        return self._known.get(lineage)
 
-    def mapping(self, old_fp: int, live: LiveModel) -> np.ndarray | None:
-        """``mapping[old index] = live index`` (-1: not in the live vocabulary); None when the
-        old vocabulary is unknown."""
-        old = self._known.get(old_fp)
+    def mapping(self, lineage: int, live: LiveModel) -> np.ndarray | None:
+        """``mapping[index in lineage] = live index`` (-1: not in the live vocabulary); None when
+        the lineage is unknown."""
+        old = self._known.get(lineage)
         if old is None:
             return None
-        key = (old_fp, live.vocab.fp)
+        key = (lineage, len(old.ids), live.vocab.lineage, len(live.vocab.ids))
         if self._mapping is None or self._mapping[0] != key:
             index = live.vocab.index
             self._mapping = key, np.array([index.get(item, -1) for item in old.ids], dtype=np.int64)

@@ -102,7 +102,9 @@ class ModelUpdateError(ValueError):
 
 
 # why a worker refuses an announcement (``model_updates.Refused``; a label of its metric)
-REFUSAL_REASONS = ("malformed", "outside_root", "unsigned", "bad_signature", "bad_checkpoint")
+REFUSAL_REASONS = (
+    "malformed", "outside_root", "unsigned", "bad_signature", "bad_checkpoint", "branched_lineage",
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,9 +8,11 @@ signed, an HMAC-SHA256 over the checkpoint's metadata and weights under a shared
 announcement, and one whose path lies outside its models root (symbolic links resolved). Each
 checkpoint file is read once: what was verified is what is loaded (``load_update``). The ranker
 child is told the sha256 of the metadata the worker loaded, which names the weights' sha256 in
-turn, so it serves the very same checkpoint (``load_checkpoint``). A refused announcement is
-logged and counted with its reason (``stream_recs_model_updates_refused_total{reason}``, one of
-``messages.REFUSAL_REASONS``), and the old model keeps serving.
+turn, so it serves the very same checkpoint (``load_checkpoint``). A checkpoint whose item
+registry disagrees with the live one about an index of their lineage (a branched lineage, whose
+states would be misread) is refused too. A refused announcement is logged and counted with its
+reason (``stream_recs_model_updates_refused_total{reason}``, one of ``messages.REFUSAL_REASONS``),
+and the old model keeps serving.
 """
 
 from __future__ import annotations
@@ -139,6 +141,9 @@ async def apply_model_update(
         if update.version == recommender.model_version:
             return True
         model, meta_sha256 = await asyncio.to_thread(load_update, update, trust)
+        conflict = recommender.lineage_conflict(model)
+        if conflict is not None:
+            raise Refused("branched_lineage", f"{update.path}: {conflict}")
     except Refused as exc:
         log.error("model update refused (%s), the old model keeps serving: %s", exc.reason, exc)
         metrics.record_refused_update(exc.reason)

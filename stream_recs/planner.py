@@ -9,8 +9,10 @@ batches):
    refers to that answer (``Plan.ref``), to be ranked once the batch is answered;
 3. a new session (a gap longer than ``session_gap`` in event time, or another ``session_id``)
    resets the hidden state; history is kept for masking and explanations;
-4. a state written under another vocabulary is re-indexed into the live one (``Vocabularies``;
-   an unknown old vocabulary drops the history);
+4. a state of the live model's lineage is read as it is, less the items the live model lacks
+   (``SessionState.within``: written by a newer model, before a rollback); a state of another
+   lineage is re-indexed into the live one (``Vocabularies``; an unknown lineage drops the
+   history);
 5. the item is appended to history when the live model knows it;
 6. the event is answered by the model when one is live and the session holds a known item, else
    by the popularity fallback, which then must not offer ``Plan.masked_ids``.
@@ -64,7 +66,7 @@ def plan_batch(
     last_pos: dict[str, int] = {}
     starts: list[SessionState] = []
     plans: list[Plan] = []
-    live_vocab = live.vocab.fp if live else 0
+    live_vocab = live.vocab.lineage if live else 0
     for pos, event in enumerate(events):
         user = event.user_id
         session = session_fingerprint(event.session_id)
@@ -81,8 +83,11 @@ def plan_batch(
         else:
             reset = False
             ref = last_pos[user] if not first else (state.last_recs, state.vocab)
-        if live is not None and state.vocab != live_vocab:
-            state = state.translate(live_vocab, vocabularies.mapping(state.vocab, live))
+        if live is not None and state.model != live.fp:
+            if state.vocab != live_vocab:
+                state = state.translate(live_vocab, vocabularies.mapping(state.vocab, live))
+            else:
+                state = state.within(live.n_items)
         if first:
             rows[user] = len(starts)
             starts.append(state)

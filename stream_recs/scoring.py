@@ -106,6 +106,11 @@ class Recommender:
         """Version of the live model, None when only the fallback serves."""
         return self._live.version if self._live else None
 
+    def lineage_conflict(self, model: GRU4Rec) -> str | None:
+        """Why ``model``'s item registry would misread the live model's states (None: it would
+        not; see ``ItemRegistry.conflict_with``)."""
+        return self._live.registry.conflict_with(model.registry) if self._live else None
+
     def prepare(self, model: GRU4Rec) -> LiveModel:
         """``model`` made ready to serve with these options. It changes nothing here, so it can
         run in another thread while batches are served."""

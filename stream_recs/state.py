@@ -3,7 +3,7 @@
 A ``SessionState`` is immutable; each transition returns a new one. What it holds:
 
 - ``history``: the last ``history_len`` item indices the user interacted with (oldest first,
-  across sessions), in the vocabulary tagged ``vocab``; ``session_len`` of its newest entries are
+  across sessions), in the item-registry lineage tagged ``vocab``; ``session_len`` of its newest entries are
   the current session (what a hidden state is rebuilt from after a model swap);
 - ``hidden``: the GRU state after the last event, float16 bytes (GRU states lie in [-1, 1], where
   float16 keeps about 3 decimal digits), tagged ``model``; empty when the session has no model
@@ -15,9 +15,10 @@ A ``SessionState`` is immutable; each transition returns a new one. What it hold
   producer's session_id, 0 when none was given).
 
 Version tags are fingerprints, not strings: ``model`` = ``fingerprint(model.version)``, ``vocab``
-= ``vocabulary_fingerprint(model.item_ids)``, so a state stays small whatever the names. Retraining
-on the same vocabulary keeps ``history`` valid (only ``hidden`` is rebuilt); a vocabulary change
-needs the old vocabulary to translate ``history``, which ``live_model.Vocabularies`` keeps.
+= ``model.registry.lineage`` (``models/registry.py``), so a state stays small whatever the names.
+Every model of a lineage keeps the indices of its parents, so ``history`` stays valid across their
+versions (only ``hidden`` is rebuilt; ``within`` drops the items a model lacks); a state of
+another lineage needs that lineage's vocabulary to be translated (``live_model.Vocabularies``).
 
 Encoding (little-endian): a 37-byte header (format, index width, last_ts f64, session u64, model
 u32, vocab u32, touched u32, hidden/history/session/recs lengths), the hidden state as float16,
@@ -58,15 +59,6 @@ def session_fingerprint(session_id: str | None) -> int:
         return 0
     digest = hashlib.blake2b(session_id.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") or 1
-
-
-def vocabulary_fingerprint(item_ids: Sequence[str]) -> int:
-    """Tag of an ordered item vocabulary: equal tags mean indices are interchangeable."""
-    digest = hashlib.blake2b(digest_size=4)
-    for item in item_ids:
-        digest.update(item.encode())
-        digest.update(b"\x00")
-    return int.from_bytes(digest.digest(), "little") or 1
 
 
 class SessionState(NamedTuple):
@@ -125,6 +117,16 @@ class SessionState(NamedTuple):
     def with_recs(self, recs: Sequence[int]) -> SessionState:
         """Remember what was recommended (model indices, best first; empty for a fallback)."""
         return _new(SessionState, (*self[:-1], tuple(recs[:_MAX_RECS])))
+
+    def within(self, n_items: int) -> SessionState:
+        """Only the history items a model of ``n_items`` items has (indices below it): a state
+        written by a newer model of the lineage, read by an older one."""
+        if not self.history or max(self.history) < n_items:
+            return self
+        keep = [i < n_items for i in self.history]
+        in_session = sum(keep[len(keep) - self.session_len :]) if self.session_len else 0
+        history = tuple(i for i in self.history if i < n_items)
+        return self._replace(model=0, hidden=b"", history=history, session_len=in_session)
 
     def translate(self, vocab: int, mapping: np.ndarray | None) -> SessionState:
         """Re-index ``history`` into vocabulary ``vocab``.

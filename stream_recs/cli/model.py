@@ -1,4 +1,5 @@
-"""``stream-recs train | evaluate | tune``: train a GRU4Rec checkpoint, evaluate it next to the
+"""``stream-recs train | retire-items | evaluate | tune``: train a GRU4Rec checkpoint (from scratch,
+or from a parent whose item indices it keeps), retire items, evaluate a checkpoint next to the
 baselines on a full-ranking protocol, search hyper-parameters with Optuna.
 
 Heavy imports (torch, numpy, optuna) happen inside the commands so other commands stay fast.
@@ -74,9 +75,15 @@ def _split(events, protocol: str, max_len: int, session_gap: float | None, test_
               help="Override a training hyper-parameter (repeatable), e.g. --param bptt=8.")
 @click.option("--threads", default=0, show_default=True,
               help="torch threads (0: one per core; 1 can be faster on a CPU busy with other work).")
+@click.option("--parent", "parent_dir", type=click.Path(exists=True, file_okay=False),
+              help="Start from this checkpoint: its weights, its architecture, and its item "
+                   "indices, which the new model keeps (new items are appended).")
+@click.option("--retire-after", type=float, metavar="SECONDS",
+              help="Retire the items unseen for this long before the newest event.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train(dataset, events_path, n_events, n_users, n_items, data_seed, out_dir, holdout, loss,
-          session_gap, max_len, epochs, seed, test_days, params, threads, quiet):
+          session_gap, max_len, epochs, seed, test_days, params, threads, parent_dir, retire_after,
+          quiet):
     """Train a GRU4Rec model and write a checkpoint directory."""
     import dataclasses
     import time
@@ -85,7 +92,7 @@ def train(dataset, events_path, n_events, n_users, n_items, data_seed, out_dir, 
 
     torch.set_num_threads(threads or os.cpu_count() or 1)
 
-    from stream_recs.models import save_model
+    from stream_recs.models import load_model, save_model
     from stream_recs.models.train import TrainConfig, train_model, training_sequences
     from stream_recs.models.tune import defaults_for
 
@@ -94,6 +101,9 @@ def train(dataset, events_path, n_events, n_users, n_items, data_seed, out_dir, 
     if holdout != "none":
         events = _split(events, holdout, max_len, gap, test_days).train
     values = {**defaults_for(loss), "loss": loss, "max_len": max_len, "seed": seed}
+    parent = load_model(parent_dir) if parent_dir else None
+    if parent is not None:
+        values.update({name: getattr(parent, name) for name in _ARCHITECTURE})
     if epochs is not None:
         values["epochs"] = epochs
     overrides = _parse_params(params)
@@ -103,11 +113,17 @@ def train(dataset, events_path, n_events, n_users, n_items, data_seed, out_dir, 
                                  param_hint="--param")
     values.update(overrides)
     config = TrainConfig.from_dict(values)
-    item_ids, sequences = training_sequences(events, gap)
+    registry, sequences = training_sequences(events, gap, parent.registry if parent else None)
+    if retire_after is not None:
+        registry = registry.retire_unseen(float(events.ts.max()), retire_after)
     fingerprint = events.fingerprint()
     version = f"gru4rec-{fingerprint[:8]}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
     started = time.perf_counter()
-    model, history = train_model(sequences, item_ids, config, version, show_progress=not quiet)
+    try:
+        model, history = train_model(sequences, registry, config, version,
+                                     show_progress=not quiet, parent=parent)
+    except ValueError as exc:  # RegistryError: the parameters contradict the parent's
+        raise click.UsageError(str(exc)) from exc
     seconds = time.perf_counter() - started
     hyper = {**dataclasses.asdict(config), "session_gap": gap}
     n_ev = sum(h["events"] for h in history)
@@ -115,9 +131,42 @@ def train(dataset, events_path, n_events, n_users, n_items, data_seed, out_dir, 
                "train_events_per_s": round(n_ev / max(sum(h["seconds"] for h in history), 1e-9)),
                "final_loss": history[-1]["loss"] if history else None}
     save_model(model, out_dir, hyperparameters=hyper, fingerprint=fingerprint, metrics=metrics)
-    click.echo(f"trained {len(item_ids)} items, {len(sequences)} sequences, {config.epochs} "
-               f"epochs in {seconds:.1f}s ({metrics['train_events_per_s']:,} events/s); "
-               f"wrote {out_dir} (version {version})")
+    added = f", {len(registry.ids) - parent.n_items} new" if parent is not None else ""
+    click.echo(f"trained {len(registry.ids)} items{added} ({len(registry.retired)} retired), "
+               f"{len(sequences)} sequences, {config.epochs} epochs in {seconds:.1f}s "
+               f"({metrics['train_events_per_s']:,} events/s); wrote {out_dir} (version {version})")
+
+
+_ARCHITECTURE = ("hidden_size", "n_layers", "seen_size", "seen_decay")  # what a child inherits
+
+
+@click.command("retire-items")
+@click.option("--model", "model_dir", required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Checkpoint directory to write (a new version, same weights).")
+@click.option("--restore", is_flag=True, help="Put the items back in ranking instead.")
+@click.argument("item_ids", nargs=-1, required=True)
+def retire_items(model_dir, out_dir, restore, item_ids):
+    """Retire items from ranking (they keep their index), or restore them; announce the result
+    with publish-model."""
+    import time
+
+    from stream_recs.models import load_model, save_model
+    from stream_recs.models.checkpoint import read_meta
+    from stream_recs.models.registry import RegistryError
+
+    model = load_model(model_dir)
+    meta = read_meta(model_dir)
+    try:
+        registry = model.registry.restore(item_ids) if restore else model.registry.retire(item_ids)
+    except RegistryError as exc:
+        raise click.UsageError(str(exc)) from exc
+    model.use_registry(registry)
+    model.version = f"{model.version.split('+')[0]}+r{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    save_model(model, out_dir, hyperparameters=meta["hyperparameters"],
+               fingerprint=meta.get("data_fingerprint"), metrics=meta.get("metrics"))
+    click.echo(f"{'restored' if restore else 'retired'} {len(item_ids)} items; {len(registry.retired)} "
+               f"retired in all; wrote {out_dir} (version {model.version})")
 
 
 def _parse_params(params) -> dict:
@@ -242,4 +291,4 @@ def tune(dataset, events_path, n_events, n_users, n_items, data_seed, protocol, 
     click.echo()
 
 
-COMMANDS = [train, evaluate, tune]
+COMMANDS = [train, retire_items, evaluate, tune]

@@ -12,9 +12,10 @@ from stream_recs.config import ServingOptions
 from stream_recs.events import Event
 from stream_recs.live_model import Vocabulary
 from stream_recs.models.gru4rec import GRU4Rec
+from stream_recs.models.registry import vocabulary_fingerprint
 from stream_recs.popularity import Popularity
 from stream_recs.scoring import MODEL, POPULAR, Recommender
-from stream_recs.state import SessionState, fingerprint, vocabulary_fingerprint
+from stream_recs.state import SessionState, fingerprint
 
 T0 = 1_700_000_000.0
 ITEMS = [f"i{i}" for i in range(50)]
@@ -299,7 +300,8 @@ def test_unknown_old_vocabulary_drops_history_and_registered_one_translates():
     fresh = Recommender(new, ServingOptions(k=5))
     lost = fresh.step_batch([ev("u", "i4", T0 + 1, 1)], states, T0 + 1)
     assert lost.states["u"].history == (4,) and lost.ranks == [None]
-    fresh.vocabularies.remember(Vocabulary(ITEMS))  # as after a swap from the old model
+    # as after a swap from the old model:
+    fresh.vocabularies.remember(Vocabulary(ITEMS, vocabulary_fingerprint(ITEMS)))
     kept = fresh.step_batch([ev("u", "i4", T0 + 1, 1)], states, T0 + 1)
     assert kept.states["u"].history == (7, 4) and kept.states["u"].session_len == 2
 

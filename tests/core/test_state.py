@@ -7,11 +7,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from stream_recs.models.registry import vocabulary_fingerprint
 from stream_recs.state import (
     SessionState,
     fingerprint,
     session_fingerprint,
-    vocabulary_fingerprint,
 )
 
 T0 = 1_700_000_000.0
