@@ -17,7 +17,8 @@ from kafka import KafkaConsumer, KafkaProducer
 
 from stream_recs.config import Topics
 from stream_recs.devkit import free_port, scrape_samples, stop_process
-from stream_recs.models import GRU4Rec, save_model
+from stream_recs.models import GRU4Rec, load_model, save_model
+from stream_recs.models.warm_start import warm_start
 
 N_ITEMS = 300
 
@@ -27,6 +28,30 @@ def make_model(path: Path, version: str, seed: int, hidden: int = 16) -> Path:
     torch.manual_seed(seed)
     model = GRU4Rec([f"i{n}" for n in range(N_ITEMS)], hidden_size=hidden, version=version)
     return save_model(model, path)
+
+
+def make_child(path: Path, parent: Path, version: str, new_items: list[str], seed: int) -> Path:
+    """A checkpoint warm-started from ``parent``'s, its item registry extended by ``new_items``
+    (randomly initialised rows)."""
+    old = load_model(parent)
+    torch.manual_seed(seed)
+    registry = old.registry.extend(new_items)
+    model = GRU4Rec(registry.ids, hidden_size=old.hidden_size, version=version)
+    model.use_registry(registry)
+    warm_start(model, old)
+    return save_model(model, path)
+
+
+def replayed_top_k(model: GRU4Rec, items: list[str], k: int, mask: int) -> list[str]:
+    """The top ``k`` a worker serves after ``items`` (the state's history, oldest first): the
+    model stepped over them with the float16 rounding of a stored hidden state, the last ``mask``
+    items excluded."""
+    hidden = model.init_hidden(1)
+    for item in items:
+        hidden = model.step(hidden, torch.tensor([model.item_index(item)])).half().float()
+    scores = model.score(hidden)[0].clone()
+    scores[[model.item_index(i) for i in items[-mask:]]] = float("-inf")
+    return [model.item_ids[i] for i in torch.topk(scores, k).indices.tolist()]
 
 
 def numbered_clicks(start: int, count: int, users: int) -> list[dict]:

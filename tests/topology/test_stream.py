@@ -12,11 +12,10 @@ from collections import defaultdict
 
 import orjson
 import pytest
-import torch
 from aiokafka import AIOKafkaProducer
 
 from stream_recs.models import load_model
-from tests.harness import N_ITEMS, make_model
+from tests.harness import N_ITEMS, make_model, replayed_top_k
 
 pytestmark = pytest.mark.kafka
 
@@ -276,12 +275,7 @@ def test_model_swap_mid_stream_rebuilds_stale_states(stream, workers, tmp_path):
     for user, rec in first_after.items():
         cut = next(i for i, e in enumerate(history[user]) if e["event_id"] == rec["event_id"])
         items = [e["item_id"] for e in history[user][: cut + 1]][-50:]
-        hidden = model.init_hidden(1)
-        for item in items:
-            hidden = model.step(hidden, torch.tensor([model.item_index(item)])).half().float()
-        scores = model.score(hidden)[0].clone()
-        scores[[model.item_index(i) for i in items[-MASK:]]] = float("-inf")
-        expected = [model.item_ids[i] for i in torch.topk(scores, K).indices.tolist()]
+        expected = replayed_top_k(model, items, K, MASK)
         assert [it["item_id"] for it in rec["items"]] == expected, user
         checked += 1
     assert checked == 40
