@@ -44,6 +44,7 @@ if TYPE_CHECKING:  # the ranker child imports load_checkpoint, and needs none of
 log = logging.getLogger(__name__)
 
 SIGNED_PREFIX = b"stream-recs model announcement/1\n"  # what a signature signs starts with this
+CATCH_UP_TIMEOUT_S = 60.0  # the longest a starting worker waits for the latest announcement
 
 
 class Refused(Exception):
@@ -160,12 +161,15 @@ async def apply_model_update(
 async def follow_model_updates(
     bootstrap: str, security: Security, topic: str, recommender: Recommender, metrics: Metrics,
     should_stop: Callable[[], bool], ranker: Ranker | None = None, trust: Trust = UNCHECKED,
+    caught_up: asyncio.Event | None = None,
 ) -> None:
-    """Apply every announcement on ``topic`` from the latest one on, until ``should_stop()``."""
+    """Apply every announcement on ``topic`` from the latest one on, until ``should_stop()``;
+    set ``caught_up`` once the announcements made before the start are applied (or refused)."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, **security_kwargs(security)
     )
     tp = TopicPartition(topic, 0)
+    caught_up = caught_up or asyncio.Event()
     await consumer.start()
     try:
         consumer.assign([tp])
@@ -175,5 +179,19 @@ async def follow_model_updates(
             records = await consumer.getmany(tp, timeout_ms=1000)
             for record in records.get(tp, []):
                 await apply_model_update(record.value, recommender, metrics, ranker, trust)
+            if not caught_up.is_set() and await consumer.position(tp) >= end:
+                caught_up.set()
     finally:
         await consumer.stop()
+
+
+async def wait_caught_up(caught_up: asyncio.Event, timeout_s: float = CATCH_UP_TIMEOUT_S) -> None:
+    """Wait until ``follow_model_updates`` has applied the announcements made before the start,
+    at most ``timeout_s``. A worker must not answer a click with the model on its command line
+    when a later one was announced: that answer would go out under the wrong version, and its
+    state would drop the items only the announced model knows (``SessionState.within``)."""
+    try:
+        await asyncio.wait_for(caught_up.wait(), timeout_s)
+    except TimeoutError:
+        log.error("the model announcements were not read within %.0f s: the model given at "
+                  "start serves until they are", timeout_s)

@@ -11,11 +11,13 @@ writes the states back, and one Recommendation per event is produced, keyed by u
 Offsets are committed after the batch body (at-least-once: a crash replays the batch; outputs
 carry the event id), and only admitted records count (``offsets.mark_processed``). Under
 exactly-once, a click's outputs go into its partition's transaction and commits wait for the
-batch to end (transactions.py).
+batch to end (transactions.py). Before its first batch, ``recommend`` waits until the model
+announced last before the start is live (``model_updates.wait_caught_up``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 
@@ -25,7 +27,7 @@ from stream_recs.events import Limits
 from stream_recs.intake import DEAD_LETTER, Answer, Erase, Rules, Send, route_batch
 from stream_recs.messages import encode_recommendation
 from stream_recs.metrics import Metrics
-from stream_recs.model_updates import UNCHECKED, Trust, follow_model_updates
+from stream_recs.model_updates import UNCHECKED, Trust, follow_model_updates, wait_caught_up
 from stream_recs.privacy import load_pseudonymiser
 from stream_recs.ranker_child import Ranker
 from stream_recs.scoring import Recommender
@@ -93,8 +95,11 @@ def wire(
                 metrics.record_forgotten()
         mark_processed(event.message for event in admitted)
 
+    announced = asyncio.Event()  # set once the announcements made before the start are applied
+
     @app.agent(topology.clicks, concurrency=1, name="recommend")
     async def recommend(stream: faust.StreamT) -> None:
+        await wait_caught_up(announced)
         async for batch in stream.take_events(w.batch_size, within=w.batch_window):
             async with gate.batch():
                 await process(batch)
@@ -103,7 +108,7 @@ def wire(
     async def watch_model_updates() -> None:
         await follow_model_updates(
             bootstrap, settings.security, settings.topics.model_updates, recommender, metrics,
-            lambda: app.should_stop, ranker, trust,
+            lambda: app.should_stop, ranker, trust, announced,
         )
 
     app.task(ranker.start)

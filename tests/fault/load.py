@@ -3,6 +3,7 @@ came out (recommendations, dead letters) against what went in."""
 
 from __future__ import annotations
 
+import itertools
 import random
 import threading
 import time
@@ -11,20 +12,24 @@ from dataclasses import dataclass, field
 import orjson
 from kafka import KafkaConsumer, KafkaProducer
 
+from stream_recs.state import SessionState
+from stream_recs.topology.topics import changelog_topic
 from tests.harness import N_ITEMS
 
 FIGURES: list[str] = []  # one line per fault test, shown in the terminal summary
 
 
 class SteadyLoad:
-    """Clicks at a fixed rate from a thread, keyed by user, ``ts`` = send time; keeps the ids of
-    the events the broker acknowledged (``acked``, with their ``placed`` partition and offset) and
-    of those it never did (``failed``), and every event's user and item (``clicks``)."""
+    """Clicks at a fixed rate from a thread, keyed by user, ``ts`` = send time, on one of
+    ``items`` (i0..i299; a test may replace the list mid-run); keeps the ids of the events the
+    broker acknowledged (``acked``, with their ``placed`` partition and offset) and of those it
+    never did (``failed``), and every event's user and item (``clicks``)."""
 
     def __init__(self, bootstrap: str, topic: str, rate: float, users: int, seed: int = 0,
                  prefix: str = "e", **client: object) -> None:
         self.topic, self.rate, self.users, self.prefix = topic, rate, users, prefix
         self.rng = random.Random(seed)
+        self.items = [f"i{n}" for n in range(N_ITEMS)]
         self.producer = KafkaProducer(
             bootstrap_servers=bootstrap, acks="all", linger_ms=5, retries=1_000_000,
             delivery_timeout_ms=300_000, max_block_ms=300_000, **client,
@@ -50,7 +55,7 @@ class SteadyLoad:
                 time.sleep(delay)
             event_id = f"{self.prefix}{self.sent}"
             user = f"u{self.rng.randrange(self.users)}"
-            item = f"i{self.rng.randrange(N_ITEMS)}"
+            item = self.rng.choice(self.items)
             body = {"event_id": event_id, "user_id": user, "item_id": item, "type": "click",
                     "ts": time.time()}
             self.clicks[event_id] = (user, item)
@@ -103,6 +108,20 @@ def read_all(bootstrap: str, topic: str, count: int, timeout_s: float = 120.0, s
     finally:
         consumer.close()
     return records
+
+
+def shrunk_histories(stream) -> tuple[int, list[str]]:
+    """(states in the sessions changelog, users one of whose states holds less history than the
+    one before it: a session that restarted or lost items)."""
+    topic = changelog_topic(stream.env["STREAM_RECS_APP_ID"])
+    lengths: dict[bytes, list[int]] = {}
+    records = read_all(stream.bootstrap, topic, 1)
+    for record in records:
+        assert record.value, f"a state of {record.key!r} was deleted"
+        lengths.setdefault(record.key, []).append(len(SessionState.decode(record.value).history))
+    shrunk = sorted(key.decode() for key, seq in lengths.items()
+                    if any(b < a for a, b in itertools.pairwise(seq)))
+    return len(records), shrunk
 
 
 @dataclass

@@ -10,17 +10,14 @@ write a short history). Settings come from the environment, so the test runs und
 
 from __future__ import annotations
 
-import itertools
 import signal
 
 import orjson
 import pytest
 
-from stream_recs.state import SessionState
-from stream_recs.topology.topics import changelog_topic
 from tests.harness import make_model
 
-from .load import SteadyLoad, Tally, read_all
+from .load import SteadyLoad, Tally, read_all, shrunk_histories
 from .test_crash import wait_answered
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -29,20 +26,6 @@ RATE = 500.0
 USERS = 200
 SETTLE = 1_500  # clicks each worker answers after it joined, before the next change
 AFTER_LEAVE = 5_000  # clicks sent after the first worker left
-
-
-def shrunk_histories(stream) -> tuple[int, list[str]]:
-    """(states in the changelog, users one of whose states holds less history than the one
-    before it)."""
-    topic = changelog_topic(stream.env["STREAM_RECS_APP_ID"])
-    lengths: dict[bytes, list[int]] = {}
-    records = read_all(stream.bootstrap, topic, 1)
-    for record in records:
-        assert record.value, f"a state of {record.key!r} was deleted"
-        lengths.setdefault(record.key, []).append(len(SessionState.decode(record.value).history))
-    shrunk = sorted(key.decode() for key, seq in lengths.items()
-                    if any(b < a for a, b in itertools.pairwise(seq)))
-    return len(records), shrunk
 
 
 def test_workers_join_and_leave_under_load_losing_nothing(stream, workers, tmp_path):

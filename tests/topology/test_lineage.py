@@ -62,3 +62,19 @@ def test_states_of_every_earlier_version_are_served_after_restarts(stream, worke
         items = [e["item_id"] for e in histories[key.decode()]]
         assert [model.item_ids[i] for i in state.history] == items, key
         assert state.vocab == model.registry.lineage
+
+
+def test_a_worker_started_after_an_announcement_answers_with_the_announced_model(
+    stream, workers, tmp_path
+):
+    v1 = make_model(tmp_path / "v1", "v1", seed=1)
+    v2 = make_child(tmp_path / "v2", v1, "v2", NEW_ITEMS["v2"], seed=2)
+    for command in (("topics", "apply"), ("publish-model", str(v2))):
+        done = stream.cli(*command)
+        assert done.returncode == 0, done.stderr
+    events = clicks("v2", 0, 3)  # waiting before the worker starts: its very first batch
+    stream.produce_events(events)
+    workers("w", v1).start()  # its command line names v1
+    answers = by_event(stream.answers(stream.topics.recommendations, {e["event_id"] for e in events}))
+    assert {a["model_version"] for a in answers.values()} == {"v2"}
+    assert all(a["strategy"] == "model" for a in answers.values())
