@@ -186,9 +186,11 @@ def read_events(path: str | Path) -> Events:
 # --- Kafka clicks topic ---------------------------------------------------------------------
 def read_kafka_clicks(
     topic: str, bootstrap_servers: str, timeout_s: float = 30.0, skipped: Counter | None = None,
-    **client_kwargs,
+    since: float | None = None, **client_kwargs,
 ) -> Events:
-    """Read a clicks topic from the beginning to the end offsets seen at the start.
+    """Read a clicks topic's committed records (read_committed: never a transaction that aborted)
+    from the beginning, or from the first record appended at or after ``since`` (epoch seconds,
+    by broker timestamp), to the end offsets seen at the start.
 
     Each record is decoded as the worker decodes it (``events.decode_event``: the event contract,
     a missing ts from the broker timestamp). Records it rejects, and forget requests, are left
@@ -202,7 +204,7 @@ def read_kafka_clicks(
 
     consumer = KafkaConsumer(
         bootstrap_servers=bootstrap_servers, enable_auto_commit=False, group_id=None,
-        **client_kwargs,
+        isolation_level="read_committed", **client_kwargs,
     )
     skipped = Counter() if skipped is None else skipped
     try:
@@ -211,8 +213,14 @@ def read_kafka_clicks(
             raise ValueError(f"topic {topic!r} does not exist")
         assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(assigned)
-        consumer.seek_to_beginning(*assigned)
         ends = consumer.end_offsets(assigned)
+        starts = consumer.offsets_for_times(dict.fromkeys(assigned, int(since * 1000))) if since else {}
+        for tp in assigned:
+            found = starts.get(tp)
+            if since is None:
+                consumer.seek_to_beginning(tp)
+            else:  # no record that recent: nothing to read there
+                consumer.seek(tp, found.offset if found is not None else ends[tp])
         remaining = {tp for tp in assigned if ends[tp] > consumer.position(tp)}
         rows: list[dict] = []
         deadline = time.monotonic() + timeout_s

@@ -12,37 +12,7 @@ import sys
 
 import click
 
-_DATASETS = ("movielens-100k", "synthetic")
-
-
-def _data_options(func):
-    """--dataset NAME | --events PATH, plus the synthetic generator's size options."""
-    options = [
-        click.option("--dataset", type=click.Choice(_DATASETS), help="A built-in dataset."),
-        click.option("--events", "events_path", type=click.Path(exists=True, dir_okay=False),
-                     help="An event log (CSV or JSONL: user_id, item_id, timestamp[, session_id])."),
-        click.option("--n-events", default=200_000, show_default=True,
-                     help="synthetic: number of events."),
-        click.option("--n-users", default=5_000, show_default=True, help="synthetic: users."),
-        click.option("--n-items", default=2_000, show_default=True, help="synthetic: items."),
-        click.option("--data-seed", default=0, show_default=True, help="synthetic: seed."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
-
-
-def _load(dataset, events_path, n_events, n_users, n_items, data_seed):
-    from stream_recs.datasets import load_dataset, read_events
-
-    if bool(dataset) == bool(events_path):
-        raise click.UsageError("give exactly one of --dataset and --events")
-    if events_path:
-        return read_events(events_path)
-    options = {}
-    if dataset == "synthetic":
-        options = {"n_events": n_events, "n_users": n_users, "n_items": n_items, "seed": data_seed}
-    return load_dataset(dataset, **options)
+from .data_source import data_options
 
 
 def _gap(value: str) -> float | None:
@@ -59,7 +29,7 @@ def _split(events, protocol: str, max_len: int, session_gap: float | None, test_
 
 
 @click.command()
-@_data_options
+@data_options
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Checkpoint directory to write.")
 @click.option("--holdout", type=click.Choice(["none", "loo", "session"]), default="none",
@@ -81,9 +51,8 @@ def _split(events, protocol: str, max_len: int, session_gap: float | None, test_
 @click.option("--retire-after", type=float, metavar="SECONDS",
               help="Retire the items unseen for this long before the newest event.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def train(dataset, events_path, n_events, n_users, n_items, data_seed, out_dir, holdout, loss,
-          session_gap, max_len, epochs, seed, test_days, params, threads, parent_dir, retire_after,
-          quiet):
+def train(data, out_dir, holdout, loss, session_gap, max_len, epochs, seed, test_days, params,
+          threads, parent_dir, retire_after, quiet):
     """Train a GRU4Rec model and write a checkpoint directory."""
     import dataclasses
     import time
@@ -96,7 +65,7 @@ def train(dataset, events_path, n_events, n_users, n_items, data_seed, out_dir, 
     from stream_recs.models.train import TrainConfig, train_model, training_sequences
     from stream_recs.models.tune import defaults_for
 
-    events = _load(dataset, events_path, n_events, n_users, n_items, data_seed)
+    events = data.load()
     gap = _gap(session_gap)
     if holdout != "none":
         events = _split(events, holdout, max_len, gap, test_days).train
@@ -186,7 +155,7 @@ def _parse_params(params) -> dict:
 
 @click.command()
 @click.option("--model", "model_dir", required=True, type=click.Path(exists=True, file_okay=False))
-@_data_options
+@data_options
 @click.option("--protocol", type=click.Choice(["loo", "session"]), default="loo", show_default=True)
 @click.option("--part", type=click.Choice(["test", "valid"]), default="test", show_default=True)
 @click.option("--max-len", default=50, show_default=True)
@@ -197,8 +166,8 @@ def _parse_params(params) -> dict:
 @click.option("--report", "report_dir", type=click.Path(file_okay=False),
               help="Also write results.json and results.png here.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def evaluate(model_dir, dataset, events_path, n_events, n_users, n_items, data_seed, protocol,
-             part, max_len, session_gap, test_days, baselines, report_dir, as_json):
+def evaluate(model_dir, data, protocol, part, max_len, session_gap, test_days, baselines, report_dir,
+             as_json):
     """Full-ranking evaluation of a checkpoint (and the baselines) on one protocol."""
     import json
     from pathlib import Path
@@ -212,7 +181,7 @@ def evaluate(model_dir, dataset, events_path, n_events, n_users, n_items, data_s
     from stream_recs.models.evaluate import evaluate as run_eval
     from stream_recs.models.report import table, write_chart, write_json
 
-    events = _load(dataset, events_path, n_events, n_users, n_items, data_seed)
+    events = data.load()
     split = _split(events, protocol, max_len, _gap(session_gap), test_days)
     cases = split.test if part == "test" else split.valid
     model = load_model(model_dir)
@@ -221,13 +190,13 @@ def evaluate(model_dir, dataset, events_path, n_events, n_users, n_items, data_s
         for predictor in _baselines(split, protocol, len(events.item_ids), _gap(session_gap)):
             results[predictor.name] = run_eval(predictor, cases)
     payload = {"protocol": protocol, "part": part, "model": str(model_dir),
-               "model_version": model.version, "dataset": dataset or events_path,
+               "model_version": model.version, "dataset": data.name,
                "cases": len(cases), "results": results}
     if report_dir:
         Path(report_dir).mkdir(parents=True, exist_ok=True)
         write_json(Path(report_dir) / "results.json", payload)
         write_chart(Path(report_dir) / "results.png", results,
-                    f"{dataset or events_path}: {protocol} protocol, {part} ({len(cases)} cases)")
+                    f"{data.name}: {protocol} protocol, {part} ({len(cases)} cases)")
     if as_json:
         click.echo(json.dumps(payload, indent=1))
     else:
@@ -248,7 +217,7 @@ def _baselines(split, protocol, n_items, gap):
 
 
 @click.command()
-@_data_options
+@data_options
 @click.option("--protocol", type=click.Choice(["loo", "session"]), default="loo", show_default=True)
 @click.option("--metric", type=click.Choice(["mrr@20", "ndcg@10"]), default="ndcg@10",
               show_default=True, help="Validation metric to maximise.")
@@ -265,8 +234,8 @@ def _baselines(split, protocol, n_items, gap):
 @click.option("--out", "out_path", type=click.Path(dir_okay=False),
               help="Write the best parameters and all trials as JSON.")
 @click.option("--threads", default=1, show_default=True, help="torch threads.")
-def tune(dataset, events_path, n_events, n_users, n_items, data_seed, protocol, metric, loss,
-         trials, timeout, epochs, max_train_seconds, session_gap, max_len, seed, out_path, threads):
+def tune(data, protocol, metric, loss, trials, timeout, epochs, max_train_seconds, session_gap, max_len,
+         seed, out_path, threads):
     """Optuna search over the GRU4Rec ranges, optimising a validation metric."""
     import json
 
@@ -276,7 +245,7 @@ def tune(dataset, events_path, n_events, n_users, n_items, data_seed, protocol, 
 
     from stream_recs.models.tune import run_study
 
-    events = _load(dataset, events_path, n_events, n_users, n_items, data_seed)
+    events = data.load()
     gap = _gap(session_gap)
     split = _split(events, protocol, max_len, gap, 1.0)
     result = run_study(split, events.item_ids, loss=loss, metric=metric, n_trials=trials,
