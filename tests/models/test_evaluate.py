@@ -1,4 +1,5 @@
-"""Metric maths on hand-made rankings, protocols on tiny logs, baselines, model predictor."""
+"""Metric maths on hand-made rankings, masking, protocols on tiny logs, baselines, model predictor,
+the leakage verdict."""
 
 import math
 
@@ -14,9 +15,11 @@ from stream_recs.models.evaluate import (
     ModelPredictor,
     conservative_ranks,
     evaluate,
+    leakage,
     leave_one_out,
     metrics_from_ranks,
     session_split,
+    training_record,
 )
 
 
@@ -45,7 +48,8 @@ def test_constant_scorer_looks_bad():
             return np.zeros((len(prefixes), 50))
 
     cases = Cases([np.array([1])] * 4, np.array([0, 1, 2, 3]), np.zeros(4, np.int64))
-    assert evaluate(Constant(), cases)["recall@20"] == 0.0
+    scored = evaluate(Constant(), cases)
+    assert scored["masked"]["recall@20"] == scored["unmasked"]["recall@20"] == 0.0
 
 
 def tiny_log():
@@ -100,3 +104,68 @@ def test_model_predictor_matches_stepping():
     assert np.isneginf(scores[:, 1]).all()
     single = predictor.score_prefixes([np.array([1, 2])])
     np.testing.assert_allclose(scores[2], single[0], rtol=1e-5)
+
+
+class Fixed:
+    """Scores from a table, one row per case (a read-only view, as MostPopular returns)."""
+
+    def __init__(self, rows):
+        self.rows, self.done = np.asarray(rows, np.float64), 0
+
+    def score_prefixes(self, prefixes, users=None):
+        rows = self.rows[self.done:self.done + len(prefixes)]
+        self.done += len(prefixes)
+        rows.flags.writeable = False
+        return rows
+
+
+def test_masking_removes_the_input_items_only():
+    # case 0: input items 0 and 1 score highest, target 2 third -> rank 1 masked, 3 unmasked
+    # case 1: the target (3) is in its own input: ranked last when masked (unreachable)
+    scores = [[0.9, 0.8, 0.7, 0.1, 0.0], [0.1, 0.2, 0.3, 0.9, 0.0]]
+    cases = Cases([np.array([0, 1]), np.array([3, 1])], np.array([2, 3]), np.zeros(2, np.int64))
+    scored = evaluate(Fixed(scores), cases, ks=(1, 3))
+    assert scored["unmasked"]["recall@1"] == 0.5 and scored["unmasked"]["recall@3"] == 1.0
+    assert scored["masked"]["recall@1"] == 0.5 and scored["masked"]["mrr@3"] == 0.5
+    assert scored["cases"] == 2 and scored["targets_in_input"] == 1
+
+
+def test_every_predictor_is_masked_by_the_same_rule():
+    events = tiny_log()
+    split = leave_one_out(events, max_len=3)
+    seqs = [np.array([0, 1, 2, 3]), np.array([1, 2, 0])]
+    torch.manual_seed(0)
+    predictors = [MostPopular(seqs, 4), Markov(seqs, 4), VSKNN(seqs, 4),
+                  ModelPredictor(GRU4Rec(events.item_ids, hidden_size=4), events.item_ids)]
+    for predictor in predictors:
+        scores = np.array(predictor.score_prefixes(split.test.prefixes, split.test.users), np.float64)
+        for row, prefix in enumerate(split.test.prefixes):
+            scores[row, prefix] = -np.inf
+        expected = metrics_from_ranks(conservative_ranks(scores, split.test.targets))
+        assert evaluate(predictor, split.test)["masked"] == expected, type(predictor).__name__
+
+
+def _meta(trainings=None, data=None):
+    hyper = {} if trainings is None else {"trainings": trainings}
+    return {"data_fingerprint": data, "hyperparameters": hyper}
+
+
+def test_leakage_verdicts():
+    events = tiny_log()
+    two_s = 2 / 86_400
+    loo = leave_one_out(events)
+    session = session_split(events, test_days=two_s, valid_days=two_s, session_gap=1.5)
+    full, part, other = events.fingerprint(), loo.train.fingerprint(), session.train.fingerprint()
+    assert len({full, part, other}) == 3
+    assert leakage(_meta(training_record("loo", full, part, None)), events, loo) is None
+    assert leakage(_meta(training_record("none", full, full, None)), events, loo) == "all"
+    assert leakage(_meta(training_record("session", full, other, None)), events, session) is None
+    assert leakage(_meta(training_record("session", full, other, None)), events, loo) == "other split"
+    assert leakage(_meta(training_record("none", "x", "x", None)), events, loo) == "unknown"
+    # a child trained on the training part descends from a parent that saw everything
+    parent = _meta(training_record("none", full, full, None), data=full)
+    assert leakage(_meta(training_record("loo", full, part, parent)), events, loo) == "all"
+    # checkpoints written before the record: only their data fingerprint
+    assert leakage(_meta(data=full), events, loo) == "all"
+    assert leakage(_meta(data=part), events, loo) is None
+    assert leakage(_meta(data=None), events, loo) == "unknown"
