@@ -1,5 +1,6 @@
 """Checkpoints: a directory with ``model.safetensors`` (weights) and ``meta.json`` (item ids and
-their registry, hyper-parameters, data fingerprint, metrics, version, sha256 of the weights file).
+their registry, each item's count in the training data, hyper-parameters, data fingerprint,
+metrics, version, sha256 of the weights file).
 
 Loading never unpickles: weights come from safetensors, metadata from JSON, and the weights file
 must match the recorded sha256 and the shapes implied by the metadata, else :class:`CheckpointError`.
@@ -74,6 +75,7 @@ def save_model(
         "weights_sha256": sha,
         "item_ids": model.item_ids,
         "items": model.registry.to_meta(),
+        "item_counts": list(model.item_counts),
     }
     fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
     with os.fdopen(fd, "w") as handle:
@@ -126,11 +128,22 @@ class CheckpointFiles:
             )
             model.load_state_dict(tensors, strict=True)
             model.use_registry(ItemRegistry.from_meta(model.item_ids, meta.get("items")))
+            model.item_counts = _item_counts(meta.get("item_counts", []), model.n_items,
+                                             self.directory / META_FILE)
         except RegistryError as exc:
             raise CheckpointError(f"{self.directory / META_FILE}: {exc}") from exc
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise CheckpointError(f"{self.directory}: weights do not fit the metadata: {exc}") from exc
         return model.eval()
+
+
+def _item_counts(counts: object, n_items: int, where: Path) -> tuple[int, ...]:
+    """The training counts of ``meta.json`` (absent from older checkpoints: none)."""
+    if not isinstance(counts, list) or len(counts) not in (0, n_items) or not all(
+        type(c) is int and c >= 0 for c in counts
+    ):
+        raise CheckpointError(f"{where}: item_counts must list a count for each of the {n_items} items")
+    return tuple(counts)
 
 
 def _parse_meta(raw: bytes, where: Path) -> dict:

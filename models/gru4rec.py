@@ -55,6 +55,7 @@ class GRU4Rec(nn.Module):
         if len(self._index) != len(self.item_ids):
             raise ValueError("item ids must be unique")
         self.registry = ItemRegistry.new(self.item_ids)  # a new lineage unless ``use_registry``
+        self.item_counts: tuple[int, ...] = ()  # clicks per item in its training data (empty: unknown)
         self.hidden_size = hidden_size
         self.n_layers = n_layers
         self.version = version

@@ -22,8 +22,9 @@ batch), so usually in one batched step. Strategy ``model`` ranks ``H @ E.T + b``
 events at once (``LiveModel.top_k``: exact, through the bfloat16 screen, or approximate), the
 ids never to recommend and the user's ``mask_recent`` latest items masked, and explains each item
 by ``because``: the history item with the most similar embedding (cosine). Strategy ``popular``
-offers the items with the largest decayed counts (``popularity.py``), minus the event's item and
-the masked history, ``because`` None.
+offers the known items with the largest decayed counts (``popularity.py``, which the wiring feeds
+with every click: ``recommender.popularity.count``), minus the event's item and the masked
+history, ``because`` None.
 
 A hidden state is rounded to float16 after every step, as the state store keeps it, so answers
 do not depend on where micro-batch boundaries fall (a replayed batch may be cut differently).
@@ -81,6 +82,7 @@ class PendingBatch:
     plans: list[Plan]
     current: dict[str, SessionState]
     live: LiveModel | None
+    now: float
     started: float  # perf_counter when the tensor work began (inference_seconds)
     hidden: torch.Tensor | None = None
     history: torch.Tensor | None = None
@@ -95,7 +97,7 @@ class Recommender:
 
     def __init__(self, model: GRU4Rec | None, options: ServingOptions | None = None) -> None:
         self.options = options or ServingOptions()
-        self.popularity = Popularity(self.options.popularity_half_life)
+        self.popularity = Popularity(self.options.popularity_half_life, self.options.popularity_items)
         self.vocabularies = Vocabularies()
         self._live: LiveModel | None = None
         self.swap_model(model)
@@ -117,10 +119,16 @@ class Recommender:
         return LiveModel(model, self.options)
 
     def install(self, live: LiveModel | None) -> None:
-        """Make a prepared model live (None: popularity only). States catch up lazily, per user."""
+        """Make a prepared model live (None: popularity only). States catch up lazily, per user.
+        The fallback counts and offers the model's items that are not retired."""
         self._live = live
-        if live is not None:
-            self.vocabularies.remember(live.vocab)
+        if live is None:
+            self.popularity.use_catalogue(None)
+            return
+        self.vocabularies.remember(live.vocab)
+        registry, counts = live.registry, live.model.item_counts
+        self.popularity.use_catalogue((i for i in registry.ids if i not in registry.retired),
+                                      dict(zip(registry.ids, counts, strict=True)) if counts else None)
 
     def swap_model(self, model: GRU4Rec | None) -> None:
         """``install(prepare(model))`` (None: popularity only)."""
@@ -142,9 +150,8 @@ class Recommender:
         ``query`` (None: nothing to rank) is then ranked by ``pending.live.top_k(*query)``, here
         or in the ranker child, and ``finish_batch`` makes the answers and the states."""
         live = self._live
-        self.popularity.add([e.item_id for e in events], now)
         batch = plan_batch(events, states, now, live, self.options, self.vocabularies)
-        pending = PendingBatch(batch.plans, batch.current, live, time.perf_counter())
+        pending = PendingBatch(batch.plans, batch.current, live, now, time.perf_counter())
         if live is not None and any(p.use_model for p in batch.plans):
             pending.hidden, outputs = self._run_model(batch.plans, batch.starts, live)
             pending.history, masked = self._query([p for p in batch.plans if p.use_model])
@@ -160,7 +167,7 @@ class Recommender:
         if ranked is not None:
             answers = self._answers([p for p in plans if p.use_model], *ranked, pending.history, live)
         inference = time.perf_counter() - pending.started
-        recommendations = self._answer(plans, answers, live)
+        recommendations = self._answer(plans, answers, live, pending.now)
         ranks = [self._rank(p, plans, live) for p in plans]
         states = self._new_states(plans, pending.current, pending.hidden, live)
         return BatchResult(recommendations, states, ranks, inference)
@@ -222,10 +229,11 @@ class Recommender:
         return hidden
 
     def _answer(
-        self, plans: list[Plan], answers: dict[int, tuple[RecItem, ...]], live: LiveModel | None
+        self, plans: list[Plan], answers: dict[int, tuple[RecItem, ...]], live: LiveModel | None,
+        now: float,
     ) -> list[Recommendation]:
         widest = max((len(p.masked_ids) for p in plans if not p.use_model), default=-1)
-        candidates = self.popularity.top(self.options.k + widest) if widest >= 0 else []
+        candidates = self.popularity.top(self.options.k + widest, now) if widest >= 0 else []
         recommendations = []
         for plan in plans:
             if plan.use_model:

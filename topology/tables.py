@@ -1,4 +1,5 @@
-"""The sessions table: one encoded ``SessionState`` per user id, changelog-backed.
+"""The tables: the sessions table, one encoded ``SessionState`` per user id, and the popularity
+table, one snapshot of the fallback's counts per clicks partition; both changelog-backed.
 
 Faust's table and its RocksDB store pick the partition of a key (changelog partition, local
 database) from the *current event*. A micro-batch from ``take_events`` spans several partitions,
@@ -7,22 +8,26 @@ on the same partition as the user's clicks, which is what makes recovery and reb
 
 Deleting a state (:func:`forget`, :func:`sweep_expired`) writes a tombstone to the changelog
 partition the state lives on, so a compacted changelog and every later restore drop it too.
-:class:`StoredUsers` counts the states without scanning the store.
+:class:`StoredUsers` counts the states without scanning the store. :class:`SharedCounts` binds
+the fallback's counts (``stream_recs/popularity.py``) to the popularity table, whose partition
+is the clicks partition the counts come from.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from types import SimpleNamespace
 
 import faust
 from faust.streams import _current_event
 
+from stream_recs.popularity import Popularity
 from stream_recs.state import SessionState, idle_expired
-from stream_recs.topology.topics import SESSIONS_TABLE
+from stream_recs.topology.topics import POPULARITY_TABLE, SESSIONS_TABLE
 
 # RocksDB sizing per partition database (Faust's defaults: 64 MiB write buffers, a 2 GiB block
 # cache each): states are ~300 bytes, so small buffers flush and compact often enough that deleted
@@ -45,6 +50,19 @@ def sessions_table(app: faust.App, partitions: int) -> faust.Table:
         value_type=bytes,
         help="per-user session state (history, GRU hidden state, last recommendations)",
         options=ROCKSDB_OPTIONS,
+    )
+
+
+def popularity_table(app: faust.App, partitions: int) -> faust.Table:
+    """Clicks partition (its number, as text) -> that partition's counts (``Shard`` snapshot).
+    A few keys: kept in memory, restored from the compacted changelog."""
+    return app.Table(
+        POPULARITY_TABLE,
+        partitions=partitions,
+        key_type=bytes,
+        value_type=bytes,
+        store="memory://",
+        help="per clicks partition: the popularity fallback's decayed item counts",
     )
 
 
@@ -191,3 +209,35 @@ def _holds(table: faust.Table, changelog: str, partition: int) -> bool:
     return any(tp.topic == changelog and tp.partition == partition for tp in actives) and (
         partition in table.data._dbs
     )
+
+
+class SharedCounts:
+    """The fallback's counts and the popularity table: once each rebalance's recovery completes
+    (before any click of it is processed), the worker takes the partitions it holds, each from
+    its stored snapshot (``Popularity.take``); ``save`` writes the snapshot of each held partition
+    counted since the last one, to that partition's changelog."""
+
+    def __init__(self, table: faust.Table, popularity: Popularity, clicks_topic: str) -> None:
+        self._table, self._popularity, self._clicks = table, popularity, clicks_topic
+        table.on_recover(self._take_held)
+
+    def held(self) -> list[int]:
+        changelog = self._table.changelog_topic.get_topic_name()
+        actives = self._table.app.assignor.assigned_actives()
+        return sorted(tp.partition for tp in actives if tp.topic == changelog)
+
+    def release(self, partitions: Iterable[int]) -> None:
+        """Stop counting ``partitions`` (revoked)."""
+        self._popularity.release(partitions)
+
+    async def _take_held(self) -> None:
+        now = time.time()
+        for partition in self.held():
+            with as_event(PartitionEvent(self._clicks, partition)):
+                stored = self._table.get(str(partition).encode())
+            self._popularity.take(partition, stored, now)
+
+    def save(self) -> None:
+        for partition, snapshot in self._popularity.snapshots(self.held()).items():
+            with as_event(PartitionEvent(self._clicks, partition)):
+                self._table[str(partition).encode()] = snapshot

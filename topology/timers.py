@@ -1,5 +1,6 @@
 """The worker's periodic work: the event loop's heartbeat, consumer lag and readiness, the count of
-stored users, deletion of states idle past the TTL, and the re-fetch of records the fetch loop lost.
+stored users, deletion of states idle past the TTL, the re-fetch of records the fetch loop lost,
+and the writes of the popularity counts of the clicks partitions the worker holds.
 
 Readiness (``stream_recs_ready``) is 1 only with clicks partitions assigned, the broker answering
 and no rebalance or table recovery under way; it drops at once when partitions are revoked.
@@ -22,7 +23,7 @@ from stream_recs.metrics import Metrics
 
 from .app import Topology
 from .offsets import RESEEK_EVERY_S, InOrder
-from .tables import StoredUsers, sweep_expired
+from .tables import SharedCounts, StoredUsers, sweep_expired
 
 log = logging.getLogger(__name__)
 
@@ -31,17 +32,20 @@ LAG_INTERVAL_S = 5.0
 SESSIONS_INTERVAL_S = 15.0
 
 
-def start_timers(topology: Topology, metrics: Metrics, order: InOrder, stored: StoredUsers) -> None:
-    """Attach the timers (and the revocation handler that goes with the lag gauges) to the app."""
+def start_timers(
+    topology: Topology, metrics: Metrics, order: InOrder, stored: StoredUsers, counts: SharedCounts,
+) -> None:
+    """Attach the timers (and the revocation handler that goes with the lag gauges and the
+    popularity counts) to the app."""
     app, settings = topology.app, topology.settings
     clicks_topic = settings.topics.clicks
 
-    @_timer(app, HEARTBEAT_INTERVAL_S)
+    @guarded_timer(app, HEARTBEAT_INTERVAL_S)
     async def heartbeat() -> None:
         """The loop runs timers: it is alive (``health.py`` reads the time of the last beat)."""
         metrics.beat()
 
-    @_timer(app, LAG_INTERVAL_S)
+    @guarded_timer(app, LAG_INTERVAL_S)
     async def report_lag() -> None:
         """Lag per partition, and readiness: partitions assigned AND the broker answering (an
         outage keeps the assignment but turns ``stream_recs_ready`` to 0 until it ends) AND no
@@ -68,28 +72,33 @@ def start_timers(topology: Topology, metrics: Metrics, order: InOrder, stored: S
     async def on_revoked(app: faust.App, revoked: set, **_: object) -> None:
         metrics.set_ready(False)  # until the next lag report after the rebalance
         order.revoked(revoked)
+        counts.release(tp.partition for tp in revoked if tp.topic == clicks_topic)
         for tp in revoked:
             metrics.clear_lag(tp.topic, tp.partition)
 
-    @_timer(app, RESEEK_EVERY_S)
+    @guarded_timer(app, RESEEK_EVERY_S)
     async def refetch_lost() -> None:
         order.retry()
 
-    @_timer(app, SESSIONS_INTERVAL_S)
+    @guarded_timer(app, SESSIONS_INTERVAL_S)
     async def count_sessions() -> None:
         metrics.set_active_sessions(stored.value)
 
     ttl = settings.serving.state_ttl
 
-    @_timer(app, settings.worker.state_sweep_interval)
+    @guarded_timer(app, settings.worker.state_sweep_interval)
     async def expire_idle_states() -> None:
         removed = await sweep_expired(topology.sessions, clicks_topic, time.time(), ttl)
         stored.deleted(removed)
         if removed:
             log.info("deleted %d session states idle for more than %.0f s", removed, ttl)
 
+    @guarded_timer(app, settings.worker.popularity_interval)
+    async def save_popularity() -> None:
+        counts.save()
 
-def _timer(app: faust.App, interval: float):
+
+def guarded_timer(app: faust.App, interval: float):
     """``app.timer`` whose failures are logged, never fatal."""
 
     def decorate(func):

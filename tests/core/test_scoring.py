@@ -13,7 +13,6 @@ from stream_recs.events import Event
 from stream_recs.live_model import Vocabulary
 from stream_recs.models.gru4rec import GRU4Rec
 from stream_recs.models.registry import vocabulary_fingerprint
-from stream_recs.popularity import Popularity
 from stream_recs.scoring import MODEL, POPULAR, Recommender
 from stream_recs.state import SessionState, fingerprint
 
@@ -197,35 +196,19 @@ def test_unknown_item_uses_current_session_or_falls_back():
     assert warm.states["v"].history == (1,)
 
 
-def test_popular_fallback_without_model_uses_decayed_counts():
-    rec = Recommender(None, ServingOptions(k=2, popularity_half_life=100.0))
-    rec.step_batch([ev("x", "old", T0, 0), ev("y", "old", T0, 0)], {}, now=T0)
-    rec.step_batch([ev("x", "new", T0, 1)], {}, now=T0 + 100)
-    result = rec.step_batch([ev("z", "other", T0, 0)], {}, now=T0 + 100)
-    # weights: old 2 * 1, new 2, other 2 -> shares 1/3 each; "other" is the event's own item
+def test_popular_fallback_offers_the_decayed_counts_of_known_items():
+    model = make_model()
+    model.use_registry(model.registry.retire(["i3"]))
+    rec = Recommender(model, ServingOptions(k=3, popularity_half_life=100.0))
+    rec.popularity.count([(0, 0, "i1"), (0, 1, "i1"), (0, 2, "made-up"), (0, 3, "i3")], T0)
+    rec.popularity.count([(0, 4, "i2"), (1, 0, "i5")], T0 + 100)
+    result = rec.step_batch([ev("z", "i5-unknown", T0, 0)], {}, now=T0 + 100)
+    # weights at T0 + 100: i1 2 * 1/2, i2 1, i5 1 -> shares 1/3 each; made-up and retired i3 uncounted
     items = result.recommendations[0].items
-    assert {i.item_id for i in items} == {"old", "new"}
-    assert [i.score for i in items] == pytest.approx([1 / 3, 1 / 3])
+    assert [i.item_id for i in items] == ["i1", "i2", "i5"]
+    assert [i.score for i in items] == pytest.approx([1 / 3] * 3)
     assert all(i.because is None for i in items)
-    assert result.recommendations[0].strategy == POPULAR and rec.model_version is None
-    assert result.ranks == [None]
-
-
-def test_popularity_half_life_and_pruning():
-    pop = Popularity(half_life=10.0, max_items=4)
-    pop.add(["a"], 0.0)
-    pop.add(["b"], 10.0)
-    pop.add(["c", "c"], 20.0)
-    # weights a 1, b 2, c 4+4 -> shares 1/11, 2/11, 8/11
-    assert pop.top(3) == [
-        ("c", pytest.approx(8 / 11)),
-        ("b", pytest.approx(2 / 11)),
-        ("a", pytest.approx(1 / 11)),
-    ]
-    pop.add(["d"], 20.0)
-    pop.add(["e"], 20.0)  # full: keep the best half (c 8, d 4), then add e (4)
-    assert [item for item, _ in pop.top(10)] == ["c", "d", "e"]
-    assert len(pop) == 3
+    assert result.recommendations[0].strategy == POPULAR and result.ranks == [None]
 
 
 def test_expired_state_is_a_new_user():

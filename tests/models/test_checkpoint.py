@@ -1,7 +1,8 @@
-"""Checkpoint round trip and rejection of tampered, truncated or missing files."""
+"""Checkpoint round trip, training counts, and rejection of tampered, truncated or missing files."""
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -89,3 +90,28 @@ def test_checkpoint_without_seen_fields(saved):
             load_model(path)
     else:
         assert load_model(path).state_size == model.state_size
+
+
+def test_training_counts_round_trip_and_older_checkpoints_have_none(tmp_path):
+    model = GRU4Rec(["a", "b", "c"], hidden_size=4, version="v-counts")
+    model.item_counts = (5, 0, 2)
+    path = save_model(model, tmp_path / "ckpt")
+    assert load_model(path).item_counts == (5, 0, 2)
+    meta = json.loads((path / "meta.json").read_text())
+    del meta["item_counts"]  # written before checkpoints carried them
+    (path / "meta.json").write_text(json.dumps(meta))
+    assert load_model(path).item_counts == ()
+    for bad in ([1, 2], [1, -2, 3], [1, 2.5, 3], {"a": 1}):
+        meta["item_counts"] = bad
+        (path / "meta.json").write_text(json.dumps(meta))
+        with pytest.raises(CheckpointError, match="item_counts"):
+            load_model(path)
+
+
+def test_training_records_each_items_count():
+    from stream_recs.models.train import TrainConfig, train_model
+
+    sequences = [np.array([0, 1, 1]), np.array([2, 1])]
+    config = TrainConfig(hidden_size=4, epochs=0, n_sample=0)
+    model, _ = train_model(sequences, ["a", "b", "c", "d"], config, "v", show_progress=False)
+    assert model.item_counts == (1, 3, 1, 0)
