@@ -45,7 +45,7 @@ class Run:
     def __init__(self, bootstrap: str, prefix: str, name: str, workdir: Path) -> None:
         self.bootstrap = bootstrap
         self.app_id = f"{prefix}-{name}-{uuid.uuid4().hex[:6]}"
-        self.topics = Topics(*(f"{self.app_id}-{t}" for t in ("clicks", "recs", "dead", "models")))
+        self.topics = Topics.tagged(self.app_id)
         self.dir = workdir / self.app_id
         self.dir.mkdir(parents=True)
         self.procs: list[subprocess.Popen] = []
@@ -54,10 +54,7 @@ class Run:
             **os.environ, "STREAM_RECS_BOOTSTRAP_SERVERS": self.bootstrap,
             "STREAM_RECS_APP_ID": self.app_id, "STREAM_RECS_DATA_DIR": str(self.dir / "data"),
             "STREAM_RECS_METRICS_PORT": str(self.metrics_port),
-            "STREAM_RECS_TOPIC_CLICKS": self.topics.clicks,
-            "STREAM_RECS_TOPIC_RECOMMENDATIONS": self.topics.recommendations,
-            "STREAM_RECS_TOPIC_DEAD_LETTERS": self.topics.dead_letters,
-            "STREAM_RECS_TOPIC_MODEL_UPDATES": self.topics.model_updates,
+            **self.topics.env(),
         }
 
     def create_topics(self) -> None:

@@ -30,7 +30,7 @@ import torch
 from kafka import KafkaProducer
 
 from stream_recs.cli.kafka import resolve_bootstrap
-from stream_recs.config import load_settings
+from stream_recs.config import Topics, load_settings
 from stream_recs.devkit import free_port, scrape_samples, stop_process
 from stream_recs.models import GRU4Rec, save_model
 
@@ -96,14 +96,12 @@ def main() -> None:
         GRU4Rec([f"i{n}" for n in range(args.items)], hidden_size=64, version="soak"), workdir / "m"
     )
     tag, port = uuid.uuid4().hex[:8], free_port()
+    topics = Topics.tagged(f"soak-{tag}")
     env = {
         **os.environ,
         "STREAM_RECS_BOOTSTRAP_SERVERS": bootstrap,
         "STREAM_RECS_APP_ID": f"soak-{tag}",
-        "STREAM_RECS_TOPIC_CLICKS": f"soak-clicks-{tag}",
-        "STREAM_RECS_TOPIC_RECOMMENDATIONS": f"soak-recs-{tag}",
-        "STREAM_RECS_TOPIC_DEAD_LETTERS": f"soak-dead-{tag}",
-        "STREAM_RECS_TOPIC_MODEL_UPDATES": f"soak-models-{tag}",
+        **topics.env(),
         "STREAM_RECS_STATE_TTL": str(args.ttl),
         "STREAM_RECS_STATE_SWEEP_INTERVAL": str(args.sweep),
     }
@@ -120,7 +118,7 @@ def main() -> None:
                 sys.exit(f"the worker exited: see {workdir / 'worker.log'}")
             time.sleep(0.5)
         clicks = Clicks(
-            bootstrap, env["STREAM_RECS_TOPIC_CLICKS"], args.rate, args.active, args.churn, args.items
+            bootstrap, topics.clicks, args.rate, args.active, args.churn, args.items
         )
         clicks.start()
         started, rows = time.monotonic(), []

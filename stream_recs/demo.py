@@ -117,9 +117,9 @@ def _forget_replayed_users(settings: Settings, port: int, events: int, say) -> N
     before = _forgotten(port)
     producer = KafkaProducer(**client_kwargs(settings, _bootstrap()), acks="all")
     run = time.time_ns()
-    for user in users:  # control records: each is handled in order with its user's clicks
+    for user in users:  # control records: each is handled after its user's earlier clicks
         request = Forget(f"demo-forget-{run}-{user}", user)
-        producer.send(settings.topics.clicks, key=user.encode(), value=encode_forget(request))
+        producer.send(settings.topics.forget, key=user.encode(), value=encode_forget(request))
     producer.flush()
     producer.close()
     deadline = time.monotonic() + 60  # so that the replay's summary counts clicks only

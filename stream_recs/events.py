@@ -15,8 +15,8 @@ Rules, in the order they are checked:
 - ids are non-empty, at most ``Limits.max_id_chars`` characters, without control characters;
 - ``type`` is one of ``EVENT_TYPES`` (default ``click``) or ``forget``: a control record
   ``{"user_id": ..., "type": "forget"}`` (``item_id`` not needed) asking to delete the user's
-  state; it travels on the clicks topic keyed by the user, so it reaches the user's partition in
-  order with the user's clicks;
+  state; it travels on the forget topic of its own, keyed by the user (``intake`` dead-letters a
+  forget request on clicks, and a click on the forget topic, as ``wrong_topic``);
 - ``ts`` is a finite, non-negative number of epoch seconds, at most ``Limits.max_future_s``
   ahead of ``now`` (a millisecond timestamp is caught here); absent: the broker timestamp, or
   ``now`` when the broker has none (Kafka reports -1);
@@ -48,6 +48,7 @@ BAD_TS = "bad_ts"
 BAD_KEY = "bad_key"
 KEY_MISMATCH = "key_mismatch"
 DECODER_ERROR = "decoder_error"  # a bug in this module, never expected
+WRONG_TOPIC = "wrong_topic"  # valid, on the other topic (a forget on clicks): set by intake
 
 REASONS = (
     EMPTY,
@@ -64,6 +65,7 @@ REASONS = (
     BAD_KEY,
     KEY_MISMATCH,
     DECODER_ERROR,
+    WRONG_TOPIC,
 )
 
 EVENT_TYPES = frozenset({"click", "view", "cart", "purchase"})

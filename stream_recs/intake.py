@@ -4,14 +4,16 @@
 steps the agent carries out, in order:
 
 - ``Send``: a record to produce on behalf of the source record. A record ``events.decode_event``
-  rejects goes to the dead-letter topic with its reason (``kind`` "dead_letter"); a valid record
-  without a key is re-sent to the clicks topic keyed by its user (``kind`` "rekey": a user's
-  events and state must share a partition), with its event id and time fixed, so nothing
-  changes on the way;
+  rejects goes to the dead-letter topic with its reason (``kind`` "dead_letter"), and so does a
+  valid record on the wrong topic (``wrong_topic``: a forget request on clicks, where any click
+  producer could wipe any user, or a click on the forget topic); a valid record without a key is
+  re-sent to its topic keyed by its user (``kind`` "rekey": a user's events and state must share
+  a partition), with its event id and time fixed, so nothing changes on the way;
 - ``Answer``: valid events to answer together, as one micro-batch (user ids pseudonymised when
   a key is configured, before they reach state, logs or outputs);
-- ``Erase``: a ``forget`` request: delete the user's state. The user's earlier clicks of the
-  batch are answered first (their ``Answer`` comes before it).
+- ``Erase``: a ``forget`` request (from the forget topic): delete the user's state. The user's
+  clicks that come before it in the batch are answered first (their ``Answer`` comes before it);
+  ``topology/forgetting.py`` admits the request only after the clicks sent before it.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from stream_recs.config import Topics
-from stream_recs.events import Event, Forget, Limits, Rejection, decode_event
+from stream_recs.events import WRONG_TOPIC, Event, Forget, Limits, Rejection, decode_event
 from stream_recs.messages import encode_dead_letter, encode_event, encode_forget
 
 DEAD_LETTER = "dead_letter"
@@ -94,12 +96,14 @@ def route_batch(records: Sequence[Record], rules: Rules, now: float) -> list[Ste
             record.value, record.key, topic=record.topic, partition=record.partition,
             offset=record.offset, broker_ts=record.timestamp, now=now, limits=rules.limits,
         )
+        if not isinstance(decoded, Rejection):
+            decoded = _on_its_topic(decoded, record.topic, rules.topics)
         if isinstance(decoded, Rejection):
             steps.append(_dead_letter(record, index, decoded, rules.topics, now))
             continue
         if record.key is None:  # not keyed by user: its state may live on another partition
             value = encode_forget(decoded) if isinstance(decoded, Forget) else encode_event(decoded)
-            steps.append(Send(rules.topics.clicks, decoded.user_id.encode(), value, index, REKEY))
+            steps.append(Send(record.topic, decoded.user_id.encode(), value, index, REKEY))
             continue
         if rules.pseudonym is not None:
             decoded = dataclasses.replace(decoded, user_id=rules.pseudonym(decoded.user_id))
@@ -115,6 +119,16 @@ def route_batch(records: Sequence[Record], rules: Rules, now: float) -> list[Ste
     if events:
         steps.append(Answer(events, sources, len(records) - since))
     return steps
+
+
+def _on_its_topic(decoded: Event | Forget, topic: str, topics: Topics) -> Event | Forget | Rejection:
+    """``decoded``, or a ``wrong_topic`` rejection when it came on the other input topic."""
+    if isinstance(decoded, Forget) and topic != topics.forget:
+        return Rejection(WRONG_TOPIC, f"a forget request on {topic!r}: send it to {topics.forget!r}")
+    if isinstance(decoded, Event) and topic == topics.forget:
+        return Rejection(WRONG_TOPIC, f"a {decoded.type} event on {topic!r}, which takes only forget "
+                                      "requests")
+    return decoded
 
 
 def _dead_letter(record: Record, index: int, rejection: Rejection, topics: Topics, now: float) -> Send:

@@ -51,7 +51,7 @@ def encode_event(event: Event) -> bytes:
 
 
 def encode_forget(forget: Forget) -> bytes:
-    """JSON value of a request to delete ``forget.user_id``'s state (a control record on clicks)."""
+    """JSON value of a request to delete ``forget.user_id``'s state (on the forget topic)."""
     return orjson.dumps({"event_id": forget.event_id, "user_id": forget.user_id, "type": FORGET})
 
 

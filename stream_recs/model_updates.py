@@ -21,6 +21,7 @@ import asyncio
 import hashlib
 import hmac
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,10 +29,10 @@ from typing import TYPE_CHECKING
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from stream_recs.config import Security
-from stream_recs.kafka_clients import security_kwargs
+from stream_recs.config import Security, Settings
+from stream_recs.kafka_clients import client_kwargs, security_kwargs
 from stream_recs.keys import read_key
-from stream_recs.messages import ModelUpdate, ModelUpdateError, decode_model_update
+from stream_recs.messages import ModelUpdate, ModelUpdateError, decode_model_update, encode_model_update
 from stream_recs.models import CheckpointError, GRU4Rec
 from stream_recs.models.checkpoint import CheckpointFiles, read_checkpoint
 
@@ -44,7 +45,7 @@ if TYPE_CHECKING:  # the ranker child imports load_checkpoint, and needs none of
 log = logging.getLogger(__name__)
 
 SIGNED_PREFIX = b"stream-recs model announcement/1\n"  # what a signature signs starts with this
-CATCH_UP_TIMEOUT_S = 60.0  # the longest a starting worker waits for the latest announcement
+LATEST_TIMEOUT_S = 10.0  # the longest a start waits to read the latest announcement
 
 
 class Refused(Exception):
@@ -77,6 +78,19 @@ def sign(key: bytes, files: CheckpointFiles) -> str:
     """HMAC-SHA256 under ``key`` over the checkpoint's metadata and weights (through their sha256)."""
     message = SIGNED_PREFIX + files.meta_digest + files.weights_digest
     return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+def announce(producer, topic: str, path: str | Path, key: bytes | None) -> ModelUpdate:
+    """Send the announcement of the checkpoint at ``path`` (signed with ``key`` when given) on
+    ``topic`` with the kafka-python ``producer``, and wait for the broker's acknowledgement;
+    ``CheckpointError`` when the checkpoint would not load."""
+    path = Path(path).resolve()
+    files = _read(path)
+    model = files.model()  # refuse to announce what would not load
+    update = ModelUpdate(path=str(path), version=model.version, sha256=files.meta()["weights_sha256"],
+                         signature=sign(key, files) if key is not None else None)
+    producer.send(topic, key=b"model", value=encode_model_update(update)).get(60)
+    return update
 
 
 def _read(path: str | Path) -> CheckpointFiles:
@@ -161,15 +175,12 @@ async def apply_model_update(
 async def follow_model_updates(
     bootstrap: str, security: Security, topic: str, recommender: Recommender, metrics: Metrics,
     should_stop: Callable[[], bool], ranker: Ranker | None = None, trust: Trust = UNCHECKED,
-    caught_up: asyncio.Event | None = None,
 ) -> None:
-    """Apply every announcement on ``topic`` from the latest one on, until ``should_stop()``;
-    set ``caught_up`` once the announcements made before the start are applied (or refused)."""
+    """Apply every announcement on ``topic`` from the latest one on, until ``should_stop()``."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, **security_kwargs(security)
     )
     tp = TopicPartition(topic, 0)
-    caught_up = caught_up or asyncio.Event()
     await consumer.start()
     try:
         consumer.assign([tp])
@@ -179,19 +190,61 @@ async def follow_model_updates(
             records = await consumer.getmany(tp, timeout_ms=1000)
             for record in records.get(tp, []):
                 await apply_model_update(record.value, recommender, metrics, ranker, trust)
-            if not caught_up.is_set() and await consumer.position(tp) >= end:
-                caught_up.set()
     finally:
         await consumer.stop()
 
 
-async def wait_caught_up(caught_up: asyncio.Event, timeout_s: float = CATCH_UP_TIMEOUT_S) -> None:
-    """Wait until ``follow_model_updates`` has applied the announcements made before the start,
-    at most ``timeout_s``. A worker must not answer a click with the model on its command line
+def latest_announcement(
+    settings: Settings, bootstrap: str, timeout_s: float = LATEST_TIMEOUT_S
+) -> bytes | None:
+    """The newest record of the model-updates topic (None: none, or none read in ``timeout_s``)."""
+    from kafka import KafkaConsumer
+    from kafka import TopicPartition as Partition
+
+    consumer = KafkaConsumer(**client_kwargs(settings, bootstrap), enable_auto_commit=False)
+    try:
+        tp = Partition(settings.topics.model_updates, 0)
+        consumer.assign([tp])
+        end = consumer.end_offsets([tp])[tp]
+        if end == 0:
+            return None
+        consumer.seek(tp, end - 1)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            records = consumer.poll(timeout_ms=500).get(tp, [])
+            if records:
+                return records[-1].value
+        return None
+    finally:
+        consumer.close()
+
+
+def starting_model(
+    given: GRU4Rec | None, given_dir: str | None, given_sha256: str | None, raw: bytes | None,
+    trust: Trust, metrics: Metrics,
+) -> tuple[GRU4Rec | None, str | None, str | None]:
+    """The model a worker starts with, its directory and its metadata's sha256: the latest
+    announcement's (``raw``) when it satisfies ``trust`` and keeps the given model's item
+    indices, else the given one. A worker must not answer a click with its command line's model
     when a later one was announced: that answer would go out under the wrong version, and its
     state would drop the items only the announced model knows (``SessionState.within``)."""
+    if raw is None:
+        return given, given_dir, given_sha256
     try:
-        await asyncio.wait_for(caught_up.wait(), timeout_s)
-    except TimeoutError:
-        log.error("the model announcements were not read within %.0f s: the model given at "
-                  "start serves until they are", timeout_s)
+        try:
+            update = decode_model_update(raw)
+        except ModelUpdateError as exc:
+            raise Refused("malformed", str(exc)) from exc
+        if given is not None and update.version == given.version:
+            return given, given_dir, given_sha256
+        model, meta_sha256 = load_update(update, trust)
+        conflict = given.registry.conflict_with(model.registry) if given is not None else None
+        if conflict is not None:
+            raise Refused("branched_lineage", f"{update.path}: {conflict}")
+    except Refused as exc:
+        log.error("the latest model announcement is refused (%s), the given model serves: %s",
+                  exc.reason, exc)
+        metrics.record_refused_update(exc.reason)
+        return given, given_dir, given_sha256
+    log.warning("starting with %s, the latest announced model", model.version)
+    return model, update.path, meta_sha256

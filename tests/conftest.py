@@ -66,10 +66,7 @@ def stream(kafka_bootstrap, new_topic_name) -> Stream:
     env = {
         **os.environ,
         "STREAM_RECS_BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "STREAM_RECS_TOPIC_CLICKS": topics.clicks,
-        "STREAM_RECS_TOPIC_RECOMMENDATIONS": topics.recommendations,
-        "STREAM_RECS_TOPIC_DEAD_LETTERS": topics.dead_letters,
-        "STREAM_RECS_TOPIC_MODEL_UPDATES": topics.model_updates,
+        **topics.env(),
         "STREAM_RECS_APP_ID": new_topic_name("app"),
         "STREAM_RECS_K": "10",
         "STREAM_RECS_MASK_RECENT": "5",

@@ -71,10 +71,11 @@ class Stream:
     topics: Topics
     env: dict[str, str]
 
-    def produce(self, records: list[tuple[bytes | None, bytes]]) -> None:
+    def produce(self, records: list[tuple[bytes | None, bytes]], topic: str | None = None) -> None:
+        """Send ``records`` (key, value) to ``topic`` (the clicks topic by default)."""
         producer = KafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=5, acks="all")
         for key, value in records:
-            producer.send(self.topics.clicks, key=key, value=value)
+            producer.send(topic or self.topics.clicks, key=key, value=value)
         producer.flush()
         producer.close()
 
@@ -193,3 +194,40 @@ class Worker:
     @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+
+class TrainerProcess:
+    """A ``stream-recs -v trainer`` subprocess (its INFO log shows each cycle's start) with its own
+    window directory and metrics port; ``flags``: the trainer's command-line flags."""
+
+    def __init__(self, stream: Stream, directory: Path, model: Path, models_dir: Path, *flags: str) -> None:
+        self.stream, self.directory, self.port = stream, directory, free_port()
+        self.args = [sys.executable, "-m", "stream_recs", "-v", "trainer", "--model", str(model),
+                     "--models-dir", str(models_dir), "--window-dir", str(directory / "window"),
+                     "--port", str(self.port), *flags]
+        self.proc: subprocess.Popen | None = None
+        self.log = directory / "trainer.log"
+
+    def start(self) -> TrainerProcess:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(self.args, env=self.stream.env, stdout=self.log.open("ab"),
+                                     stderr=subprocess.STDOUT)
+        return self
+
+    def value(self, name: str, **labels: str) -> float | None:
+        return scrape_samples(self.port).get((name, frozenset(labels.items())))
+
+    def wait_for(self, check, what: str, timeout_s: float = 180.0) -> None:
+        """Poll ``check()`` until true; fail with ``what`` and the log's tail otherwise."""
+        deadline = time.monotonic() + timeout_s
+        while not check():
+            assert self.proc is not None and self.proc.poll() is None, f"trainer exited:\n{self.tail()}"
+            assert time.monotonic() < deadline, f"{what}:\n{self.tail()}"
+            time.sleep(0.2)
+
+    def tail(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc:
+            stop_process(self.proc, 60.0, sig)

@@ -1,9 +1,13 @@
-"""The worker's wiring: clicks in, recommendations and dead letters out, model updates, timers.
+"""The worker's wiring: clicks in, recommendations and dead letters out, model updates, the
+popularity fallback's shared counts, timers.
 
-Follow one click: ``recommend`` takes a micro-batch; ``offsets.InOrder`` admits each partition's
-records once and in offset order; ``intake.route_batch`` decides what each record becomes (a
+Follow one click: ``recommend`` takes a micro-batch (of clicks and forget requests, whose topics
+are co-partitioned); ``offsets.InOrder`` admits each partition's records once and in offset
+order, a forget request only after its user's earlier clicks (``forgetting.py``);
+``intake.route_batch`` decides what each record becomes (a
 dead letter, a re-keyed copy, a forget request, or an event to answer); for each group of events
-to answer, ``tables.load_states`` fetches the users' states, ``Recommender.begin_batch``
+to answer, the clicks are counted for the popularity fallback (by partition and offset,
+``popularity.py``), ``tables.load_states`` fetches the users' states, ``Recommender.begin_batch``
 (scoring.py) advances them, ``Ranker.top_k`` (ranker_child.py) finds their top-K, in a child
 process while the event loop goes on, ``finish_batch`` makes the answers, ``tables.save_states``
 writes the states back, and one Recommendation per event is produced, keyed by user.
@@ -11,13 +15,11 @@ writes the states back, and one Recommendation per event is produced, keyed by u
 Offsets are committed after the batch body (at-least-once: a crash replays the batch; outputs
 carry the event id), and only admitted records count (``offsets.mark_processed``). Under
 exactly-once, a click's outputs go into its partition's transaction and commits wait for the
-batch to end (transactions.py). Before its first batch, ``recommend`` waits until the model
-announced last before the start is live (``model_updates.wait_caught_up``).
+batch to end (transactions.py).
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Sequence
 
@@ -27,14 +29,16 @@ from stream_recs.events import Limits
 from stream_recs.intake import DEAD_LETTER, Answer, Erase, Rules, Send, route_batch
 from stream_recs.messages import encode_recommendation
 from stream_recs.metrics import Metrics
-from stream_recs.model_updates import UNCHECKED, Trust, follow_model_updates, wait_caught_up
+from stream_recs.model_updates import UNCHECKED, Trust, follow_model_updates
+from stream_recs.popularity_feed import follow_popularity
 from stream_recs.privacy import load_pseudonymiser
 from stream_recs.ranker_child import Ranker
 from stream_recs.scoring import Recommender
 
 from .app import Topology
+from .forgetting import start_forgetting
 from .offsets import InOrder, first_record, mark_processed, transactional
-from .tables import StoredUsers, forget, load_states, save_states
+from .tables import SharedCounts, StoredUsers, forget, load_states, save_states
 from .timers import start_timers
 from .transactions import BatchGate, output_sender
 
@@ -44,8 +48,8 @@ def wire(
     ranker: Ranker | None = None, trust: Trust = UNCHECKED,
 ) -> None:
     """Attach the agent, the model-update watcher (which applies announcements that satisfy
-    ``trust``), the ranker's lifecycle and the timers to the app. Without ``ranker``, batches are
-    ranked in-process."""
+    ``trust``), the popularity counts' reader, the ranker's lifecycle and the timers to the app.
+    Without ``ranker``, batches are ranked in-process."""
     app, settings = topology.app, topology.settings
     ranker = ranker or Ranker(recommender.options, enabled=False)
     w = settings.worker
@@ -56,11 +60,18 @@ def wire(
     send = output_sender(topology)
     gate = BatchGate(app)
     stored = StoredUsers(topology.sessions)
+    popularity = recommender.popularity
+    popularity.partitions = settings.partitions
+    counts = SharedCounts(topology.popularity, popularity, settings.topics.clicks)
     recommendations = settings.topics.recommendations
+    forget_topic = settings.topics.forget
+    barriers = start_forgetting(topology, order, bootstrap)
 
     async def answer(step: Answer, batch: Sequence[faust.types.EventT], received: float) -> None:
         """Step and score ``step.events``, store their states, send their answers."""
         sources = [batch[source] for source in step.sources]
+        clicks = zip(step.events, sources, strict=True)
+        popularity.count(((s.message.partition, s.message.offset, e.item_id) for e, s in clicks), received)
         event_of_user = {event.user_id: source for event, source in zip(step.events, sources, strict=True)}
         states, unstored = load_states(topology.sessions, event_of_user)
         pending = recommender.begin_batch(step.events, states, now=received)
@@ -79,7 +90,11 @@ def wire(
 
     async def process(batch: Sequence[faust.types.EventT]) -> None:
         received = time.time()
-        admitted = [event for event in batch if order.admit(event.message)]
+        admitted = [
+            event for event in batch
+            if order.admit(event.message)
+            and (event.message.topic != forget_topic or await barriers.ready(event.message))
+        ]
         for step in route_batch([event.message for event in admitted], rules, received):
             if isinstance(step, Answer):
                 await answer(step, admitted, received)
@@ -95,11 +110,8 @@ def wire(
                 metrics.record_forgotten()
         mark_processed(event.message for event in admitted)
 
-    announced = asyncio.Event()  # set once the announcements made before the start are applied
-
-    @app.agent(topology.clicks, concurrency=1, name="recommend")
+    @app.agent(topology.inputs, concurrency=1, name="recommend")
     async def recommend(stream: faust.StreamT) -> None:
-        await wait_caught_up(announced)
         async for batch in stream.take_events(w.batch_size, within=w.batch_window):
             async with gate.batch():
                 await process(batch)
@@ -108,7 +120,14 @@ def wire(
     async def watch_model_updates() -> None:
         await follow_model_updates(
             bootstrap, settings.security, settings.topics.model_updates, recommender, metrics,
-            lambda: app.should_stop, ranker, trust, announced,
+            lambda: app.should_stop, ranker, trust,
+        )
+
+    @app.task
+    async def read_popularity() -> None:
+        await follow_popularity(
+            bootstrap, settings.security, topology.popularity.changelog_topic.get_topic_name(),
+            settings.partitions, popularity, lambda: app.should_stop,
         )
 
     app.task(ranker.start)
@@ -117,5 +136,5 @@ def wire(
     async def stop_ranker(app: faust.App, **_: object) -> None:
         await ranker.close()
 
-    start_timers(topology, metrics, order, stored)
+    start_timers(topology, metrics, order, stored, counts)
 

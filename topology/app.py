@@ -1,4 +1,4 @@
-"""The Faust application factory: app, topics and sessions table built from ``Settings``.
+"""The Faust application factory: app, topics and tables built from ``Settings``.
 
 Everything Faust-specific about configuration lives here (broker URL and credentials, store,
 commit cadence, processing guarantee); the agents in ``agents.py`` only wire logic together.
@@ -18,7 +18,7 @@ from stream_recs.config import Settings, Worker
 from stream_recs.kafka_clients import faust_credentials
 
 from .offsets import guard_offset_commits
-from .tables import sessions_table
+from .tables import popularity_table, sessions_table
 
 
 @dataclass
@@ -27,9 +27,10 @@ class Topology:
 
     app: faust.App
     settings: Settings
-    clicks: faust.TopicT
+    inputs: faust.TopicT  # clicks and forget requests: co-partitioned, read by one agent
     recommendations: faust.TopicT
     sessions: faust.Table
+    popularity: faust.Table
 
 
 def data_dir(settings: Settings) -> Path:
@@ -106,7 +107,7 @@ async def _tune_gc() -> None:
 
 
 def create_app(settings: Settings, bootstrap: str) -> Topology:
-    """A configured Faust app with the project's topics and the sessions table."""
+    """A configured Faust app with the project's topics and tables."""
     w = settings.worker
     raw = {"key_serializer": "raw", "value_serializer": "raw"}
     datadir = data_dir(settings)
@@ -139,7 +140,8 @@ def create_app(settings: Settings, bootstrap: str) -> Topology:
     return Topology(
         app=app,
         settings=settings,
-        clicks=app.topic(topics.clicks, partitions=settings.partitions, **raw),
+        inputs=app.topic(topics.clicks, topics.forget, partitions=settings.partitions, **raw),
         recommendations=app.topic(topics.recommendations, **raw),
         sessions=sessions_table(app, partitions=settings.partitions),
+        popularity=popularity_table(app, partitions=settings.partitions),
     )

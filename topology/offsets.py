@@ -32,6 +32,8 @@ processed:
   on from the log's start (without that, it was sought back to them forever).
 While a partition waits, Faust's read offset for it is held at the awaited offset, so the
 records a seek back fetches again are not dropped as read by the batch still being iterated.
+The agent may also put an admitted record back (``defer``: a forget request that must wait for
+its user's clicks); its partition then waits for it in the same way.
 Under at-least-once the clicks topic must not be written by transactional producers: their
 markers would look like lost records, and that partition would stall.
 """
@@ -170,6 +172,7 @@ class InOrder:
         self._waiting: dict[TP, int] = {}  # partitions whose records from this offset are missing
         self._early: dict[TP, tuple[int, int]] = {}  # lowest, highest offset refused in a rebalance
         self._tasks: set[asyncio.Future] = set()
+        self._deferred: set[TP] = set()  # partitions waiting for a record ``defer`` put back
 
     def admit(self, message: Message) -> bool:
         """Process this record now? A repeat is marked processed (its ack may count); a record
@@ -180,7 +183,7 @@ class InOrder:
             low, high = self._early.get(tp, (offset, offset))
             self._early[tp] = (min(low, offset), max(high, offset))
             return False
-        expected = self._expected(tp)
+        expected = self.expected(tp)
         if expected is None or offset == expected:
             self._next[tp] = offset + 1
             self._stop_waiting(tp)
@@ -190,6 +193,15 @@ class InOrder:
             return False
         self._wait_for(tp, expected)
         return False
+
+    def defer(self, message: Message) -> None:
+        """Process this admitted record later, not now (a forget request whose user may still
+        have clicks to process): its partition is sought back to it, and the records after it
+        wait as behind a missing one."""
+        tp = message.tp
+        self._next[tp] = message.offset
+        self._deferred.add(tp)
+        self._wait_for(tp, message.offset)
 
     def retry(self) -> None:
         """Seek back again where missing records have still not arrived (call periodically: a seek
@@ -201,7 +213,7 @@ class InOrder:
         assigned = self._app.consumer.assignment() if self._early else set()
         for tp, (low, high) in list(self._early.items()):
             del self._early[tp]
-            expected = self._expected(tp)
+            expected = self.expected(tp)
             if expected is None:
                 expected = low  # no commit yet: the fetch began at the reset position
             if tp in assigned and expected <= high:
@@ -221,7 +233,7 @@ class InOrder:
         """A rebalance, or its table recovery, is under way."""
         return self._app.rebalancing or self._app.in_recovery
 
-    def _expected(self, tp: TP) -> int | None:
+    def expected(self, tp: TP) -> int | None:
         """The next offset ``tp`` should deliver: after the last admitted one, else the committed
         one (None before any commit)."""
         expected = self._next.get(tp)
@@ -240,6 +252,7 @@ class InOrder:
 
     def _stop_waiting(self, tp: TP) -> None:
         """``tp`` waits for no offset any more: its read offset is released."""
+        self._deferred.discard(tp)
         if self._waiting.pop(tp, None) is not None:
             self._app.consumer._read_offset.held.pop(tp, None)
 
@@ -299,7 +312,10 @@ class InOrder:
         await self._app.consumer.seek(tp, offset)
 
     async def _seek(self, tp: TP, offset: int) -> None:
-        log.warning("%s: offset %d never arrived, fetching again from it", tp, offset)
+        if tp in self._deferred:
+            log.debug("%s: offset %d was deferred, fetching again from it", tp, offset)
+        else:
+            log.warning("%s: offset %d never arrived, fetching again from it", tp, offset)
         await self._app.consumer.seek(tp, offset)
 
 

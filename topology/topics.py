@@ -7,14 +7,19 @@ compaction before the first worker starts.
 Every topic that holds user data is bounded by ``Settings.forget_within`` (W): a record, and a
 forgotten user's state, is gone from it within W while the topic receives writes (Kafka rolls a
 segment by time only on an append; an idle topic keeps its last segment).
-- clicks, recommendations, dead-letters (deleted by age): a segment rolls W/8 after its first
-  record and is deleted once its newest is 3W/4 old, so a record lives at most 7W/8 plus the
+- clicks, forget, recommendations, dead-letters (deleted by age): a segment rolls W/8 after its
+  first record and is deleted once its newest is 3W/4 old, so a record lives at most 7W/8 plus the
   broker's retention check interval (``log.retention.check.interval.ms``, 5 minutes by default).
+  The forget topic may see no append for days, so its last segment would never roll: workers
+  also delete the requests they have handled (``timers.py``).
 - the sessions changelog (compacted): the forget tombstone's segment rolls within W/4, the
   cleaner must compact records W/4 old, which removes the user's earlier states, and the
   tombstone itself (it holds the user id as its key) is dropped W/4 after that compaction, at
   the next one: within W in all.
 - model-updates holds no user data: 30 days.
+- the popularity changelog (compacted) holds no user data either, only each clicks partition's
+  item counts, rewritten every few seconds: its segments roll and are compacted every 10
+  minutes, so a worker restores little more than the latest snapshot of each partition.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from stream_recs.kafka_clients import client_kwargs
 DAY_MS = 24 * 3600 * 1000
 APP_ID = "stream-recs"
 SESSIONS_TABLE = "sessions"
+POPULARITY_TABLE = "popularity"
+COUNTS_COMPACTION_MS = str(10 * 60 * 1000)
 
 
 @dataclass(frozen=True)
@@ -54,12 +61,18 @@ def topic_specs(settings: Settings, app_id: str = APP_ID) -> list[TopicSpec]:
         "cleanup.policy": "compact", "segment.ms": quarter, "max.compaction.lag.ms": quarter,
         "delete.retention.ms": quarter, "min.compaction.lag.ms": "0",
     }
+    counts = {
+        "cleanup.policy": "compact", "segment.ms": COUNTS_COMPACTION_MS,
+        "max.compaction.lag.ms": COUNTS_COMPACTION_MS, "min.compaction.lag.ms": "0",
+    }
     return [
         TopicSpec(t.clicks, p, r, aged),
+        TopicSpec(t.forget, p, r, aged),  # co-partitioned with clicks (same count, same key)
         TopicSpec(t.recommendations, p, r, aged),
         TopicSpec(t.dead_letters, 1, r, aged),
         TopicSpec(t.model_updates, 1, r, {"retention.ms": str(30 * DAY_MS)}),
         TopicSpec(changelog_topic(app_id), p, r, compacted),
+        TopicSpec(changelog_topic(app_id, POPULARITY_TABLE), p, r, counts),
     ]
 
 

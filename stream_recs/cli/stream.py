@@ -32,7 +32,7 @@ def worker(model_dir, **flags) -> None:
     from stream_recs.health import start_server
     from stream_recs.keys import KeyConfigError
     from stream_recs.metrics import Metrics
-    from stream_recs.model_updates import Trust, load_checkpoint
+    from stream_recs.model_updates import Trust, latest_announcement, load_checkpoint, starting_model
     from stream_recs.models import CheckpointError
     from stream_recs.ranker_child import Ranker
     from stream_recs.scoring import Recommender
@@ -55,8 +55,10 @@ def worker(model_dir, **flags) -> None:
         apply_topics(settings, bootstrap, topic_specs(settings, app_id=w.app_id))
     except TopicsError as exc:
         raise click.ClickException(str(exc)) from exc
-    recommender = Recommender(model, settings.serving)
     metrics = Metrics()
+    model, model_dir, meta_sha256 = starting_model(
+        model, model_dir, meta_sha256, latest_announcement(settings, bootstrap), trust, metrics)
+    recommender = Recommender(model, settings.serving)
     metrics.set_model(recommender.model_version)
     in_child = w.ranker_in_child()
     metrics.set_ranker_child_enabled(in_child)
@@ -78,7 +80,7 @@ def worker(model_dir, **flags) -> None:
 
 @click.command()
 @click.option("--dataset", required=True,
-              help="movielens-100k, synthetic, or a CSV/JSONL event log path.")
+              help="movielens-100k, movielens-1m, synthetic, or a CSV/JSONL event log path.")
 @click.option("--rate", type=float, default=1000.0, show_default=True, help="Events per second (0: max).")
 @click.option("--limit", type=int, help="Send at most this many events.")
 @click.option("--ts", "ts_mode", type=click.Choice(["now", "original"]), default="now", show_default=True,
@@ -163,26 +165,22 @@ def publish_model(model_dir) -> None:
     """Announce a checkpoint on the model-updates topic; every worker swaps it in. With a
     model-signing key set, the announcement is signed with it."""
     from stream_recs.keys import KeyConfigError
-    from stream_recs.messages import ModelUpdate, encode_model_update
-    from stream_recs.model_updates import Trust, sign
+    from stream_recs.model_updates import Trust, announce
     from stream_recs.models import CheckpointError
-    from stream_recs.models.checkpoint import read_checkpoint
 
     settings = load_or_fail()
-    path = str(Path(model_dir).resolve())
     try:
         key = Trust.of(settings.worker).key
-        files = read_checkpoint(path)
-        model = files.model()  # refuse to announce what would not load
-    except (KeyConfigError, CheckpointError) as exc:
+    except KeyConfigError as exc:
         raise click.ClickException(str(exc)) from exc
-    update = ModelUpdate(path=path, version=model.version, sha256=files.meta()["weights_sha256"],
-                         signature=sign(key, files) if key is not None else None)
     producer = _producer(settings, resolve_bootstrap(settings), acks="all")
-    producer.send(settings.topics.model_updates, key=b"model", value=encode_model_update(update))
-    producer.flush()
-    producer.close()
-    click.echo(f"published {update.version} ({path}){', signed' if update.signature else ''}")
+    try:
+        update = announce(producer, settings.topics.model_updates, model_dir, key)
+    except CheckpointError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        producer.close()
+    click.echo(f"published {update.version} ({update.path}){', signed' if update.signature else ''}")
 
 
 @click.command()
@@ -190,9 +188,9 @@ def publish_model(model_dir) -> None:
 def forget(user_id) -> None:
     """Delete USER_ID's session state on every worker (a tombstone in the changelog).
 
-    Sends the control record {"user_id": USER_ID, "type": "forget"} to the clicks topic keyed by
-    the user, so it is handled in order after the user's earlier clicks; with pseudonymisation on,
-    pass the original user id (the worker hashes it as it does for clicks)."""
+    Sends the control record {"user_id": USER_ID, "type": "forget"} to the forget topic keyed by
+    the user; the worker handles it after the user's clicks sent before it; with pseudonymisation
+    on, pass the original user id (the worker hashes it as it does for clicks)."""
     import uuid
 
     from stream_recs.events import Forget
@@ -201,7 +199,7 @@ def forget(user_id) -> None:
     settings = load_or_fail()
     producer = _producer(settings, resolve_bootstrap(settings), acks="all")
     request = Forget(f"forget-{uuid.uuid4().hex}", user_id)
-    meta = producer.send(settings.topics.clicks, key=user_id.encode(), value=encode_forget(request)).get(60)
+    meta = producer.send(settings.topics.forget, key=user_id.encode(), value=encode_forget(request)).get(60)
     producer.close()
     click.echo(f"forget request {request.event_id} sent to {meta.topic} partition {meta.partition}")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 from dataclasses import dataclass
 
 import orjson
@@ -32,9 +33,9 @@ def click(user: str, item: str, offset: int, keyed: bool = True, **fields) -> Re
     return Record(orjson.dumps(body), user.encode() if keyed else None, offset)
 
 
-def forget(user: str, offset: int, keyed: bool = True) -> Record:
+def forget(user: str, offset: int, keyed: bool = True, topic: str = TOPICS.forget) -> Record:
     body = {"event_id": f"f{offset}", "user_id": user, "type": "forget"}
-    return Record(orjson.dumps(body), user.encode() if keyed else None, offset)
+    return Record(orjson.dumps(body), user.encode() if keyed else None, offset, topic)
 
 
 def test_valid_clicks_are_answered_together_in_order():
@@ -72,10 +73,25 @@ def test_a_record_without_key_is_sent_again_keyed_by_its_user_with_id_and_time_f
     }
 
 
-def test_a_forget_request_without_key_is_sent_again_keyed():
+def test_a_forget_request_without_key_is_sent_again_keyed_to_the_forget_topic():
     (send,) = route_batch([forget("a", 3, keyed=False)], RULES, NOW)
-    assert send.kind == REKEY and send.key == b"a"
+    assert (send.topic, send.kind, send.key) == (TOPICS.forget, REKEY, b"a")
     assert orjson.loads(send.value) == {"event_id": "f3", "user_id": "a", "type": "forget"}
+
+
+def test_a_record_on_the_wrong_topic_is_dead_lettered_and_erases_nothing():
+    on_clicks = forget("a", 1, topic=TOPICS.clicks)  # any click producer could wipe any user
+    on_forget = dataclasses.replace(click("a", "i1", 2), topic=TOPICS.forget)
+    steps = route_batch([click("a", "i1", 0), on_clicks, on_forget], RULES, NOW)
+    assert [type(step) for step in steps] == [Send, Send, Answer]
+    for send, source, topic in zip(steps[:2], (1, 2), (TOPICS.clicks, TOPICS.forget), strict=True):
+        assert (send.topic, send.kind, send.reason, send.source) == (
+            TOPICS.dead_letters, DEAD_LETTER, "wrong_topic", source,
+        )
+        letter = orjson.loads(send.value)
+        assert letter["topic"] == topic and letter["reason"] == "wrong_topic"
+    assert TOPICS.forget in orjson.loads(steps[0].value)["detail"]
+    assert steps[2].sources == [0]
 
 
 def test_forget_comes_after_the_users_earlier_clicks_and_before_later_ones():

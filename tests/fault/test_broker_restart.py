@@ -44,15 +44,12 @@ def test_broker_restart_under_load_loses_nothing(own_broker, tmp_path):
     broker = own_broker()
     info = broker.start()
     tag = uuid.uuid4().hex[:8]
-    topics = Topics(f"clicks-{tag}", f"recs-{tag}", f"dead-{tag}", f"models-{tag}")
+    topics = Topics.tagged(tag)
     env = {
         **os.environ,
         "STREAM_RECS_BOOTSTRAP_SERVERS": info.bootstrap,
         "STREAM_RECS_APP_ID": f"app-{tag}",
-        "STREAM_RECS_TOPIC_CLICKS": topics.clicks,
-        "STREAM_RECS_TOPIC_RECOMMENDATIONS": topics.recommendations,
-        "STREAM_RECS_TOPIC_DEAD_LETTERS": topics.dead_letters,
-        "STREAM_RECS_TOPIC_MODEL_UPDATES": topics.model_updates,
+        **topics.env(),
     }
     worker = Worker(
         Stream(info.bootstrap, topics, env), tmp_path / "w", make_model(tmp_path / "m", "v1", seed=1)

@@ -12,7 +12,7 @@ import time
 
 import orjson
 import pytest
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
 from stream_recs.keys import KeyConfigError
 from stream_recs.privacy import Pseudonymiser, load_pseudonymiser
@@ -71,8 +71,8 @@ def snapshot(bootstrap: str, topic: str, timeout_s: float = 30.0) -> list:
 
 def traces(stream, user: str) -> dict[str, int]:
     """Records that name ``user`` (as key or in the value), per topic the project owns."""
-    owned = [stream.topics.clicks, stream.topics.recommendations, stream.topics.dead_letters,
-             changelog_topic(stream.env["STREAM_RECS_APP_ID"])]
+    owned = [stream.topics.clicks, stream.topics.forget, stream.topics.recommendations,
+             stream.topics.dead_letters, changelog_topic(stream.env["STREAM_RECS_APP_ID"])]
     needle = user.encode()
     return {
         topic: sum(r.key == needle or needle in (r.value or b"") for r in snapshot(stream.bootstrap, topic))
@@ -114,16 +114,13 @@ def test_forget_deletes_the_state_and_it_stays_gone_after_a_restart(stream, work
     assert stored[b"u3"] is None, "no tombstone for the forgotten user"
     assert all(stored[u.encode()] is not None for u in users if u != "u3")
 
-    # in one micro-batch: a click that continues u7's session, forget u7, a click that starts afresh
+    # a click that continues u7's session, forget u7 (its own topic), then a click that starts afresh
     evaluated = first.value("stream_recs_online_evaluated_total")
-    bodies = [
-        {"event_id": "u7-before", "user_id": "u7", "item_id": "i2"},
-        {"user_id": "u7", "type": "forget"},
-        {"event_id": "u7-after", "user_id": "u7", "item_id": "i3"},
-    ]
-    stream.produce([(b"u7", orjson.dumps(body)) for body in bodies])
-    assert len(stream.consume(stream.topics.recommendations, 202)) == 202
+    stream.produce_events([{"event_id": "u7-before", "user_id": "u7", "item_id": "i2"}])
+    stream.produce([(b"u7", orjson.dumps({"user_id": "u7", "type": "forget"}))], stream.topics.forget)
     wait_forgotten(first, 2.0)
+    stream.produce_events([{"event_id": "u7-after", "user_id": "u7", "item_id": "i3"}])
+    assert len(stream.consume(stream.topics.recommendations, 202)) == 202
     assert first.value("stream_recs_online_evaluated_total") == evaluated + 1
     # the gauge is kept by counting creations and deletions: u3 gone, u7 deleted and created again
     wait_for(lambda: first.value("stream_recs_active_sessions") == 19.0, "sessions after forget != 19")
@@ -207,10 +204,11 @@ def test_a_forgotten_user_leaves_every_owned_topic_within_the_bound(stream, own_
         stream.produce([(b"u3", b"not json from u3")])
         wait_for(lambda: all(traces(stream, "u3").get(t) for t in (stream.topics.recommendations,
                  stream.topics.dead_letters)), "u3's answers and dead letter never arrived")
-        assert all(traces(stream, "u3").values()), traces(stream, "u3")
+        held = traces(stream, "u3")
+        assert all(n for topic, n in held.items() if topic != stream.topics.forget), held
         feeder = threading.Thread(target=traffic, daemon=True)
         feeder.start()
-        done = stream.cli("forget", "u3")
+        done = stream.cli("forget", "u3")  # the request, on the forget topic, names u3 too
         assert done.returncode == 0, done.stderr
         wait_forgotten(worker)
         forgotten = time.monotonic()
@@ -221,7 +219,71 @@ def test_a_forgotten_user_leaves_every_owned_topic_within_the_bound(stream, own_
         FIGURES.append(f"forget bound {within:.0f} s: u3 gone from every owned topic {took:.0f} s "
                        "after the forget was handled")
         assert took <= 1.5 * within, f"u3 gone only after {took:.0f} s (bound {within:.0f} s)"
-        assert all(traces(stream, "other0").values()), "the others' recent data went too"
+        kept = {topic: n for topic, n in traces(stream, "other0").items() if topic != stream.topics.forget}
+        assert all(kept.values()), f"the others' recent data went too: {kept}"
     finally:
         stop.set()
         worker.stop()
+
+
+# --- forget requests on their own topic ------------------------------------------------------
+FORGET = {"type": "forget"}
+
+
+def forget_requests(users: list[str]) -> list[tuple[bytes, bytes]]:
+    return [(u.encode(), orjson.dumps({**FORGET, "user_id": u})) for u in users]
+
+
+def member_partitions(stream) -> list[dict[str, set[int]]]:
+    """Each member of the worker group: the partitions it holds, per topic."""
+    admin = KafkaAdminClient(bootstrap_servers=stream.bootstrap)
+    try:
+        group = admin.describe_groups([stream.env["STREAM_RECS_APP_ID"]])[stream.env["STREAM_RECS_APP_ID"]]
+    finally:
+        admin.close()
+    held = []
+    for member in group["members"]:
+        assigned = member["member_assignment"]["assigned_partitions"]
+        held.append({entry["topic"]: set(entry["partitions"]) for entry in assigned})
+    return held
+
+
+@pytest.mark.kafka
+def test_a_forget_request_waits_for_the_clicks_sent_before_it(stream, workers, tmp_path):
+    """Clicks, then forget requests on their own topic, all waiting for a worker: were a request
+    handled before its user's clicks, they would rebuild the state it deleted."""
+    assert stream.cli("topics", "apply").returncode == 0
+    users = [f"u{n}" for n in range(40)]
+    stream.produce_events(events_for(users, 25))
+    stream.produce(forget_requests(users[:10]), stream.topics.forget)
+    stream.produce(forget_requests(["u20"]))  # on clicks: any click producer could wipe any user
+    worker = workers("w", make_model(tmp_path / "m1", "v1", seed=1)).start()
+    assert len(stream.consume(stream.topics.recommendations, 1000)) == 1000
+    wait_forgotten(worker, 10.0)
+    stored = changelog(stream)
+    assert [u for u in users[:10] if stored[u.encode()] is not None] == [], "a state came back"
+    assert all(stored[u.encode()] is not None for u in users[10:])
+    (dead,) = [orjson.loads(r.value) for r in stream.consume(stream.topics.dead_letters, 1)]
+    assert (dead["reason"], dead["topic"]) == ("wrong_topic", stream.topics.clicks)
+    assert worker.value("stream_recs_dead_letters_total", reason="wrong_topic") == 1.0
+
+
+@pytest.mark.kafka
+def test_two_workers_hold_the_same_partitions_of_clicks_and_forget(stream, workers, tmp_path):
+    model = make_model(tmp_path / "m1", "v1", seed=1)
+    first = workers("first", model).start()
+    second = workers("second", model).start()
+    users = [f"u{n}" for n in range(40)]
+    stream.produce_events(events_for(users, 5))
+    assert len(stream.consume(stream.topics.recommendations, 200)) == 200
+    held = member_partitions(stream)
+    assert len(held) == 2
+    clicks, forget = stream.topics.clicks, stream.topics.forget
+    for member in held:
+        assert member.get(clicks) and member[clicks] == member[forget], held
+    stream.produce(forget_requests(users[:20]), stream.topics.forget)
+    wait_for(lambda: sum(w.value("stream_recs_events_total", outcome="forgotten") or 0.0
+                         for w in (first, second)) == 20.0, "not every forget request was handled")
+    stored = changelog(stream)
+    assert all(stored[u.encode()] is None for u in users[:20])
+    assert all(stored[u.encode()] is not None for u in users[20:])

@@ -25,7 +25,7 @@ USER, PASSWORD, WRONG = "recs", "s3cret-Sasl-pw-41d9", "not-the-password"
 
 
 def stream_env(bootstrap: str, mechanism: str, password: str, tag: str) -> tuple[Topics, dict]:
-    topics = Topics(f"clicks-{tag}", f"recs-{tag}", f"dead-{tag}", f"models-{tag}")
+    topics = Topics.tagged(tag)
     env = {
         **os.environ,
         "STREAM_RECS_BOOTSTRAP_SERVERS": bootstrap,
@@ -34,10 +34,7 @@ def stream_env(bootstrap: str, mechanism: str, password: str, tag: str) -> tuple
         "STREAM_RECS_SECURITY_SASL_MECHANISM": mechanism,
         "STREAM_RECS_SECURITY_SASL_USERNAME": USER,
         "STREAM_RECS_SECURITY_SASL_PASSWORD": password,
-        "STREAM_RECS_TOPIC_CLICKS": topics.clicks,
-        "STREAM_RECS_TOPIC_RECOMMENDATIONS": topics.recommendations,
-        "STREAM_RECS_TOPIC_DEAD_LETTERS": topics.dead_letters,
-        "STREAM_RECS_TOPIC_MODEL_UPDATES": topics.model_updates,
+        **topics.env(),
     }
     return topics, env
 

@@ -265,3 +265,44 @@ async def test_records_no_longer_in_the_log_are_skipped_and_counted(monkeypatch,
     assert [order.admit(message(app, o)) for o in (15, 16)] == [True, True]
     assert all(c.ack(m) for m in processed(app, 15, 16))
     assert c._new_offset(PART) == 17
+
+
+async def test_a_deferred_record_and_those_after_it_come_again(monkeypatch):
+    app, c = consumer()
+    sought = recorded_seeks(monkeypatch, c)
+    order = InOrder(app)
+    c._committed_offset[PART] = 10
+    request = message(app, 10)
+    assert order.admit(request)
+    order.defer(request)  # not ready yet: it is fetched again, and so is what follows it
+    assert not order.admit(message(app, 11))
+    await asyncio.sleep(0)
+    assert sought == [10] and order.expected(PART) == 10
+    assert not c.ack(request)  # never processed: not committed
+    assert [order.admit(message(app, o)) for o in (10, 11)] == [True, True]
+
+
+async def test_a_forget_request_waits_until_its_clicks_partition_passes_the_barrier(monkeypatch):
+    from stream_recs.topology.forgetting import ForgetBarriers, barrier_passed
+
+    assert barrier_passed(5, 5, 0) and not barrier_passed(5, 4, 0)
+    assert barrier_passed(5, None, 5) and not barrier_passed(5, None, 0)  # nothing admitted yet
+    app, c = consumer()
+    recorded_seeks(monkeypatch, c)
+    ends = {TP("clicks", 0): 12}
+
+    async def highwaters(*tps):
+        return {tp: ends[tp] for tp in tps}
+
+    monkeypatch.setattr(c, "highwaters", highwaters)
+    order = InOrder(app)
+    c._committed_offset[PART] = 10
+    c._committed_offset[TP("forget", 0)] = 0
+    barriers = ForgetBarriers(app, order, "clicks")
+    request = Message("forget", 0, 0, 0.0, 0, {}, b"u", b"{}", None,
+                      generation_id=app.consumer_generation_id)
+    assert order.admit(request) and not await barriers.ready(request)  # clicks 10, 11 first
+    assert order.expected(TP("forget", 0)) == 0  # deferred
+    ends[TP("clicks", 0)] = 500  # newer clicks do not move the barrier of a request seen before
+    assert [order.admit(message(app, o)) for o in (10, 11)] == [True, True]
+    assert order.admit(request) and await barriers.ready(request)
