@@ -27,7 +27,7 @@ from .losses import LOSSES, bpr_max, cross_entropy_logq, sampled_columns
 from .optim import AdagradMomentum
 from .registry import ItemRegistry
 from .sampling import PopularitySampler
-from .warm_start import warm_start
+from .warm_start import init_from_neighbours, warm_start
 
 
 @dataclass
@@ -127,17 +127,22 @@ def window_forward(
 
 
 def training_sequences(
-    events: Events, session_gap: float | None, parent: ItemRegistry | None = None
+    events: Events, session_gap: float | None, parent: ItemRegistry | None = None, min_count: int = 1,
 ) -> tuple[ItemRegistry, list[np.ndarray]]:
     """A model's item registry for ``events`` and the item-index sequences to train it on (see
-    ``to_sequences``). The registry is ``parent``'s extended by the items it lacks, or a new
-    lineage; either way the new items come sorted, and every item's last-seen time is folded in."""
-    codes = np.unique(events.item)
-    item_ids = [events.item_ids[i] for i in codes.tolist()]
-    registry = parent.extend(sorted(item_ids)) if parent else ItemRegistry.new(sorted(item_ids))
+    ``to_sequences``). The registry is ``parent``'s extended by the items it lacks that occur at
+    least ``min_count`` times (rarer ones are left out of the sequences: too few clicks to learn
+    from), or a new lineage; either way the new items come sorted, and every registered item's
+    last-seen time is folded in."""
+    counts = np.bincount(events.item, minlength=len(events.item_ids))
+    known = set(parent.ids) if parent else set()
+    codes = [c for c in np.flatnonzero(counts).tolist()
+             if counts[c] >= min_count or events.item_ids[c] in known]
+    item_ids = sorted(events.item_ids[c] for c in codes)
+    registry = parent.extend(item_ids) if parent else ItemRegistry.new(item_ids)
     newest = np.full(len(events.item_ids), -np.inf)
     np.maximum.at(newest, events.item, events.ts)
-    registry = registry.seen({events.item_ids[c]: int(newest[c]) for c in codes.tolist()})
+    registry = registry.seen({events.item_ids[c]: int(newest[c]) for c in codes})
     index = registry.index()
     return registry, to_sequences(events, session_gap, index).items
 
@@ -237,10 +242,12 @@ def train_model(
     show_progress: bool = True,
     on_epoch: Callable[[int, GRU4Rec, dict], None] | None = None,
     parent: GRU4Rec | None = None,
+    from_neighbours: bool = False,
 ) -> tuple[GRU4Rec, list[dict]]:
     """Build and train a model on item-index ``sequences`` over ``items`` (their registry, or
     the ids of a new lineage); returns it with per-epoch stats. With ``parent``, training starts
-    from its weights (``warm_start``).
+    from its weights (``warm_start``), and with ``from_neighbours`` the items the parent lacks
+    start from the known items clicked next to them (``init_from_neighbours``).
 
     The progress bar shows the running loss and events/s; ``on_epoch(epoch, model, stats)`` runs
     after every epoch (e.g. validation).
@@ -255,8 +262,11 @@ def train_model(
         seen_size=config.seen_size, seen_decay=config.seen_decay,
     )
     model.use_registry(registry)
+    model.item_counts = tuple(int(c) for c in item_support(sequences, model.n_items))
     if parent is not None:
         warm_start(model, parent)
+        if from_neighbours:
+            init_from_neighbours(model, parent.n_items, sequences)
     trainer = Trainer(model, sequences, config)
     n_targets = sum(max(len(s) - 1, 0) for s in trainer.sequences)
     history = []

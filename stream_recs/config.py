@@ -88,10 +88,21 @@ class Topics(_Group):
     """Names of the project's topics."""
 
     PREFIX: ClassVar[str] = "TOPIC_"
-    clicks: str = setting("clicks", "the input: click events and forget requests, keyed by user")
+    clicks: str = setting("clicks", "the input: click events, keyed by user")
     recommendations: str = setting("recommendations", "the output: one recommendation per click")
     dead_letters: str = setting("dead-letters", "rejected records, each with its reason")
     model_updates: str = setting("model-updates", "checkpoint announcements (control)")
+    forget: str = setting("forget", "requests to delete a user's state, keyed by user (control; "
+                          "partitioned as clicks)")
+
+    @classmethod
+    def tagged(cls, tag: str) -> Topics:
+        """Every topic named ``<field>-<tag>``: a set of its own (a test's, a benchmark run's)."""
+        return cls(*(f"{f.name}-{tag}" for f in dataclasses.fields(cls)))
+
+    def env(self) -> dict[str, str]:
+        """The ``STREAM_RECS_TOPIC_*`` variables that name these topics (for a child process)."""
+        return {spec.variable: getattr(self, spec.name) for spec in _specs(type(self))}
 
 
 @dataclass(frozen=True)
@@ -110,6 +121,8 @@ class ServingOptions(_Group):
                                minimum=0)
     popularity_half_life: float = setting(3600.0, "half-life in seconds of the fallback's item counts",
                                           minimum=1e-9)
+    popularity_items: int = setting(1000, "known items the fallback keeps per clicks partition (the most "
+                                    "popular: bounds its memory and each partition's snapshot)", minimum=1)
     ann_lists: int = setting(0, "approximate scoring: cells of a faiss inverted file (0: exact)", minimum=0)
     ann_probes: int = setting(32, "approximate scoring: cells scanned per event", minimum=1)
     bf16_screen: str = setting("auto", "exact scoring through a bfloat16 matmul (auto: where the CPU has "
@@ -149,6 +162,9 @@ class Worker(_Group):
                                     "(a failover restores less; each copy reads the changelog)", minimum=0)
     state_sweep_interval: float = setting(300.0, "seconds between deletions of states idle past the TTL",
                                           minimum=1)
+    popularity_interval: float = setting(10.0, "seconds between writes of each clicks partition's fallback "
+                                         "counts to their changelog (a crash loses at most these)",
+                                         minimum=0.1)
     pseudonymise_key: str = setting("", "HMAC key that replaces user ids by pseudonyms (16+ bytes)",
                                     secret=True)
     pseudonymise_key_file: str = setting("", "a file holding that key")
@@ -160,6 +176,35 @@ class Worker(_Group):
     def ranker_in_child(self) -> bool:
         """Rank in a child process? ``auto``: where this process may use 2 or more CPUs."""
         return {"process": True, "inline": False}.get(self.ranker, len(os.sched_getaffinity(0)) > 1)
+
+
+@dataclass(frozen=True)
+class Trainer(_Group):
+    """How the continuous-learning trainer runs (``stream-recs trainer``)."""
+
+    PREFIX: ClassVar[str] = "TRAINER_"
+    cycle_seconds: float = setting(300.0, "seconds between training cycles (or sooner: cycle_events)",
+                                   minimum=1, flag=True)
+    cycle_events: int = setting(20_000, "new clicks that start a cycle before cycle_seconds", minimum=1,
+                                flag=True)
+    min_item_count: int = setting(20, "clicks in the window before a new item gets a row in the model",
+                                  minimum=1, flag=True)
+    window_events: int = setting(200_000, "most recent clicks kept on disk for training", minimum=100,
+                                 flag=True)
+    window_age: float = setting(86400.0, "oldest click kept in the window (seconds before the newest)",
+                                minimum=60)
+    window_bytes: int = setting(256 << 20, "disk budget of the window and its replay sample (bytes)",
+                                minimum=1 << 20)
+    replay_events: int = setting(50_000, "clicks evicted from the window kept as a replay sample, "
+                                 "mixed into each cycle against forgetting (0: none)", minimum=0)
+    epochs: int = setting(2, "fine-tuning epochs per cycle", minimum=1, flag=True)
+    holdout: float = setting(0.1, "newest share of the window's time span held out for the gate",
+                             minimum=0.01)
+    gate_tolerance: float = setting(0.05, "a candidate is published when its held-out HR@20 is at least "
+                                    "(1 - this) x the live model's", minimum=0)
+    retire_after: float = setting(0.0, "seconds an item may go unclicked before it is retired (0: never)",
+                                  minimum=0)
+    port: int = setting(9466, "port of the trainer's /metrics (0: any free port)", minimum=0, flag=True)
 
 
 @dataclass(frozen=True)
@@ -179,6 +224,7 @@ class Settings(_Group):
     topics: Topics = field(default_factory=Topics)
     serving: ServingOptions = field(default_factory=ServingOptions)
     worker: Worker = field(default_factory=Worker)
+    trainer: Trainer = field(default_factory=Trainer)
 
     @property
     def embedded(self) -> bool:
@@ -186,7 +232,7 @@ class Settings(_Group):
         return self.bootstrap_servers is None
 
 
-GROUPS = (Settings, Security, Topics, ServingOptions, Worker)
+GROUPS = (Settings, Security, Topics, ServingOptions, Worker, Trainer)
 _NESTED = {name: kind for name, kind in typing.get_type_hints(Settings).items() if kind in GROUPS}
 
 

@@ -3,7 +3,9 @@
 - ``cli/kafka.py``: the embedded broker (``kafka up|down|status``) and ``topics apply``;
 - ``cli/model.py``: ``train``, ``evaluate``, ``tune``;
 - ``cli/stream.py``: ``worker``, ``produce``, ``tail``, ``publish-model``, ``forget``, ``demo``;
-- ``cli/settings.py``: ``settings``, and the worker's flags (made from the settings' declarations).
+- ``cli/trainer.py``: ``trainer``, the continuous-learning service;
+- ``cli/settings.py``: ``settings``, and the worker's and trainer's flags (made from the settings'
+  declarations).
 
 Submodules import heavy libraries (torch, faust) inside their commands, so ``stream-recs kafka
 status`` stays fast.
@@ -16,7 +18,7 @@ import logging
 
 import click
 
-_COMMAND_MODULES = ("kafka", "model", "stream", "settings")
+_COMMAND_MODULES = ("kafka", "model", "stream", "trainer", "settings")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

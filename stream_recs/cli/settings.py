@@ -1,11 +1,20 @@
-"""``stream-recs settings``, and the worker's flags, both made from the settings' declarations
-(``stream_recs.config``), so no default or help text is written twice."""
+"""``stream-recs settings``, and the worker's and the trainer's flags, all made from the settings'
+declarations (``stream_recs.config``), so no default or help text is written twice."""
 
 from __future__ import annotations
 
 import click
 
-from stream_recs.config import SettingsError, describe, load_settings, markdown_table, shown_default, specs
+from stream_recs.config import (
+    GROUPS,
+    SettingsError,
+    Trainer,
+    describe,
+    load_settings,
+    markdown_table,
+    shown_default,
+    specs,
+)
 
 
 def _click_type(spec):
@@ -14,15 +23,23 @@ def _click_type(spec):
     return spec.base if spec.base in (int, float) else str
 
 
-def setting_flags(func):
-    """Add a ``--name`` flag for every setting declared with ``flag=True``; a flag left out is
-    None, so the environment (or the default) stands."""
-    for spec in reversed([spec for spec in specs() if spec.flag]):
-        default = shown_default(spec)
-        text = f"{spec.help[0].upper()}{spec.help[1:]} ({spec.variable}; default {default or 'unset'})."
-        name = f"--{spec.name.replace('_', '-')}"
-        func = click.option(name, spec.name, type=_click_type(spec), help=text)(func)
-    return func
+def flags_of(*groups: type):
+    """A decorator adding a ``--name`` flag for every setting of ``groups`` declared with
+    ``flag=True``; a flag left out is None, so the environment (or the default) stands."""
+
+    def decorate(func):
+        for spec in reversed([spec for spec in specs() if spec.flag and spec.group in groups]):
+            default = shown_default(spec)
+            text = f"{spec.help[0].upper()}{spec.help[1:]} ({spec.variable}; default {default or 'unset'})."
+            name = f"--{spec.name.replace('_', '-')}"
+            func = click.option(name, spec.name, type=_click_type(spec), help=text)(func)
+        return func
+
+    return decorate
+
+
+setting_flags = flags_of(*(group for group in GROUPS if group is not Trainer))  # the worker's
+trainer_flags = flags_of(Trainer)
 
 
 def load_or_fail(**overrides: object):

@@ -14,6 +14,7 @@ from stream_recs.config import (
     ServingOptions,
     Settings,
     SettingsError,
+    Trainer,
     Worker,
     describe,
     load_settings,
@@ -107,14 +108,18 @@ def test_the_settings_command_prints_the_table():
     assert bad.exit_code != 0 and "STREAM_RECS_K must be a number" in bad.output
 
 
-def test_the_worker_flags_are_the_flagged_settings_with_their_defaults():
-    help_text = CliRunner().invoke(main, ["worker", "--help"], terminal_width=200).output
+@pytest.mark.parametrize("command", ["worker", "trainer"])
+def test_the_flags_are_the_flagged_settings_with_their_defaults(command):
+    """The worker's flags: every flagged setting but the trainer's; the trainer's: its own."""
+    help_text = CliRunner().invoke(main, [command, "--help"], terminal_width=200).output
     for spec in specs():
         flag = f"--{spec.name.replace('_', '-')}"
-        assert (flag in help_text) == spec.flag, flag
-        if spec.flag:
+        ours = spec.flag and (spec.group is Trainer) == (command == "trainer")
+        assert (flag in help_text) == ours, flag
+        if ours:
             assert spec.variable in help_text
-    assert "(STREAM_RECS_K; default 20)" in help_text
+    shown = {"worker": "(STREAM_RECS_K; default 20)", "trainer": "(STREAM_RECS_TRAINER_EPOCHS; default 2)"}
+    assert shown[command] in help_text
     refused = CliRunner().invoke(main, ["worker", "--ranker", "thread"])
     assert refused.exit_code != 0 and "'thread' is not one of" in refused.output
 

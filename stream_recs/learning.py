@@ -1,0 +1,70 @@
+"""One continuous-learning cycle, without Kafka: from the live model and the recent clicks, a
+candidate model, and the gate's verdict on it.
+
+1. The window's newest slice is held out (``models/gate.py``); the rest, plus a replay sample of
+   older clicks (against forgetting what the window no longer shows), is the training data.
+2. The candidate warm-starts from the live model (``train --parent``): same architecture, same
+   item indices; the items the live model lacks that were clicked at least ``min_item_count``
+   times are appended to its item registry, and their rows start from the known items clicked
+   next to them (``init_from_neighbours``). Items unseen for ``retire_after`` are retired.
+3. It is fine-tuned for a few epochs with the live model's hyper-parameters, then judged
+   against the live model on the held-out slice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+
+from stream_recs.datasets import Events, concat_events
+from stream_recs.models import GRU4Rec
+from stream_recs.models.gate import Verdict, judge, newest_slice
+from stream_recs.models.train import TrainConfig, train_model, training_sequences
+from stream_recs.models.warm_start import inherited
+
+
+@dataclass(frozen=True)
+class CycleOptions:
+    """What a cycle does (the trainer's settings)."""
+
+    min_item_count: int
+    epochs: int
+    holdout: float
+    tolerance: float
+    retire_after: float | None = None  # seconds unseen before an item is retired (None: never)
+
+
+@dataclass(frozen=True)
+class Cycle:
+    """A cycle's outcome: the candidate (None when the window held too little to judge), the
+    verdict, and what it learned from."""
+
+    candidate: GRU4Rec | None
+    verdict: Verdict
+    train_events: int
+    items_added: int
+    seconds: float
+
+
+def run_cycle(live: GRU4Rec, hyper: dict, window: Events, replay: Events | None,
+              options: CycleOptions, version: str) -> Cycle:
+    """Train a candidate from ``live`` (its ``hyper``-parameters, from its checkpoint) on
+    ``window`` plus ``replay``, and judge it."""
+    started = time.perf_counter()
+    config = TrainConfig.from_dict({**hyper, **inherited(live), "epochs": options.epochs})
+    holdout = newest_slice(window, options.holdout, config.max_len)
+    train = concat_events(holdout.train, replay) if replay is not None and len(replay) else holdout.train
+    if not len(train):
+        verdict = judge(live, live, window.item_ids, holdout.cases, options.tolerance)
+        return Cycle(None, dataclasses.replace(verdict, publish=False, reason="nothing to train on"),
+                     0, 0, time.perf_counter() - started)
+    registry, sequences = training_sequences(train, hyper.get("session_gap"), live.registry,
+                                             options.min_item_count)
+    if options.retire_after is not None:
+        registry = registry.retire_unseen(float(train.ts.max()), options.retire_after)
+    candidate, _ = train_model(sequences, registry, config, version, show_progress=False,
+                               parent=live, from_neighbours=True)
+    verdict = judge(candidate, live, window.item_ids, holdout.cases, options.tolerance)
+    return Cycle(candidate, verdict, len(train), candidate.n_items - live.n_items,
+                 time.perf_counter() - started)
