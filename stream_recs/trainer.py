@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,7 +84,6 @@ class TrainerService:
         self.consumer = KafkaConsumer(**kwargs, group_id=w.app_id + GROUP_SUFFIX, enable_auto_commit=False,
                                       isolation_level="read_committed", auto_offset_reset="earliest")
         self.producer = KafkaProducer(**kwargs, acks="all")
-        self.skipped: Counter = Counter()
         self.since_cycle = 0  # clicks added since the last cycle
         self.last_cycle = time.monotonic()
         self._assign()
@@ -134,10 +132,11 @@ class TrainerService:
                 else:
                     rows.append((user, decoded.item_id, decoded.ts, decoded.session_id))
             offsets[f"{tp.topic}:{tp.partition}"] = self.consumer.position(tp)
-        self.window.append(rows, offsets)
-        if forgotten:
+        if forgotten:  # first: once the offsets past a request are on disk, it is never read again
             self.window.forget(forgotten)
             self.metrics.forgotten.inc(len(forgotten))
+            rows = [row for row in rows if row[0] not in forgotten]
+        self.window.append(rows, offsets)
         self.consumer.commit({tp: OffsetAndMetadata(offsets[f"{tp.topic}:{tp.partition}"], "", -1)
                               for tp in batches})
         self.metrics.consumed.inc(len(rows))

@@ -1,12 +1,14 @@
 """``stream-recs trainer`` on the real broker, beside a real worker: it learns an item the live
 model never saw from the clicks and publishes a model that recommends it, which the worker then
-serves; malformed records never stop it; killed mid-cycle it leaves the live model untouched and
-no checkpoint half-written, and restarted it resumes from its window and committed offsets."""
+serves; malformed records never stop it; a forget request erases the user's clicks from its
+window; killed mid-cycle it leaves the live model untouched and no checkpoint half-written, and
+restarted it resumes from its window and committed offsets."""
 
 from __future__ import annotations
 
 import hashlib
 import signal
+import time
 
 import orjson
 import pytest
@@ -38,7 +40,7 @@ def test_the_trainer_learns_a_new_item_and_the_worker_serves_it(stream, workers,
                              "--cycle-events", "1500", "--epochs", "4").start()
     try:
         stream.produce([(b"u0", b"{not json") for _ in range(50)])  # never stops it
-        stream.produce_events(tours(range(40), 5, 1_700_000_000.0))  # 1,600 clicks
+        stream.produce_events(tours(range(40), 5, time.time() - 3600))  # 1,600 clicks
         (record,) = stream.consume(stream.topics.model_updates, 1, timeout_s=240)
         update = decode_model_update(record.value)
         published = load_model(update.path)
@@ -56,6 +58,11 @@ def test_the_trainer_learns_a_new_item_and_the_worker_serves_it(stream, workers,
         last = answers["fresh-4"]  # after i1..i5
         assert last["model_version"] == update.version
         assert "n1" in [item["item_id"] for item in last["items"]], last
+        window = trainer.value("stream_recs_trainer_window_events")
+        stream.produce([(b"u0", orjson.dumps({"user_id": "u0", "type": "forget"}))], stream.topics.forget)
+        trainer.wait_for(lambda: trainer.value("stream_recs_trainer_forgotten_total") == 1.0,
+                         "the forget request did not reach the window")
+        assert trainer.value("stream_recs_trainer_window_events") == window - 40  # u0's 40 clicks
     finally:
         trainer.stop()
 
@@ -66,7 +73,7 @@ def test_a_trainer_killed_mid_cycle_leaves_the_live_model_and_resumes(stream, tm
     models = tmp_path / "models"
     trainer = TrainerProcess(stream, tmp_path / "trainer", v1, models, *FLAGS, "--cycle-events", "1500",
                              "--epochs", "40").start()
-    stream.produce_events(tours(range(40), 5, 1_700_000_000.0))
+    stream.produce_events(tours(range(40), 5, time.time() - 3600))
     trainer.wait_for(lambda: "cycle: " in trainer.log.read_text(), "no cycle began")
     trainer.stop(signal.SIGKILL)
     assert digest(v1) == before
@@ -80,7 +87,7 @@ def test_a_trainer_killed_mid_cycle_leaves_the_live_model_and_resumes(stream, tm
                        "the window was not reloaded")
         assert not list(models.glob(".partial-*"))  # what the killed cycle left is removed
         read = again.value("stream_recs_trainer_clicks_total")  # what the killed one had not read
-        stream.produce_events(tours(range(40, 50), 1, 1_700_000_100.0))  # 80 new clicks
+        stream.produce_events(tours(range(40, 50), 1, time.time() - 3000))  # 80 new clicks
         again.wait_for(lambda: again.value("stream_recs_trainer_clicks_total") == read + 80.0,
                        "the new clicks were not read")
         assert again.value("stream_recs_trainer_window_events") == 1680.0  # nothing read twice
