@@ -169,6 +169,28 @@ def session_split(
     return Split(train, valid, cases(seqs.start_ts >= test_from))
 
 
+def validation_split(
+    events: Events, session_gap: float | None, max_len: int = HISTORY_LEN, days: float = 1.0,
+) -> tuple[Events, Cases, str]:
+    """The part of ``events`` to train on and the cases to validate on, by the data's shape:
+    a session log (session ids, or a ``session_gap``) holds out its last ``days`` of sessions
+    (at most a tenth of its time span), every next item of each predicted from its prefix, as
+    the session protocol does; user histories hold out each user's last item (users with one
+    event keep it), as leave-one-out does. Returns (training events, cases, the part's name)."""
+    if events.session is not None or session_gap is not None:
+        span = float(events.ts.max() - events.ts.min()) / 86_400.0 if len(events) else 0.0
+        held = session_split(events, test_days=min(days, span / 10), valid_days=0.0,
+                             session_gap=session_gap, max_len=max_len)
+        return held.train, held.test, f"the last {min(days, span / 10):.3g} days' sessions"
+    order = np.lexsort((np.arange(len(events)), events.ts, events.user))
+    user = events.user[order]
+    last = np.ones(len(order), bool)
+    last[:-1] = user[1:] != user[:-1]
+    last &= np.r_[False, user[1:] == user[:-1]]  # not a user's only event
+    valid = cases_at(events, order, last, max_len)
+    return events.take(np.sort(order[~last])), valid, "each user's last item"
+
+
 def _event_sequence_ids(events: Events, session_gap: float | None) -> np.ndarray:
     """Sequence number of every event row, consistent with :func:`to_sequences`."""
     group = events.user if events.session is None else events.session

@@ -9,6 +9,7 @@ long user histories trained without session resets.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import itertools
 import math
@@ -51,15 +52,16 @@ class TrainConfig:
     final_act: str = "linear"
     bptt: int = 1
     chunk_len: int = 0  # split training sequences into pieces of this many steps (0: never)
-    epochs: int = 10
+    epochs: int = 10  # fixed epochs; with validation, the most that early stopping may run
+    patience: int = 3  # with validation: stop after this many epochs without a new best
     seed: int = 0
     max_len: int = 50  # inference: the state is rebuilt from at most this many recent items
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}")
-        if self.bptt < 1 or self.batch_size < 1 or self.epochs < 0:
-            raise ValueError("bptt, batch_size must be >= 1 and epochs >= 0")
+        if self.bptt < 1 or self.batch_size < 1 or self.epochs < 0 or self.patience < 1:
+            raise ValueError("bptt, batch_size, patience must be >= 1 and epochs >= 0")
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
@@ -243,11 +245,17 @@ def train_model(
     on_epoch: Callable[[int, GRU4Rec, dict], None] | None = None,
     parent: GRU4Rec | None = None,
     from_neighbours: bool = False,
+    validate: Callable[[GRU4Rec], float] | None = None,
 ) -> tuple[GRU4Rec, list[dict]]:
     """Build and train a model on item-index ``sequences`` over ``items`` (their registry, or
     the ids of a new lineage); returns it with per-epoch stats. With ``parent``, training starts
     from its weights (``warm_start``), and with ``from_neighbours`` the items the parent lacks
     start from the known items clicked next to them (``init_from_neighbours``).
+
+    Without ``validate`` it runs ``config.epochs`` epochs. With it (a score of the model on held
+    out data, higher is better), it runs at most ``config.epochs``, stops after
+    ``config.patience`` epochs without a new best, and returns the best epoch's weights; each
+    epoch's stats then hold its ``valid`` score and ``best`` marks the chosen one.
 
     The progress bar shows the running loss and events/s; ``on_epoch(epoch, model, stats)`` runs
     after every epoch (e.g. validation).
@@ -269,7 +277,8 @@ def train_model(
             init_from_neighbours(model, parent.n_items, sequences)
     trainer = Trainer(model, sequences, config)
     n_targets = sum(max(len(s) - 1, 0) for s in trainer.sequences)
-    history = []
+    history: list[dict] = []
+    best: tuple[float, int, dict] | None = None  # (score, epoch index, weights)
     for epoch in range(config.epochs):
         with tqdm(total=n_targets, desc=f"epoch {epoch + 1}/{config.epochs}", unit="ev",
                   disable=not show_progress, leave=False) as bar:
@@ -283,10 +292,21 @@ def train_model(
             stats = trainer.train_epoch(progress)
         stats["epoch"] = epoch + 1
         history.append(stats)
+        if validate is not None:
+            stats["valid"] = float(validate(model))
+            model.train()
+            if best is None or stats["valid"] > best[0]:
+                best = (stats["valid"], epoch, copy.deepcopy(model.state_dict()))
         if show_progress:
-            tqdm.write(f"epoch {epoch + 1}: loss {stats['loss']:.4f}, "
+            valid = f", valid {stats['valid']:.4f}" if "valid" in stats else ""
+            tqdm.write(f"epoch {epoch + 1}: loss {stats['loss']:.4f}{valid}, "
                        f"{stats['events_per_s']:,.0f} events/s, {stats['seconds']:.1f}s")
         if on_epoch is not None:
             on_epoch(epoch, model, stats)
             model.train()
+        if best is not None and epoch - best[1] >= config.patience:
+            break
+    if best is not None:
+        model.load_state_dict(best[2])
+        history[best[1]]["best"] = True
     return model.eval(), history

@@ -34,6 +34,15 @@ TUNED: dict[str, dict] = {
 }
 
 
+# How ``stream-recs train`` picks the number of epochs when ``--epochs`` is not given: early
+# stopping on this metric of the validation part (``evaluate.validation_split``), ranked as the
+# worker serves (masked), up to ``max_epochs``; cases beyond ``max_cases`` are thinned evenly (to
+# bound the time per epoch). With fewer than ``min_cases`` the data set is too small to validate
+# on and the fixed ``epochs`` of ``TUNED`` apply.
+VALIDATION = {"metric": "ndcg@20", "masking": "masked", "max_epochs": 30, "min_cases": 100,
+              "max_cases": 5000}
+
+
 def defaults_for(loss: str) -> dict:
     """Default training hyper-parameters for ``loss``."""
     return {"loss": loss, **TUNED[loss]}

@@ -40,7 +40,9 @@ def _split(events, protocol: str, max_len: int, session_gap: float | None, test_
               help="Seconds of inactivity that start a new sequence, or 'none' (one per user).")
 @click.option("--max-len", type=int,
               help="Items that rebuild a state (default: the data set's history length).")
-@click.option("--epochs", type=int, help="Training epochs (default: the tuned value).")
+@click.option("--epochs", type=int,
+              help="Train exactly this many epochs on all the data (default: early stopping on a "
+                   "validation part held out by the data's shape, keeping the best epoch).")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--test-days", default=1.0, show_default=True, help="session holdout: test days.")
 @click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
@@ -55,7 +57,12 @@ def _split(events, protocol: str, max_len: int, session_gap: float | None, test_
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train(data, out_dir, holdout, loss, session_gap, max_len, epochs, seed, test_days, params,
           threads, parent_dir, retire_after, quiet):
-    """Train a GRU4Rec model and write a checkpoint directory."""
+    """Train a GRU4Rec model and write a checkpoint directory.
+
+    Unless --epochs is given, a validation part is held out (each user's last item for user
+    histories, the last day's sessions for session logs), the epochs are chosen on it by early
+    stopping and, unless --param seen_size=... is given, the seen memory is kept only where it
+    validates better; the per-epoch validation figures are printed."""
     import dataclasses
     import time
 
@@ -66,7 +73,7 @@ def train(data, out_dir, holdout, loss, session_gap, max_len, epochs, seed, test
     from stream_recs.models import load_model, save_model
     from stream_recs.models.checkpoint import read_meta
     from stream_recs.models.evaluate import training_record
-    from stream_recs.models.train import TrainConfig, train_model, training_sequences
+    from stream_recs.models.train import TrainConfig
     from stream_recs.models.tune import defaults_for
     from stream_recs.models.warm_start import inherited
 
@@ -86,33 +93,98 @@ def train(data, out_dir, holdout, loss, session_gap, max_len, epochs, seed, test
         raise click.BadParameter(f"unknown hyper-parameter(s): {', '.join(sorted(unknown))}",
                                  param_hint="--param")
     values.update(overrides)
-    config = TrainConfig.from_dict(values)
-    registry, sequences = training_sequences(events, gap, parent.registry if parent else None)
-    if retire_after is not None:
-        registry = registry.retire_unseen(float(events.ts.max()), retire_after)
+    fixed = epochs is not None or "epochs" in overrides
     fingerprint = events.fingerprint()
     version = f"gru4rec-{fingerprint[:8]}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
     started = time.perf_counter()
     try:
-        model, history = train_model(sequences, registry, config, version,
-                                     show_progress=not quiet, parent=parent)
+        model, history, registry, n_sequences, choice = _fit(
+            events, values, gap, max_len, version, parent, fixed,
+            seen_fixed=parent is not None or "seen_size" in overrides, quiet=quiet,
+            retire=None if retire_after is None else (float(events.ts.max()), retire_after))
     except ValueError as exc:  # RegistryError: the parameters contradict the parent's
         raise click.UsageError(str(exc)) from exc
     seconds = time.perf_counter() - started
-    hyper = {**dataclasses.asdict(config), "session_gap": gap,
+    config = TrainConfig.from_dict({**values, **choice.pop("config")})
+    hyper = {**dataclasses.asdict(config), "session_gap": gap, "epoch_choice": choice,
              "trainings": training_record(holdout, source.fingerprint(), fingerprint,
                                           read_meta(parent_dir) if parent_dir else None)}
     n_ev = sum(h["events"] for h in history)
     metrics = {"train_seconds": round(seconds, 2),
                "train_events_per_s": round(n_ev / max(sum(h["seconds"] for h in history), 1e-9)),
                "final_loss": history[-1]["loss"] if history else None}
+    if "valid" in choice:
+        metrics["valid"] = choice["valid"]
     save_model(model, out_dir, hyperparameters=hyper, fingerprint=fingerprint, metrics=metrics)
     added = f", {len(registry.ids) - parent.n_items} new" if parent is not None else ""
     click.echo(f"trained {len(registry.ids)} items{added} ({len(registry.retired)} retired), "
-               f"{len(sequences)} sequences, {config.epochs} epochs in {seconds:.1f}s "
+               f"{n_sequences} sequences, {config.epochs} epochs ({choice['how']}) in {seconds:.1f}s "
                f"({metrics['train_events_per_s']:,} events/s); wrote {out_dir} (version {version})")
 
 
+def _fit(events, values, gap, max_len, version, parent, fixed, seen_fixed, quiet, retire):
+    """Train as ``train`` documents: fixed epochs on all of ``events``, or early stopping on a
+    validation part (with the seen memory on and off unless ``seen_fixed``); ``retire``: (now,
+    seconds) for ``ItemRegistry.retire_unseen``. Returns (model,
+    history, registry, number of sequences, the choice made: how, epoch, scores, and the
+    config values it settled)."""
+    from stream_recs.models.evaluate import Cases, ModelPredictor, validation_split
+    from stream_recs.models.evaluate import evaluate as run_eval
+    from stream_recs.models.train import TrainConfig, train_model, training_sequences
+    from stream_recs.models.tune import VALIDATION
+
+    parent_registry = parent.registry if parent is not None else None
+    valid = None
+    if not fixed:
+        fit_events, valid, part = validation_split(events, gap, max_len)
+        if len(valid) < VALIDATION["min_cases"] or not len(fit_events):
+            click.echo(f"{len(valid)} validation cases ({part}), fewer than "
+                       f"{VALIDATION['min_cases']}: too few to validate on; training "
+                       f"{values['epochs']} epochs on all the data", err=True)
+            valid = None
+    if valid is None:
+        config = TrainConfig.from_dict(values)
+        registry, sequences = training_sequences(events, gap, parent_registry)
+        registry = registry.retire_unseen(*retire) if retire else registry
+        model, history = train_model(sequences, registry, config, version,
+                                     show_progress=not quiet, parent=parent)
+        how = "--epochs" if fixed else "fixed: too few validation cases"
+        return model, history, registry, len(sequences), {"how": how, "config": {}}
+    stride = -(-len(valid) // VALIDATION["max_cases"])
+    valid = Cases(valid.prefixes[::stride], valid.targets[::stride], valid.users[::stride])
+    registry, sequences = training_sequences(fit_events, gap, parent_registry)
+    registry = registry.retire_unseen(*retire) if retire else registry
+    metric, masking = VALIDATION["metric"], VALIDATION["masking"]
+    click.echo(f"validation: {len(valid)} cases ({part}); early stopping on {masking} {metric}, "
+               f"at most {VALIDATION['max_epochs']} epochs", err=True)
+    candidates = [{}]
+    if not seen_fixed and values.get("seen_size"):
+        candidates.append({"seen_size": 0})
+    tried = []
+    for change in candidates:
+        config = TrainConfig.from_dict({**values, **change, "epochs": VALIDATION["max_epochs"]})
+
+        def score(model):
+            return run_eval(ModelPredictor(model, events.item_ids), valid)[masking][metric]
+
+        def show(epoch, model, stats):
+            click.echo(f"  epoch {epoch + 1}: loss {stats['loss']:.4f}, valid {stats['valid']:.4f}",
+                       err=True)
+
+        click.echo(f"seen memory {config.seen_size or 'off'}:", err=True)
+        model, history = train_model(sequences, registry, config, version, show_progress=not quiet,
+                                     parent=parent, validate=score, on_epoch=show if quiet else None)
+        best = next(h for h in history if h.get("best"))
+        tried.append((best["valid"], config.seen_size, model, history))
+        click.echo(f"  seen memory {config.seen_size or 'off'}: best epoch {best['epoch']}, valid "
+                   f"{masking} {metric} {best['valid']:.4f}", err=True)
+    value, seen_size, model, history = max(tried, key=lambda t: t[0])
+    epoch = next(h["epoch"] for h in history if h.get("best"))
+    choice = {"how": f"early stopping on {masking} {metric} of {part}", "epoch": epoch,
+              "valid": value, "valid_cases": len(valid), "max_epochs": VALIDATION["max_epochs"],
+              "seen_memory": {str(s): round(v, 5) for v, s, _, _ in tried},
+              "config": {"epochs": epoch, "seen_size": seen_size}}
+    return model, history, registry, len(sequences), choice
 
 
 @click.command("retire-items")
