@@ -20,6 +20,7 @@ from stream_recs.devkit import free_port, stop_process
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 PROMETHEUS_DIR = DEPLOY / "prometheus"
 SCRAPE_JOB = "stream-recs"
+TRAINER_JOB = "stream-recs-trainer"
 
 
 def binary(name: str) -> str:
@@ -36,18 +37,22 @@ def promtool() -> str:
 
 
 class Prometheus:
-    """A Prometheus server on 127.0.0.1 scraping ``targets`` every second with the deployed job
-    and rules; ``query`` is its HTTP API."""
+    """A Prometheus server on 127.0.0.1 scraping ``targets`` (workers) and ``trainers`` every second
+    with the deployed jobs and rules; ``query`` is its HTTP API."""
 
-    def __init__(self, workdir: Path, targets: list[str]) -> None:
+    def __init__(self, workdir: Path, targets: list[str], trainers: list[str] = ()) -> None:
         deployed = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
-        job = next(c for c in deployed["scrape_configs"] if c["job_name"] == SCRAPE_JOB)
-        job = {k: v for k, v in job.items() if not k.endswith("_sd_configs")}
-        job["static_configs"] = [{"targets": targets}]
+        jobs = []
+        for name, static in ((SCRAPE_JOB, targets), (TRAINER_JOB, list(trainers))):
+            job = next(c for c in deployed["scrape_configs"] if c["job_name"] == name)
+            job = {k: v for k, v in job.items() if not k.endswith("_sd_configs")}
+            job["static_configs"] = [{"targets": static}]
+            if static:
+                jobs.append(job)
         config = {
             "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
             "rule_files": [str(PROMETHEUS_DIR / name) for name in deployed["rule_files"]],
-            "scrape_configs": [job],
+            "scrape_configs": jobs,
         }
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
@@ -95,12 +100,12 @@ class Prometheus:
 
 @pytest.fixture
 def prometheus(tmp_path):
-    """Factory: ``prometheus(["127.0.0.1:PORT", ...])`` starts a server scraping those targets
-    (its own storage under tmp_path); every one started is stopped at the end."""
+    """Factory: ``prometheus(["127.0.0.1:PORT", ...], trainers=[...])`` starts a server scraping
+    those targets (its own storage under tmp_path); every one started is stopped at the end."""
     started: list[Prometheus] = []
 
-    def start(targets: list[str]) -> Prometheus:
-        server = Prometheus(tmp_path / f"prometheus-{len(started)}", targets)
+    def start(targets: list[str], trainers: list[str] = ()) -> Prometheus:
+        server = Prometheus(tmp_path / f"prometheus-{len(started)}", targets, trainers)
         started.append(server)
         return server.wait_ready()
 

@@ -1,6 +1,8 @@
 """deploy/: the Kubernetes manifests pass the Kubernetes API schemas (kubernetes-validate, strict),
 the compose file passes the Compose specification schema (check-jsonschema), the Dockerfile passes
-hadolint, and the pieces agree with each other (labels, ports, probes, names, mounted paths)."""
+hadolint, and the pieces agree with each other (labels, ports, probes, names, mounted paths): the
+trainer runs alone, beside the workers, with their Kafka settings, writing to the models volume they
+read at the same path."""
 
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from stream_recs.config import specs
+
 from .conftest import DEPLOY
 
 K8S = DEPLOY / "k8s"
@@ -21,6 +25,7 @@ COMPOSE = DEPLOY / "docker-compose.yml"
 DOCKERFILE = DEPLOY / "Dockerfile"
 REPO = DEPLOY.parent
 METRICS_PORT = 9465
+TRAINER_PORT = 9466
 CUSTOM_RESOURCES = {"ServiceMonitor"}  # CRDs: no upstream schema, checked field by field below
 K8S_VERSIONS = ("1.29", kubernetes_validate.latest_version())
 
@@ -53,7 +58,7 @@ def test_manifests_match_the_kubernetes_schemas(version):
             errors.append(f"{name}: {exc.message} at {'.'.join(map(str, exc.path))}")
         checked += 1
     assert not errors, f"Kubernetes {version}:\n" + "\n".join(errors)
-    assert checked >= 7
+    assert checked >= 10
 
 
 def test_schema_validation_catches_mistakes():
@@ -92,6 +97,98 @@ def test_worker_deployment_fits_the_worker():
     assert spec["strategy"]["rollingUpdate"]["maxSurge"] == 0, "a surge pod finds no free partition"
 
 
+def pod_of(deployment: dict) -> tuple[dict, dict]:
+    """(pod spec, its only container)."""
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    return pod, container
+
+
+def flag(args: list[str], name: str) -> str:
+    return args[args.index(name) + 1]
+
+
+def mounted_claims(pod: dict, container: dict) -> dict[str, dict]:
+    """claim name -> {"path": mount path, "read_only": bool}, for the claims ``container`` mounts."""
+    claims = {v["name"]: v["persistentVolumeClaim"] for v in pod["volumes"] if "persistentVolumeClaim" in v}
+    return {
+        claims[m["name"]]["claimName"]: {"path": m["mountPath"], "read_only": bool(
+            m.get("readOnly") or claims[m["name"]].get("readOnly"))}
+        for m in container["volumeMounts"] if m["name"] in claims
+    }
+
+
+def test_trainer_runs_alone_beside_the_workers():
+    resources = manifests()
+    spec = resources["Deployment/stream-recs-trainer"]["spec"]
+    assert spec["replicas"] == 1, "two trainers would publish competing models"
+    assert spec["strategy"] == {"type": "Recreate"}, "a rolling update runs two trainers at once"
+    labels = spec["template"]["metadata"]["labels"]
+    worker_labels = resources["Deployment/stream-recs-worker"]["spec"]["template"]["metadata"]["labels"]
+    assert spec["selector"]["matchLabels"].items() <= labels.items()
+    assert not spec["selector"]["matchLabels"].items() <= worker_labels.items(), "selects the workers"
+    meant_for_workers = [name for name in resources if name.endswith(("/stream-recs-worker", "/stream-recs"))]
+    assert {"Service/stream-recs", "PodDisruptionBudget/stream-recs-worker"} <= set(meant_for_workers)
+    for name in meant_for_workers:  # nothing meant for the workers picks the trainer up
+        spec = resources[name].get("spec", {})
+        selector = spec.get("selector") or spec.get("podSelector") or {}
+        selector = selector.get("matchLabels", selector)
+        if selector:
+            assert not selector.items() <= labels.items(), f"{name} selects the trainer"
+
+
+def test_trainer_shares_the_models_claim_and_path_with_the_workers():
+    resources = manifests()
+    config = resources["ConfigMap/stream-recs-config"]["data"]
+    worker_pod, worker = pod_of(resources["Deployment/stream-recs-worker"])
+    trainer_pod, trainer = pod_of(resources["Deployment/stream-recs-trainer"])
+    assert trainer["command"] == ["stream-recs", "trainer"]
+    args = trainer["args"]
+    worker_claims = mounted_claims(worker_pod, worker)
+    trainer_claims = mounted_claims(trainer_pod, trainer)
+    shared = worker_claims.keys() & trainer_claims.keys()
+    assert shared == {"stream-recs-models"}
+    (claim,) = shared
+    assert worker_claims[claim]["read_only"] and not trainer_claims[claim]["read_only"], "one writer"
+    models = Path(worker_claims[claim]["path"])
+    assert trainer_claims[claim]["path"] == str(models), "announced paths must resolve on the workers"
+    assert Path(flag(args, "--models-dir")).is_relative_to(models)
+    assert Path(flag(args, "--models-dir")).is_relative_to(config["STREAM_RECS_MODELS_ROOT"])
+    pvc = resources[f"PersistentVolumeClaim/{claim}"]["spec"]
+    assert pvc["accessModes"] == ["ReadWriteMany"], "workers and trainer on several nodes mount it"
+    assert flag(args, "--model") == "$(MODEL_DIR)" and "MODEL_DIR" in config
+    (window,) = trainer_claims.keys() - shared  # the rolling window survives a new pod
+    assert resources[f"PersistentVolumeClaim/{window}"]["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert Path(flag(args, "--window-dir")).is_relative_to(trainer_claims[window]["path"])
+
+
+def test_trainer_has_the_workers_kafka_settings_and_security():
+    resources = manifests()
+    worker_pod, worker = pod_of(resources["Deployment/stream-recs-worker"])
+    trainer_pod, trainer = pod_of(resources["Deployment/stream-recs-trainer"])
+    assert trainer["envFrom"] == worker["envFrom"]  # ConfigMap and credentials Secret
+    overridden = {env["name"]: env["value"] for env in trainer["env"]}
+    known = {spec.variable for spec in specs()}
+    assert overridden.keys() <= known, f"not settings: {overridden.keys() - known}"
+    assert not [name for name in overridden if "SECURITY" in name or "BOOTSTRAP" in name or "APP_ID" in name]
+    tls = {v["name"]: v for v in worker_pod["volumes"]}["kafka-tls"]
+    assert tls in trainer_pod["volumes"]
+    assert [m for m in worker["volumeMounts"] if m["name"] == "kafka-tls"] == [
+        m for m in trainer["volumeMounts"] if m["name"] == "kafka-tls"]
+    assert trainer["image"] == worker["image"]
+    assert trainer_pod["securityContext"] == worker_pod["securityContext"]
+    assert trainer["securityContext"] == worker["securityContext"]
+    assert set(m["name"] for m in trainer["volumeMounts"]) == {v["name"] for v in trainer_pod["volumes"]}
+    port = int(overridden["STREAM_RECS_TRAINER_PORT"])
+    assert port == TRAINER_PORT
+    assert trainer["ports"] == [{"name": "metrics", "containerPort": port, "protocol": "TCP"}]
+    for probe in ("startupProbe", "livenessProbe"):
+        assert trainer[probe]["httpGet"] == {"path": "/metrics", "port": "metrics"}
+    assert trainer["resources"]["limits"]["memory"] and trainer["resources"]["requests"]["cpu"]
+    annotations = resources["Deployment/stream-recs-trainer"]["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(port)
+
+
 def test_service_and_monitor_select_the_workers():
     resources = manifests()
     pod_labels = resources["Deployment/stream-recs-worker"]["spec"]["template"]["metadata"]["labels"]
@@ -111,10 +208,31 @@ def test_service_and_monitor_select_the_workers():
     assert all(r["metadata"].get("namespace", "stream-recs") == "stream-recs" for r in resources.values())
 
 
-def test_network_policy_admits_only_prometheus_to_the_metrics_port():
+def test_trainer_service_and_monitor_select_the_trainer_only():
     resources = manifests()
-    pod = resources["Deployment/stream-recs-worker"]["spec"]["template"]
-    policy = resources["NetworkPolicy/stream-recs-worker"]["spec"]
+    pod_labels = resources["Deployment/stream-recs-trainer"]["spec"]["template"]["metadata"]["labels"]
+    service = resources["Service/stream-recs-trainer"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    assert service["spec"]["publishNotReadyAddresses"] is True  # a crash-looping trainer: up 0
+    (port,) = service["spec"]["ports"]
+    assert (port["name"], port["port"], port["targetPort"]) == ("metrics", TRAINER_PORT, "metrics")
+    monitor = resources["ServiceMonitor/stream-recs-trainer"]
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= service["metadata"]["labels"].items()
+    assert not selector.items() <= resources["Service/stream-recs"]["metadata"]["labels"].items()
+    workers = resources["ServiceMonitor/stream-recs"]["spec"]["selector"]["matchLabels"]
+    assert not workers.items() <= service["metadata"]["labels"].items(), "the trainer in the workers' job"
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert (endpoint["port"], endpoint["path"]) == ("metrics", "/metrics")
+    alerts = (DEPLOY / "prometheus" / "alerts.yml").read_text()
+    assert f'up{{job="{service["metadata"]["name"]}"}}' in alerts  # the Operator's job label
+
+
+@pytest.mark.parametrize("component", ["worker", "trainer"])
+def test_network_policy_admits_only_prometheus_to_the_metrics_port(component):
+    resources = manifests()
+    pod = resources[f"Deployment/stream-recs-{component}"]["spec"]["template"]
+    policy = resources[f"NetworkPolicy/stream-recs-{component}"]["spec"]
     assert policy["podSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
     assert "Ingress" in policy["policyTypes"]
     (rule,) = policy["ingress"]
@@ -124,7 +242,11 @@ def test_network_policy_admits_only_prometheus_to_the_metrics_port():
     (container,) = pod["spec"]["containers"]
     served = {port["name"]: port["containerPort"] for port in container["ports"]}
     (port,) = rule["ports"]
-    assert served.get(port["port"], port["port"]) == METRICS_PORT and served == {"metrics": METRICS_PORT}
+    assert served.get(port["port"], port["port"]) == served["metrics"] and served.keys() == {"metrics"}
+    others = [r for name, r in resources.items()
+              if name.startswith("NetworkPolicy/") and r["spec"] is not policy]
+    assert all(not o["spec"]["podSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+               for o in others), "another policy selects these pods too"
 
 
 def test_kustomization_lists_the_manifests():
@@ -137,7 +259,8 @@ def test_kustomization_lists_the_manifests():
         return
     built = subprocess.run([kubectl, "kustomize", str(K8S)], capture_output=True, text=True, timeout=60)
     assert built.returncode == 0, built.stderr
-    assert len(list(yaml.safe_load_all(built.stdout))) == len(listed)
+    documents = sum(len(list(yaml.safe_load_all((K8S / name).read_text()))) for name in listed)
+    assert len(list(yaml.safe_load_all(built.stdout))) == documents
 
 
 def compose() -> dict:
@@ -154,7 +277,7 @@ def test_compose_file_matches_the_compose_specification():
 
 def test_compose_wires_kafka_workers_prometheus_and_grafana():
     services = compose()["services"]
-    assert set(services) == {"kafka", "topics", "worker", "prometheus", "grafana"}
+    assert set(services) == {"kafka", "topics", "worker", "trainer", "prometheus", "grafana"}
     kafka = services["kafka"]
     pinned = re.search(r"<kafka.version>(.+)</kafka.version>", (DEPLOY / "kafka" / "pom.xml").read_text())[1]
     assert kafka["image"] == f"apache/kafka:{pinned}", "the same broker version as the embedded one"
@@ -178,6 +301,63 @@ def test_compose_wires_kafka_workers_prometheus_and_grafana():
             source = volume.split(":")[0]
             if source.startswith("."):
                 assert (DEPLOY / source).is_dir(), f"{name}: {source} does not exist"
+
+
+VOLUME = re.compile(  # [source:]target[:mode], where a source may be ${VAR:-default}
+    r"^(?:(?P<source>\$\{[^}]*\}|[^:/][^:]*|/[^:]*(?=:)):)?(?P<target>/[^:]*)(?::(?P<mode>\w+))?$"
+)
+
+
+def volumes(service: dict) -> dict[str, tuple[str, str]]:
+    """target -> (source, mode) of a service's short-syntax volumes (source "": anonymous)."""
+    out = {}
+    for volume in service["volumes"]:
+        found = VOLUME.match(volume)
+        assert found, volume
+        out[found["target"]] = (found["source"] or "", found["mode"] or "rw")
+    return out
+
+
+def test_compose_trainer_writes_where_the_workers_read():
+    services = compose()["services"]
+    worker, trainer = services["worker"], services["trainer"]
+    env = trainer["environment"]
+    shell = trainer["command"][-1]
+    assert trainer["command"][:2] == ["sh", "-c"] and shell.startswith("exec stream-recs trainer ")
+    args = shell.split()
+    assert flag(args, "--model") == '"$$MODEL_DIR"' and env["MODEL_DIR"] == "${MODEL_DIR:-}"
+    shared = {target for target, (source, _) in volumes(worker).items() if source.startswith("${MODELS")}
+    (models,) = shared
+    assert volumes(trainer)[models] == (volumes(worker)[models][0], "rw")  # same folder, same path
+    assert volumes(worker)[models][1] == "ro", "one writer: the trainer"
+    models_dir = Path(flag(args, "--models-dir"))
+    assert models_dir.is_relative_to(models) and models_dir.is_relative_to(env["STREAM_RECS_MODELS_ROOT"])
+    window = Path(flag(args, "--window-dir"))
+    (data,) = [target for target, (source, _) in volumes(trainer).items() if window.is_relative_to(target)]
+    assert volumes(trainer)[data][0] in compose()["volumes"], "the window must outlive the container"
+    assert trainer["profiles"] == ["trainer"]  # it needs a start checkpoint: MODEL_DIR
+    assert "replicas" not in trainer.get("deploy", {}), "one trainer"
+    assert trainer["depends_on"] == worker["depends_on"]
+    assert (trainer["build"], trainer["image"]) == (worker["build"], worker["image"])
+
+
+def test_compose_trainer_has_the_workers_kafka_settings_and_is_scraped():
+    services = compose()["services"]
+    worker_env, env = services["worker"]["environment"], services["trainer"]["environment"]
+    known = {spec.variable for spec in specs()}
+    assert {name for name in env if name.startswith("STREAM_RECS_")} <= known
+    for name, value in worker_env.items():
+        if name.startswith("STREAM_RECS_") and name != "STREAM_RECS_TORCH_THREADS":
+            assert env[name] == value, f"{name}: the trainer's differs from the workers'"
+    port = int(env["STREAM_RECS_TRAINER_PORT"])
+    assert port == TRAINER_PORT and port != int(env["STREAM_RECS_METRICS_PORT"])
+    assert "HEALTHCHECK" in DOCKERFILE.read_text() and "/readyz" in DOCKERFILE.read_text()  # the workers'
+    assert f"127.0.0.1:{port}/metrics" in " ".join(services["trainer"]["healthcheck"]["test"])
+    jobs = {job["job_name"]: job for job in
+            yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())["scrape_configs"]}
+    (discovery,) = jobs["stream-recs-trainer"]["dns_sd_configs"]
+    assert discovery["names"] == ["trainer"] and discovery["port"] == port
+    assert 'up{job="stream-recs-trainer"}' in (DEPLOY / "prometheus" / "alerts.yml").read_text()
 
 
 ENTRYPOINT = DEPLOY / "kafka" / "compose-entrypoint.sh"

@@ -1,15 +1,28 @@
 """deploy/grafana: the dashboard is well formed, covers what the operator watches, reads only
-metrics the worker exports, and is provisioned where the compose file mounts it."""
+metrics the worker and the trainer export, and is provisioned where the compose file mounts it."""
 
 from __future__ import annotations
 
+import re
 from itertools import combinations
 
 import yaml
+from prometheus_client import CollectorRegistry
 
 from stream_recs.metrics import Metrics
 
-from .artefacts import DASHBOARD, dashboard_queries, load_dashboard, metric_names, panels, rules
+from .artefacts import (
+    CANARY_SERIES,
+    DASHBOARD,
+    dashboard_queries,
+    exported_series,
+    load_dashboard,
+    metric_names,
+    panels,
+    rules,
+    series_names,
+    worker_series,
+)
 from .conftest import DEPLOY
 
 GRAFANA = DEPLOY / "grafana"
@@ -25,15 +38,38 @@ OPERATOR_VIEW = {  # what the issue asks the dashboard to show -> a metric that 
     "Active sessions": "stream_recs_active_sessions",
     "Online HR@K and MRR": "stream_recs_online_hits_total",
     "Model version": "stream_recs_model_info",
+    "Trainer cycles by result": "stream_recs_trainer_cycles_total",
+    "Trainer cycle seconds": "stream_recs_trainer_cycle_seconds_bucket",
+    "Trainer window events": "stream_recs_trainer_window_events",
+    "Items added by the trainer": "stream_recs_trainer_items_added_total",
+    "Trainer validation: candidate vs live": "stream_recs_trainer_validation",
+    "Canary active": "stream_recs_canary_active",
+    "Canary decisions": "stream_recs_canary_decisions_total",
+    "Online HR@K by model version": "stream_recs_online_hits_total",
 }
+ROWS = {  # row title -> the panels under it, in order
+    "Trainer": ["Trainer cycles by result", "Trainer cycle seconds", "Trainer live model",
+                "Trainer window events", "Trainer input: clicks and skipped records",
+                "Items added by the trainer", "Trainer validation: candidate vs live"],
+    "Canary": ["Canary active", "Canary decisions", "Online HR@K by model version"],
+}
+ONLINE_RATE = re.compile(r"(?P<agg>sum(?: by \((?P<by>[^)]*)\))? ?\()?rate\((?P<name>stream_recs_online_\w+)")
 
 
-def exported_series() -> set[str]:
-    """Every sample name a worker's /metrics carries (histogram and counter suffixes included)."""
-    metrics = Metrics()
-    metrics.set_model("v")
-    metrics.set_lag("clicks", 0, 1)
-    return {sample.name for family in metrics.registry.collect() for sample in family.samples}
+def test_series_names_reads_declared_metrics():
+    registry = CollectorRegistry()
+    Metrics(registry)  # no lag reported: stream_recs_consumer_lag{topic,partition} has no child
+    names = series_names(registry)
+    assert {"stream_recs_events_total", "stream_recs_ready", "stream_recs_batch_size_bucket",
+            "stream_recs_consumer_lag"} <= names
+    assert "stream_recs_events" not in names and "stream_recs_ready_total" not in names
+
+
+def test_canary_series_are_all_exported_once_any_is():
+    exported = worker_series()
+    assert not exported & CANARY_SERIES or exported >= CANARY_SERIES, (
+        f"the worker exports {exported & CANARY_SERIES} but not {CANARY_SERIES - exported}"
+    )
 
 
 def test_dashboard_reads_only_exported_metrics():
@@ -42,9 +78,22 @@ def test_dashboard_reads_only_exported_metrics():
     for name, expr in dashboard_queries().items():
         used = metric_names(expr)
         assert used, f"{name}: reads no stream_recs metric"
-        assert used <= exported, f"{name}: {used - exported} are not exported by the worker"
+        assert used <= exported, f"{name}: {used - exported}: exported by neither worker nor trainer"
     for rule in rules():
         assert metric_names(rule["expr"]) <= exported | recorded, rule.get("record") or rule["alert"]
+
+
+def test_online_metrics_are_summed_over_model_versions():
+    """The online counters carry a ``model_version`` label: every query and rule sums them (by
+    ``model_version`` only where it shows the versions side by side)."""
+    exprs = {**dashboard_queries(), **{rule.get("record") or rule["alert"]: rule["expr"] for rule in rules()}}
+    by_version = set()
+    for name, expr in exprs.items():
+        for found in ONLINE_RATE.finditer(expr):
+            assert found["agg"], f"{name}: {found['name']} is not summed"
+            if found["by"] is not None and "model_version" in found["by"]:
+                by_version.add(name.split(" / ")[0])
+    assert by_version == {"Online HR@K by model version"}
 
 
 def test_dashboard_shows_what_the_operator_watches():
@@ -55,6 +104,27 @@ def test_dashboard_shows_what_the_operator_watches():
         assert metric in exprs, f"{title}: does not read {metric}"
     latency = [t["legendFormat"] for t in by_title["Processing latency"]["targets"]]
     assert latency == ["p50", "p95", "p99"]
+    validation = by_title["Trainer validation: candidate vs live"]["targets"]
+    assert [t["legendFormat"] for t in validation] == ["{{model}} {{metric}}"]  # both models, each figure
+    assert "by (model, metric)" in validation[0]["expr"]
+    decisions = by_title["Canary decisions"]["targets"][0]
+    assert "by (decision)" in decisions["expr"] and decisions["legendFormat"] == "{{decision}}"
+
+
+def test_rows_group_the_trainer_and_the_canary():
+    dashboard = load_dashboard()
+    under: dict[str, list[str]] = {}
+    row = None
+    for panel in sorted(dashboard["panels"], key=lambda p: (p["gridPos"]["y"], p["gridPos"]["x"])):
+        if panel["type"] == "row":
+            row = panel["title"]
+        else:
+            under.setdefault(row, []).append(panel["title"])
+    for title, expected in ROWS.items():
+        assert under.get(title) == expected, f"row {title!r}: {under.get(title)}"
+    trainer_exprs = [t["expr"] for title in ROWS["Trainer"]
+                     for panel in panels(dashboard) if panel["title"] == title for t in panel["targets"]]
+    assert all("stream_recs_trainer_" in expr for expr in trainer_exprs)
 
 
 def test_dashboard_is_well_formed():
