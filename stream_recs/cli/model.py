@@ -182,6 +182,7 @@ def _fit(events, values, gap, max_len, version, parent, fixed, seen_fixed, quiet
     epoch = next(h["epoch"] for h in history if h.get("best"))
     choice = {"how": f"early stopping on {masking} {metric} of {part}", "epoch": epoch,
               "valid": value, "valid_cases": len(valid), "max_epochs": VALIDATION["max_epochs"],
+              "curve": [round(h["valid"], 5) for h in history],
               "seen_memory": {str(s): round(v, 5) for v, s, _, _ in tried},
               "config": {"epochs": epoch, "seen_size": seen_size}}
     return model, history, registry, len(sequences), choice
