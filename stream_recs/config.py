@@ -179,6 +179,32 @@ class Worker(_Group):
 
 
 @dataclass(frozen=True)
+class Canary(_Group):
+    """How the workers try a candidate model on a share of users before all of them get it
+    (``stream_recs/canary.py``)."""
+
+    PREFIX: ClassVar[str] = "CANARY_"
+    share: float = setting(0.1, "share of users a candidate serves until it is promoted or rolled back "
+                           "(0: candidates go live for everyone at once)", minimum=0, flag=True)
+    min_events: int = setting(2000, "online evaluations of the candidate before it may be judged",
+                              minimum=1)
+    max_events: int = setting(20_000, "online evaluations of the candidate after which it is rolled back "
+                              "unless shown not worse", minimum=1)
+    tolerance: float = setting(0.05, "the candidate's online HR@K may be this share below the live "
+                               "model's and still count as not worse", minimum=0)
+    z: float = setting(2.33, "one-sided z a difference must reach to decide (2.33: 1% per look)",
+                       minimum=0.5)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.share > 0.5:
+            raise SettingsError(f"{ENV_PREFIX}{self.PREFIX}SHARE must be at most 0.5; got {self.share!r}")
+        if self.max_events < self.min_events:
+            raise SettingsError(f"{ENV_PREFIX}{self.PREFIX}MAX_EVENTS must be at least "
+                                f"{ENV_PREFIX}{self.PREFIX}MIN_EVENTS")
+
+
+@dataclass(frozen=True)
 class Trainer(_Group):
     """How the continuous-learning trainer runs (``stream-recs trainer``)."""
 
@@ -224,6 +250,7 @@ class Settings(_Group):
     topics: Topics = field(default_factory=Topics)
     serving: ServingOptions = field(default_factory=ServingOptions)
     worker: Worker = field(default_factory=Worker)
+    canary: Canary = field(default_factory=Canary)
     trainer: Trainer = field(default_factory=Trainer)
 
     @property
@@ -232,7 +259,7 @@ class Settings(_Group):
         return self.bootstrap_servers is None
 
 
-GROUPS = (Settings, Security, Topics, ServingOptions, Worker, Trainer)
+GROUPS = (Settings, Security, Topics, ServingOptions, Worker, Canary, Trainer)
 _NESTED = {name: kind for name, kind in typing.get_type_hints(Settings).items() if kind in GROUPS}
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from stream_recs.datasets import Events, concat_events
 from stream_recs.models import GRU4Rec
 from stream_recs.models.gate import Verdict, judge, newest_slice
+from stream_recs.models.registry import ItemRegistry
 from stream_recs.models.train import TrainConfig, train_model, training_sequences
 from stream_recs.models.warm_start import inherited
 
@@ -48,9 +49,11 @@ class Cycle:
 
 
 def run_cycle(live: GRU4Rec, hyper: dict, window: Events, replay: Events | None,
-              options: CycleOptions, version: str) -> Cycle:
+              options: CycleOptions, version: str, base: ItemRegistry | None = None) -> Cycle:
     """Train a candidate from ``live`` (its ``hyper``-parameters, from its checkpoint) on
-    ``window`` plus ``replay``, and judge it."""
+    ``window`` plus ``replay``, and judge it. Its item registry extends ``base`` (default: the
+    live model's; a newer one of the lineage, such as a rolled-back candidate's, keeps the
+    indices that candidate gave its items, which the states it served hold)."""
     started = time.perf_counter()
     config = TrainConfig.from_dict({**hyper, **inherited(live), "epochs": options.epochs})
     holdout = newest_slice(window, options.holdout, config.max_len)
@@ -59,7 +62,7 @@ def run_cycle(live: GRU4Rec, hyper: dict, window: Events, replay: Events | None,
         verdict = judge(live, live, window.item_ids, holdout.cases, options.tolerance)
         return Cycle(None, dataclasses.replace(verdict, publish=False, reason="nothing to train on"),
                      0, 0, time.perf_counter() - started)
-    registry, sequences = training_sequences(train, hyper.get("session_gap"), live.registry,
+    registry, sequences = training_sequences(train, hyper.get("session_gap"), base or live.registry,
                                              options.min_item_count)
     if options.retire_after is not None:
         registry = registry.retire_unseen(float(train.ts.max()), options.retire_after)

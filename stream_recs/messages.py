@@ -107,31 +107,56 @@ REFUSAL_REASONS = (
 )
 
 
+FULL, CANARY = "full", "canary"  # an announcement's rollout: every user at once, or a canary first
+PROMOTE, ROLLBACK = "promote", "rollback"  # the decisions that end a canary
+
+
 @dataclass(frozen=True, slots=True)
 class ModelUpdate:
-    """Announcement of a new checkpoint: where it is, the sha256 its weights must have, and the
-    HMAC-SHA256 signature over its files (``model_updates.sign``; None: unsigned)."""
+    """Announcement of a new checkpoint: where it is, the sha256 its weights must have, the
+    HMAC-SHA256 signature over its files (``model_updates.sign``; None: unsigned), and its
+    rollout (``FULL``, or ``CANARY``: a share of users first, ``canary.py``)."""
 
     path: str
     version: str
     sha256: str
     signature: str | None = None
+    rollout: str = FULL
+
+
+@dataclass(frozen=True, slots=True)
+class CanaryDecision:
+    """The end of a candidate's canary: ``PROMOTE`` (every user gets it) or ``ROLLBACK``, with
+    the online counts it was decided on (``canary.Verdict.evidence``)."""
+
+    version: str
+    decision: str
+    evidence: dict
 
 
 def encode_model_update(update: ModelUpdate) -> bytes:
-    """JSON value for the model-updates topic."""
+    """JSON value for the model-updates topic (a full rollout is the original shape)."""
     body = {"path": update.path, "version": update.version, "sha256": update.sha256}
     if update.signature is not None:
         body["signature"] = update.signature
+    if update.rollout != FULL:
+        body["rollout"] = update.rollout
     return orjson.dumps(body)
+
+
+def encode_canary_decision(decision: CanaryDecision) -> bytes:
+    """JSON value for the model-updates topic."""
+    return orjson.dumps({"canary_decision": decision.decision, "version": decision.version,
+                         "evidence": decision.evidence})
 
 
 def _is_digest(value: str) -> bool:
     return len(value) == 64 and all(c in "0123456789abcdef" for c in value)
 
 
-def decode_model_update(raw: bytes | None, max_bytes: int = 4096) -> ModelUpdate:
-    """Parse a model-updates record; raises ``ModelUpdateError`` with the reason."""
+def decode_model_record(raw: bytes | None, max_bytes: int = 4096) -> ModelUpdate | CanaryDecision:
+    """Parse a model-updates record: an announcement or a canary decision; raises
+    ``ModelUpdateError`` with the reason."""
     if not raw or len(raw) > max_bytes:
         raise ModelUpdateError(f"model update must be 1..{max_bytes} bytes, got {len(raw or b'')}")
     try:
@@ -140,6 +165,8 @@ def decode_model_update(raw: bytes | None, max_bytes: int = 4096) -> ModelUpdate
         raise ModelUpdateError(f"model update is not JSON: {exc}") from exc
     if not isinstance(body, dict):
         raise ModelUpdateError("model update must be a JSON object")
+    if "canary_decision" in body:
+        return _decision(body)
     fields = {}
     for name in ("path", "version", "sha256"):
         value = body.get(name)
@@ -150,4 +177,18 @@ def decode_model_update(raw: bytes | None, max_bytes: int = 4096) -> ModelUpdate
     for name, value in (("sha256", fields["sha256"]), ("signature", signature)):
         if value is not None and not (isinstance(value, str) and _is_digest(value)):
             raise ModelUpdateError(f"model update field {name!r} must be 64 lowercase hex digits")
-    return ModelUpdate(**fields, signature=signature)
+    rollout = body.get("rollout", FULL)
+    if rollout not in (FULL, CANARY):
+        raise ModelUpdateError(f"model update field 'rollout' must be {FULL!r} or {CANARY!r}")
+    return ModelUpdate(**fields, signature=signature, rollout=rollout)
+
+
+def _decision(body: dict) -> CanaryDecision:
+    decision, version, evidence = body["canary_decision"], body.get("version"), body.get("evidence", {})
+    if decision not in (PROMOTE, ROLLBACK):
+        raise ModelUpdateError(f"canary decision must be {PROMOTE!r} or {ROLLBACK!r}")
+    if not isinstance(version, str) or not version:
+        raise ModelUpdateError("canary decision field 'version' must be a non-empty string")
+    if not isinstance(evidence, dict):
+        raise ModelUpdateError("canary decision field 'evidence' must be a JSON object")
+    return CanaryDecision(version, decision, evidence)

@@ -8,11 +8,14 @@ figures the demo prints (events/s, latency percentiles from histogram buckets, o
 
 Online accuracy: for an event continuing a session whose last answer came from the model, rank
 r >= 1 when its item was at position r of that answer, 0 when it was not; HR@K = hits /
-evaluated and MRR = sum(1/r) / evaluated.
+evaluated and MRR = sum(1/r) / evaluated. They are labelled with the version of the model whose
+answer was judged (``model_version``: the live model, a candidate in its canary, or "previous"
+for a model no longer served), so a canary's two sides can be compared on a dashboard.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Iterable, Sequence
@@ -35,6 +38,8 @@ INFERENCE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 OUTCOMES = ("recommended", "dead_lettered", "repartitioned", "forgotten")
 STRATEGIES = ("model", "popular")
+PREVIOUS = "previous"  # the model_version label of answers by a model no longer served
+CANARY_DECISIONS = ("promote", "rollback")
 
 
 def online_counts(ranks: Iterable[int | None]) -> tuple[int, int, float]:
@@ -81,10 +86,16 @@ class Metrics:
         self.reloads = declare(Counter, "model_reloads", "Model reload attempts by result.", ("result",))
         self.refused_updates = declare(Counter, "model_updates_refused",
                                        "Model announcements refused, by reason.", ("reason",))
+        version = ("model_version",)
         self.online_evaluated = declare(Counter, "online_evaluated",
-                                        "Events compared with the previous answer.")
-        self.online_hits = declare(Counter, "online_hits", "Events whose item was in the previous top-K.")
-        self.online_rr = declare(Counter, "online_reciprocal_rank", "Sum of 1/rank (0 when missed).")
+                                        "Events compared with the previous answer.", version)
+        self.online_hits = declare(Counter, "online_hits", "Events whose item was in the previous top-K.",
+                                   version)
+        self.online_rr = declare(Counter, "online_reciprocal_rank", "Sum of 1/rank (0 when missed).", version)
+        self._serving: tuple[str, ...] = ()  # the versions served now (live, candidate)
+        self.canary_active = declare(Gauge, "canary_active", "1 while a candidate model serves its share.")
+        self.canary_decisions = declare(Counter, "canary_decisions",
+                                        "Canaries ended, by decision (promote, rollback).", ("decision",))
         self.truncated = declare(Counter, "truncated_records",
                                  "Clicks removed from the log before they were processed, skipped.")
         self.ready = declare(Gauge, "ready", "1 when serving with partitions assigned.")
@@ -110,6 +121,8 @@ class Metrics:
             self.reloads.labels(result)
         for reason in REFUSAL_REASONS:
             self.refused_updates.labels(reason)
+        for decision in CANARY_DECISIONS:
+            self.canary_decisions.labels(decision)
 
     def record_batch(
         self,
@@ -134,10 +147,15 @@ class Metrics:
         for strategy, count in by_strategy.items():
             if count:
                 self.recommendations.labels(strategy).inc(count)
-        evaluated, hits, reciprocal = online_counts(result.ranks)
-        self.online_evaluated.inc(evaluated)
-        self.online_hits.inc(hits)
-        self.online_rr.inc(reciprocal)
+        by_version: dict[str, list[int | None]] = {}
+        for rank, judged in zip(result.ranks, result.judged, strict=True):
+            if rank is not None:
+                by_version.setdefault(judged if judged in self._serving else PREVIOUS, []).append(rank)
+        for label, ranks in by_version.items():
+            evaluated, hits, reciprocal = online_counts(ranks)
+            self.online_evaluated.labels(label).inc(evaluated)
+            self.online_hits.labels(label).inc(hits)
+            self.online_rr.labels(label).inc(reciprocal)
 
     def record_dead_letter(self, reason: str) -> None:
         """One record rejected with ``reason`` (an ``events`` reason code)."""
@@ -169,11 +187,23 @@ class Metrics:
     def set_active_sessions(self, count: int) -> None:
         self.active_sessions.set(count)
 
-    def set_model(self, version: str | None) -> None:
-        """The live model version (None: only the popularity fallback serves)."""
+    def set_model(self, version: str | None, candidate: str | None = None) -> None:
+        """The live model version (None: only the popularity fallback serves) and the candidate
+        in its canary (None: none). The online series of versions no longer served go."""
         self.model_info.clear()
         if version is not None:
             self.model_info.labels(version).set(1)
+        self.canary_active.set(1 if candidate is not None else 0)
+        serving = tuple(v for v in (version, candidate) if v is not None)
+        for gone in set(self._serving) - set(serving):
+            for counter in (self.online_evaluated, self.online_hits, self.online_rr):
+                with contextlib.suppress(KeyError):  # never counted
+                    counter.remove(gone)
+        self._serving = serving
+
+    def record_canary_decision(self, decision: str) -> None:
+        """A canary ended: ``promote`` or ``rollback``."""
+        self.canary_decisions.labels(decision).inc()
 
     def record_reload(self, ok: bool) -> None:
         self.reloads.labels("success" if ok else "failure").inc()
@@ -243,10 +273,6 @@ def histogram_quantile(q: float, buckets: Sequence[tuple[float, float]]) -> floa
     return lower
 
 
-def _total(samples: Samples, name: str) -> float:
-    return sum(value for (sample, _), value in samples.items() if sample == name)
-
-
 def _buckets(samples: Samples, name: str) -> dict[float, float]:
     out: dict[float, float] = {}
     for (sample, labels), value in samples.items():
@@ -293,8 +319,8 @@ def summarize(current: str, previous: str | None = None, interval_s: float | Non
     now = parse_scrape(current)
     before = parse_scrape(previous) if previous is not None else {}
 
-    def delta(name: str) -> float:
-        return _total(now, name) - _total(before, name)
+    def delta(name: str) -> float:  # over the series of ``current`` (a version's series may go)
+        return sum(value - before.get(key, 0.0) for key, value in now.items() if key[0] == name)
 
     def quantile(q: float, name: str) -> float | None:
         after, prior = _buckets(now, name), _buckets(before, name)

@@ -1,7 +1,8 @@
-"""Model updates: follow the model-updates topic, verify and load each announced checkpoint, swap
-it in between two micro-batches.
+"""Model updates: announce a checkpoint, verify and load an announced one, and what a worker
+starts with.
 
-Every worker reads every announcement (no consumer group), starting with the latest one. An
+Every worker reads every announcement (no consumer group; ``rollout_follower.py``), and starts
+with the live model the topic's records make (``read_rollout``, ``starting_model``). An
 announcement names a checkpoint directory, its version, the sha256 of its weights and, when it is
 signed, an HMAC-SHA256 over the checkpoint's metadata and weights under a shared key (``sign``;
 ``messages.ModelUpdate``). A worker holding the key (``Trust``) refuses an unsigned or mis-signed
@@ -17,35 +18,30 @@ and the old model keeps serving.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-
-from stream_recs.config import Security, Settings
-from stream_recs.kafka_clients import client_kwargs, security_kwargs
+from stream_recs.config import Settings
+from stream_recs.kafka_clients import client_kwargs
 from stream_recs.keys import read_key
-from stream_recs.messages import ModelUpdate, ModelUpdateError, decode_model_update, encode_model_update
+from stream_recs.messages import FULL, ModelUpdate, encode_model_update
 from stream_recs.models import CheckpointError, GRU4Rec
 from stream_recs.models.checkpoint import CheckpointFiles, read_checkpoint
+from stream_recs.rollout import Rollout
 
 if TYPE_CHECKING:  # the ranker child imports load_checkpoint, and needs none of these
     from stream_recs.config import Worker
     from stream_recs.metrics import Metrics
-    from stream_recs.ranker_child import Ranker
-    from stream_recs.scoring import Recommender
 
 log = logging.getLogger(__name__)
 
 SIGNED_PREFIX = b"stream-recs model announcement/1\n"  # what a signature signs starts with this
-LATEST_TIMEOUT_S = 10.0  # the longest a start waits to read the latest announcement
+LATEST_TIMEOUT_S = 10.0  # the longest a start waits to read the model-updates topic
 
 
 class Refused(Exception):
@@ -80,15 +76,16 @@ def sign(key: bytes, files: CheckpointFiles) -> str:
     return hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
-def announce(producer, topic: str, path: str | Path, key: bytes | None) -> ModelUpdate:
-    """Send the announcement of the checkpoint at ``path`` (signed with ``key`` when given) on
-    ``topic`` with the kafka-python ``producer``, and wait for the broker's acknowledgement;
-    ``CheckpointError`` when the checkpoint would not load."""
+def announce(producer, topic: str, path: str | Path, key: bytes | None, rollout: str = FULL) -> ModelUpdate:
+    """Send the announcement of the checkpoint at ``path`` (signed with ``key`` when given; for
+    ``rollout``, ``messages.FULL`` or ``CANARY``) on ``topic`` with the kafka-python ``producer``,
+    and wait for the broker's acknowledgement; ``CheckpointError`` when the checkpoint would not
+    load."""
     path = Path(path).resolve()
     files = _read(path)
     model = files.model()  # refuse to announce what would not load
     update = ModelUpdate(path=str(path), version=model.version, sha256=files.meta()["weights_sha256"],
-                         signature=sign(key, files) if key is not None else None)
+                         signature=sign(key, files) if key is not None else None, rollout=rollout)
     producer.send(topic, key=b"model", value=encode_model_update(update)).get(60)
     return update
 
@@ -141,63 +138,11 @@ def load_update(update: ModelUpdate, trust: Trust) -> tuple[GRU4Rec, str]:
         raise Refused("bad_checkpoint", str(exc)) from exc
 
 
-async def apply_model_update(
-    raw: bytes | None, recommender: Recommender, metrics: Metrics, ranker: Ranker | None = None,
-    trust: Trust = UNCHECKED,
-) -> bool:
-    """Load, verify and swap in the announced checkpoint; False (logged, counted) when refused.
-    Loading and preparing (seconds with the approximate index) run off the event loop; then
-    ``ranker`` starts a child for the new model (batches are ranked in-process meanwhile)."""
-    try:
-        try:
-            update = decode_model_update(raw)
-        except ModelUpdateError as exc:
-            raise Refused("malformed", str(exc)) from exc
-        if update.version == recommender.model_version:
-            return True
-        model, meta_sha256 = await asyncio.to_thread(load_update, update, trust)
-        conflict = recommender.lineage_conflict(model)
-        if conflict is not None:
-            raise Refused("branched_lineage", f"{update.path}: {conflict}")
-    except Refused as exc:
-        log.error("model update refused (%s), the old model keeps serving: %s", exc.reason, exc)
-        metrics.record_refused_update(exc.reason)
-        return False
-    recommender.install(await asyncio.to_thread(recommender.prepare, model))
-    metrics.set_model(model.version)
-    metrics.record_reload(True)
-    log.warning("model %s is live (%d items)", model.version, model.n_items)
-    if ranker is not None:
-        await ranker.load(update.path, model.version, meta_sha256)
-    return True
-
-
-async def follow_model_updates(
-    bootstrap: str, security: Security, topic: str, recommender: Recommender, metrics: Metrics,
-    should_stop: Callable[[], bool], ranker: Ranker | None = None, trust: Trust = UNCHECKED,
-) -> None:
-    """Apply every announcement on ``topic`` from the latest one on, until ``should_stop()``."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, **security_kwargs(security)
-    )
-    tp = TopicPartition(topic, 0)
-    await consumer.start()
-    try:
-        consumer.assign([tp])
-        end = (await consumer.end_offsets([tp]))[tp]
-        consumer.seek(tp, max(0, end - 1))
-        while not should_stop():
-            records = await consumer.getmany(tp, timeout_ms=1000)
-            for record in records.get(tp, []):
-                await apply_model_update(record.value, recommender, metrics, ranker, trust)
-    finally:
-        await consumer.stop()
-
-
-def latest_announcement(
+def read_rollout(
     settings: Settings, bootstrap: str, timeout_s: float = LATEST_TIMEOUT_S
-) -> bytes | None:
-    """The newest record of the model-updates topic (None: none, or none read in ``timeout_s``)."""
+) -> tuple[Rollout, int] | None:
+    """The rollout the model-updates topic holds (``rollout.py``, replayed from its first record)
+    and the offset after the last record read; None when it could not be read in ``timeout_s``."""
     from kafka import KafkaConsumer
     from kafka import TopicPartition as Partition
 
@@ -206,45 +151,38 @@ def latest_announcement(
         tp = Partition(settings.topics.model_updates, 0)
         consumer.assign([tp])
         end = consumer.end_offsets([tp])[tp]
-        if end == 0:
-            return None
-        consumer.seek(tp, end - 1)
+        consumer.seek_to_beginning(tp)
+        values: list[bytes | None] = []
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            records = consumer.poll(timeout_ms=500).get(tp, [])
-            if records:
-                return records[-1].value
-        return None
+        while consumer.position(tp) < end:
+            if time.monotonic() > deadline:
+                return None
+            values.extend(r.value for r in consumer.poll(timeout_ms=500).get(tp, []) if r.offset < end)
+        return Rollout.replay(values), end
     finally:
         consumer.close()
 
 
 def starting_model(
-    given: GRU4Rec | None, given_dir: str | None, given_sha256: str | None, raw: bytes | None,
+    given: GRU4Rec | None, given_dir: str | None, given_sha256: str | None, update: ModelUpdate | None,
     trust: Trust, metrics: Metrics,
 ) -> tuple[GRU4Rec | None, str | None, str | None]:
-    """The model a worker starts with, its directory and its metadata's sha256: the latest
-    announcement's (``raw``) when it satisfies ``trust`` and keeps the given model's item
-    indices, else the given one. A worker must not answer a click with its command line's model
-    when a later one was announced: that answer would go out under the wrong version, and its
-    state would drop the items only the announced model knows (``SessionState.within``)."""
-    if raw is None:
+    """The model a worker starts with, its directory and its metadata's sha256: the announced
+    live model (``update``) when it satisfies ``trust`` and keeps the given model's item indices,
+    else the given one. A worker must not answer a click with its command line's model when a
+    later one was announced: that answer would go out under the wrong version, and its state
+    would drop the items only the announced model knows (``SessionState.within``)."""
+    if update is None or (given is not None and update.version == given.version):
         return given, given_dir, given_sha256
     try:
-        try:
-            update = decode_model_update(raw)
-        except ModelUpdateError as exc:
-            raise Refused("malformed", str(exc)) from exc
-        if given is not None and update.version == given.version:
-            return given, given_dir, given_sha256
         model, meta_sha256 = load_update(update, trust)
         conflict = given.registry.conflict_with(model.registry) if given is not None else None
         if conflict is not None:
             raise Refused("branched_lineage", f"{update.path}: {conflict}")
     except Refused as exc:
-        log.error("the latest model announcement is refused (%s), the given model serves: %s",
+        log.error("the announced live model is refused (%s), the given model serves: %s",
                   exc.reason, exc)
         metrics.record_refused_update(exc.reason)
         return given, given_dir, given_sha256
-    log.warning("starting with %s, the latest announced model", model.version)
+    log.warning("starting with %s, the announced live model", model.version)
     return model, update.path, meta_sha256

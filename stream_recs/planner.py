@@ -45,6 +45,7 @@ class Plan:
     history: tuple[int, ...]  # after this event, in the live vocabulary (masking, because)
     masked_ids: frozenset[str] = frozenset()  # popular fallback: ids not to recommend
     ref: int | tuple[tuple[int, ...], int] | None = None  # previous answer: batch pos or (recs, vocab)
+    ref_model: int = 0  # fingerprint of the model that gave the previous answer (stored ones)
     out: int = -1  # row in the batch's output matrix (model events)
     recs: list[int] | None = None  # model answer, live indices
 
@@ -74,7 +75,7 @@ def plan_batch(
         state = states.get(user) if first else current[user]
         if first and state is not None and state.expired(now, options.state_ttl):
             state = None
-        ref = None
+        ref, ref_model = None, 0
         if state is None:
             state = SessionState(event.ts, int(now), session=session, vocab=live_vocab)
             reset = True
@@ -83,6 +84,7 @@ def plan_batch(
         else:
             reset = False
             ref = last_pos[user] if not first else (state.last_recs, state.vocab)
+            ref_model = state.model
         if live is not None and state.model != live.fp:
             if state.vocab != live_vocab:
                 state = state.translate(live_vocab, vocabularies.mapping(state.vocab, live))
@@ -106,6 +108,7 @@ def plan_batch(
             use_model=use_model,
             history=state.history,
             ref=ref,
+            ref_model=ref_model,
         )
         if not use_model:
             plan.masked_ids = masked_ids(event.item_id, state, live, options, vocabularies)

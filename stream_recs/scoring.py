@@ -4,14 +4,18 @@ The wiring calls, per micro-batch of valid events::
 
     result = recommender.step_batch(events, {user: state_or_None, ...}, now=time.time())
     # result.recommendations[i] answers events[i]; result.states[user] is the state to write back;
-    # result.ranks[i]: online evaluation of events[i] (None: not evaluated, 0: miss, r: rank)
+    # result.ranks[i]: online evaluation of events[i] (None: not evaluated, 0: miss, r: rank),
+    # result.judged[i]: the version whose answer it judged
 
-or in three steps, so that the top-K can be found elsewhere (the worker's ranker child,
-``ranker_child.py``) while the caller goes on::
+or, per side of the canary (``split``: the users of a candidate model and the others), in three
+steps, so that the top-K can be found elsewhere (the worker's ranker child, ``ranker_child.py``)
+while the caller goes on::
 
-    pending = recommender.begin_batch(events, states, now)  # transitions, GRU steps
-    ranked = pending.live.top_k(*pending.query) if pending.query is not None else None
-    result = recommender.finish_batch(pending, ranked)  # answers, explanations, new states
+    for arm, positions in recommender.split(events):
+        pending = recommender.begin_batch(events_at_positions, states, now, arm)  # GRU steps
+        ranked = pending.live.top_k(*pending.query) if pending.query is not None else None
+        part = recommender.finish_batch(pending, ranked)  # answers, explanations, new states
+    result = merged(len(events), parts)
 
 and on a hot swap ``recommender.swap_model(model)``, or ``prepare(model)`` in another thread then
 ``install`` (building the approximate index takes seconds). ``begin_batch`` plans every event's
@@ -29,6 +33,9 @@ history, ``because`` None.
 A hidden state is rounded to float16 after every step, as the state store keeps it, so answers
 do not depend on where micro-batch boundaries fall (a replayed batch may be cut differently).
 ``install`` may be called from another thread: a batch in flight finishes with its model.
+
+A candidate model (``install_candidate``) serves the users ``canary.in_canary`` puts in its
+share, with states of their own (tagged with its fingerprint); ``promote`` makes it live.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ from itertools import repeat
 import numpy as np
 import torch
 
+from stream_recs.canary import CANDIDATE_ARM, LIVE_ARM, in_canary
 from stream_recs.config import ServingOptions
 from stream_recs.events import Event
 from stream_recs.live_model import LiveModel, Vocabularies
@@ -61,7 +69,25 @@ class BatchResult:
     recommendations: list[Recommendation]
     states: dict[str, SessionState]
     ranks: list[int | None]
+    judged: list[str | None]  # per rank: the version whose answer it judged (None: not known)
+    arms: list[int]  # the side of the canary that answered each event
     inference_seconds: float
+
+
+def merged(n: int, parts: Sequence[tuple[Sequence[int], BatchResult]]) -> BatchResult:
+    """One result for ``n`` events from the results of the parts ``split`` made of them."""
+    recommendations: list = [None] * n
+    ranks: list = [None] * n
+    judged: list = [None] * n
+    arms = [LIVE_ARM] * n
+    states: dict[str, SessionState] = {}
+    for positions, part in parts:
+        for j, i in enumerate(positions):
+            recommendations[i], ranks[i], judged[i], arms[i] = (
+                part.recommendations[j], part.ranks[j], part.judged[j], part.arms[j])
+        states.update(part.states)
+    return BatchResult(recommendations, states, ranks, judged, arms,
+                       sum(part.inference_seconds for _, part in parts))
 
 
 def _rows(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -82,6 +108,7 @@ class PendingBatch:
     plans: list[Plan]
     current: dict[str, SessionState]
     live: LiveModel | None
+    arm: int
     now: float
     started: float  # perf_counter when the tensor work began (inference_seconds)
     hidden: torch.Tensor | None = None
@@ -100,6 +127,9 @@ class Recommender:
         self.popularity = Popularity(self.options.popularity_half_life, self.options.popularity_items)
         self.vocabularies = Vocabularies()
         self._live: LiveModel | None = None
+        self._candidate: LiveModel | None = None
+        self._share = 0.0
+        self._versions: dict[int, str] = {}  # fingerprint -> version of the models served lately
         self.swap_model(model)
 
     # --- model management -----------------------------------------------------------------
@@ -108,10 +138,28 @@ class Recommender:
         """Version of the live model, None when only the fallback serves."""
         return self._live.version if self._live else None
 
+    @property
+    def candidate_version(self) -> str | None:
+        """Version of the candidate in its canary, None when there is none."""
+        return self._candidate.version if self._candidate else None
+
+    def arm_version(self, arm: int) -> str | None:
+        """The version serving ``arm`` (``canary.LIVE_ARM`` or ``CANDIDATE_ARM``)."""
+        return self.candidate_version if arm == CANDIDATE_ARM else self.model_version
+
     def lineage_conflict(self, model: GRU4Rec) -> str | None:
-        """Why ``model``'s item registry would misread the live model's states (None: it would
-        not; see ``ItemRegistry.conflict_with``)."""
-        return self._live.registry.conflict_with(model.registry) if self._live else None
+        """Why ``model``'s item registry would misread the states written here (None: it would
+        not): it must agree on every index with the newest vocabulary served of its lineage (a
+        candidate's too, rolled back or not; see ``ItemRegistry.conflict_with``)."""
+        known = self.vocabularies.get(model.registry.lineage, None)
+        if known is None:
+            return None
+        shared = min(len(known.ids), model.n_items)
+        if known.ids[:shared] == model.item_ids[:shared]:
+            return None
+        mismatch = next(i for i in range(shared) if known.ids[i] != model.item_ids[i])
+        return (f"lineage {known.lineage:08x} is branched: index {mismatch} is {known.ids[mismatch]!r} "
+                f"here and {model.item_ids[mismatch]!r} there")
 
     def prepare(self, model: GRU4Rec) -> LiveModel:
         """``model`` made ready to serve with these options. It changes nothing here, so it can
@@ -125,7 +173,7 @@ class Recommender:
         if live is None:
             self.popularity.use_catalogue(None)
             return
-        self.vocabularies.remember(live.vocab)
+        self._remember(live)
         registry, counts = live.registry, live.model.item_counts
         self.popularity.use_catalogue((i for i in registry.ids if i not in registry.retired),
                                       dict(zip(registry.ids, counts, strict=True)) if counts else None)
@@ -134,24 +182,56 @@ class Recommender:
         """``install(prepare(model))`` (None: popularity only)."""
         self.install(self.prepare(model) if model is not None else None)
 
+    def install_candidate(self, candidate: LiveModel | None, share: float) -> None:
+        """Serve ``candidate`` (prepared) to its ``share`` of users (None: end the canary)."""
+        self._candidate, self._share = candidate, share
+        if candidate is not None:
+            self._remember(candidate)
+
+    def promote(self) -> None:
+        """The candidate becomes the live model for every user."""
+        candidate, self._candidate = self._candidate, None
+        self.install(candidate)
+
+    def _remember(self, live: LiveModel) -> None:
+        self.vocabularies.remember(live.vocab)
+        self._versions[live.fp] = live.version
+        while len(self._versions) > 8:
+            del self._versions[next(iter(self._versions))]
+
+    def split(self, events: Sequence[Event]) -> list[tuple[int, list[int]]]:
+        """The sides of the canary: (arm, positions of its events), each user on one side."""
+        candidate = self._candidate
+        if candidate is None or self._live is None:
+            return [(LIVE_ARM, list(range(len(events))))]
+        sides: tuple[list[int], list[int]] = ([], [])
+        for i, event in enumerate(events):
+            sides[in_canary(event.user_id, candidate.version, self._share)].append(i)
+        return [(arm, positions) for arm, positions in enumerate(sides) if positions]
+
     # --- the batch ------------------------------------------------------------------------
     def step_batch(
         self, events: Sequence[Event], states: Mapping[str, SessionState | None], now: float
     ) -> BatchResult:
         """Recommendations for ``events`` (in order) given their users' states before the batch."""
-        pending = self.begin_batch(events, states, now)
-        ranked = pending.live.top_k(*pending.query) if pending.query is not None else None
-        return self.finish_batch(pending, ranked)
+        parts = []
+        for arm, positions in self.split(events):
+            pending = self.begin_batch([events[i] for i in positions], states, now, arm)
+            ranked = pending.live.top_k(*pending.query) if pending.query is not None else None
+            parts.append((positions, self.finish_batch(pending, ranked)))
+        return merged(len(events), parts)
 
     def begin_batch(
-        self, events: Sequence[Event], states: Mapping[str, SessionState | None], now: float
+        self, events: Sequence[Event], states: Mapping[str, SessionState | None], now: float,
+        arm: int = LIVE_ARM,
     ) -> PendingBatch:
-        """``step_batch`` up to its top-K: the transitions and the GRU steps. The batch's
-        ``query`` (None: nothing to rank) is then ranked by ``pending.live.top_k(*query)``, here
-        or in the ranker child, and ``finish_batch`` makes the answers and the states."""
-        live = self._live
+        """``step_batch`` up to its top-K for the events of one ``arm`` of ``split``: the
+        transitions and the GRU steps. The batch's ``query`` (None: nothing to rank) is then
+        ranked by ``pending.live.top_k(*query)``, here or in the ranker child, and
+        ``finish_batch`` makes the answers and the states."""
+        live = self._candidate if arm == CANDIDATE_ARM and self._candidate is not None else self._live
         batch = plan_batch(events, states, now, live, self.options, self.vocabularies)
-        pending = PendingBatch(batch.plans, batch.current, live, now, time.perf_counter())
+        pending = PendingBatch(batch.plans, batch.current, live, arm, now, time.perf_counter())
         if live is not None and any(p.use_model for p in batch.plans):
             pending.hidden, outputs = self._run_model(batch.plans, batch.starts, live)
             pending.history, masked = self._query([p for p in batch.plans if p.use_model])
@@ -169,8 +249,9 @@ class Recommender:
         inference = time.perf_counter() - pending.started
         recommendations = self._answer(plans, answers, live, pending.now)
         ranks = [self._rank(p, plans, live) for p in plans]
+        judged = [self._judged(p, live) if r is not None else None for p, r in zip(plans, ranks, strict=True)]
         states = self._new_states(plans, pending.current, pending.hidden, live)
-        return BatchResult(recommendations, states, ranks, inference)
+        return BatchResult(recommendations, states, ranks, judged, [pending.arm] * len(plans), inference)
 
     @torch.inference_mode()
     def _run_model(
@@ -294,6 +375,20 @@ class Recommender:
                 return None
             item = vocab.index.get(plan.event.item_id)
         return recs.index(item) + 1 if item in recs else 0
+
+    def _judged(self, plan: Plan, live: LiveModel | None) -> str | None:
+        """The version of the model whose answer ``plan``'s event is judged against."""
+        if isinstance(plan.ref, int):
+            return live.version if live is not None else None
+        return self._versions.get(plan.ref_model)
+
+    def canary_evaluations(self, result: BatchResult):
+        """(position, arm, rank) of each evaluation that counts for the canary: judged against
+        the answer of the model now serving that event's side."""
+        versions = (self.model_version, self.candidate_version)
+        for i, (rank, judged, arm) in enumerate(zip(result.ranks, result.judged, result.arms, strict=True)):
+            if rank is not None and judged is not None and judged == versions[arm]:
+                yield i, arm, rank
 
     def _new_states(self, plans, current, hidden, live) -> dict[str, SessionState]:
         last: dict[str, Plan] = {p.event.user_id: p for p in plans}

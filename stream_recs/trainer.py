@@ -12,10 +12,14 @@ A process of its own, beside the workers:
   both. Offsets are committed only once the window that holds their records is on disk, so a
   restart (after ``kill -9`` too) resumes from its window and its committed offsets.
 - **Cycles** every ``cycle_seconds`` or ``cycle_events`` new clicks: from the live checkpoint (the
-  latest announcement on model-updates that it trusts, else ``--model``), a candidate is trained
-  and gated (``learning.py``). A candidate that passes is written under ``--models-dir``
-  atomically (``model_store.py``) and announced, signed when the signing key is set; every
-  decision is logged and exported (``trainer_metrics.py``).
+  live model of the model-updates topic's rollout, ``rollout.py``, when it trusts it, else
+  ``--model``), a candidate is trained and gated (``learning.py``). A candidate that passes is
+  written under ``--models-dir`` atomically (``model_store.py``) and announced, signed when the
+  signing key is set: as a canary (``canary.py``) unless the canary share is 0. No cycle starts
+  while a canary is being decided: the next one starts from whichever model won. Every decision
+  is logged and exported (``trainer_metrics.py``).
+- **Item indices** of a candidate extend the newest announced registry of the lineage, a
+  rolled-back candidate's included: the states that candidate served hold its indices.
 """
 
 from __future__ import annotations
@@ -30,11 +34,12 @@ from stream_recs.config import Settings
 from stream_recs.events import WRONG_TOPIC, Forget, Limits, Rejection, decode_event
 from stream_recs.kafka_clients import client_kwargs
 from stream_recs.learning import CycleOptions, run_cycle
-from stream_recs.messages import ModelUpdateError, decode_model_update
+from stream_recs.messages import CANARY, FULL, ModelUpdate
 from stream_recs.model_store import ModelStore
-from stream_recs.model_updates import Refused, Trust, announce, latest_announcement, load_update
+from stream_recs.model_updates import Refused, Trust, announce, load_update, read_rollout
 from stream_recs.models import GRU4Rec
 from stream_recs.models.checkpoint import read_checkpoint
+from stream_recs.models.registry import ItemRegistry
 from stream_recs.privacy import load_pseudonymiser
 from stream_recs.trainer_metrics import TrainerMetrics
 from stream_recs.window import RollingWindow
@@ -43,6 +48,7 @@ log = logging.getLogger(__name__)
 
 POLL_MS = 500
 GROUP_SUFFIX = "-trainer"
+CANARY_RECHECK_S = 10.0  # while a canary is being decided, how often the trainer looks again
 
 
 @dataclass
@@ -86,6 +92,10 @@ class TrainerService:
         self.producer = KafkaProducer(**kwargs, acks="all")
         self.since_cycle = 0  # clicks added since the last cycle
         self.last_cycle = time.monotonic()
+        self.canary: ModelUpdate | None = None  # a candidate being decided by the workers' canary
+        self.paused_until = 0.0  # monotonic: no cycle before (a canary is being decided)
+        self.base: ItemRegistry = live.model.registry  # what a candidate's registry extends
+        self._newest: tuple[str, ItemRegistry] | None = None  # the newest announcement's registry
         self._assign()
         metrics.set_live(live.model.version)
         self._report_window()
@@ -149,23 +159,30 @@ class TrainerService:
 
     # --- cycles ---------------------------------------------------------------------------------
     def cycle_due(self) -> bool:
-        t = self.settings.trainer
-        return self.since_cycle >= t.cycle_events or (
-            self.since_cycle > 0 and time.monotonic() - self.last_cycle >= t.cycle_seconds)
+        t, now = self.settings.trainer, time.monotonic()
+        return now >= self.paused_until and (self.since_cycle >= t.cycle_events or (
+            self.since_cycle > 0 and now - self.last_cycle >= t.cycle_seconds))
 
-    def cycle(self) -> str:
-        """Fine-tune, gate and (if it passes) publish a candidate; returns the result label."""
-        self.since_cycle, self.last_cycle = 0, time.monotonic()
+    def cycle(self) -> str | None:
+        """Fine-tune, gate and (if it passes) publish a candidate; returns the result label, or
+        None when a canary is still being decided (no cycle: it is due again soon after)."""
         started = time.perf_counter()
         try:
             self.follow_announcements()
+            if self.canary is not None:
+                log.info("waiting for the canary of %s to be decided", self.canary.version)
+                self.paused_until = time.monotonic() + CANARY_RECHECK_S
+                return None
+            self.since_cycle, self.last_cycle = 0, time.monotonic()
             version = f"{self.live.model.version.split('+')[0]}+t{time.time_ns() // 1_000_000}"
             window = self.window.events()
             replay = self.window.replay(len(window), seed=int(time.time()))
             log.info("cycle: %d clicks in the window, %d replayed, from %s", len(window), len(replay),
                      self.live.model.version)
-            outcome = run_cycle(self.live.model, self.live.hyper, window, replay, self.options, version)
+            outcome = run_cycle(self.live.model, self.live.hyper, window, replay, self.options, version,
+                                self.base)
         except Exception:
+            self.since_cycle, self.last_cycle = 0, time.monotonic()
             log.exception("the training cycle failed; the live model is untouched")
             self.metrics.record_cycle("failed", time.perf_counter() - started, {}, {}, 0)
             return "failed"
@@ -185,30 +202,54 @@ class TrainerService:
         return result
 
     def publish(self, candidate: GRU4Rec, trained_on: int) -> None:
-        """Write ``candidate`` under the models directory atomically, announce it, make it live."""
+        """Write ``candidate`` under the models directory atomically and announce it: as a canary
+        (the live model stays the workers' until they promote it), or live at once."""
         hyper = {**self.live.hyper, "epochs": self.options.epochs}
         path = self.store.write(candidate, hyperparameters=hyper, metrics={"trained_on_events": trained_on})
-        update = announce(self.producer, self.settings.topics.model_updates, path, self.trust.key)
+        rollout = CANARY if self.settings.canary.share > 0 else FULL
+        update = announce(self.producer, self.settings.topics.model_updates, path, self.trust.key, rollout)
+        self.base, self._newest = candidate.registry, (update.version, candidate.registry)
+        if rollout == CANARY:
+            self.canary = update
+            return
         self.live = load_live(path, candidate)
         self.metrics.set_live(update.version)
 
     def follow_announcements(self) -> None:
-        """Start from the latest trusted announcement (a model published by hand, or rolled back
-        to, is the live one for the workers: so it is for the trainer)."""
-        raw = latest_announcement(self.settings, self.bootstrap)
-        if raw is None:
+        """Follow the model-updates topic's rollout: its live model, when trusted, is the one to
+        fine-tune (a model published by hand, promoted or rolled back to is the live one for the
+        workers: so it is for the trainer); a canary under way; the registry to extend."""
+        read = read_rollout(self.settings, self.bootstrap)
+        if read is None:
             return
-        try:
-            update = decode_model_update(raw)
-            if update.version == self.live.model.version:
-                return
-            model, _ = load_update(update, self.trust)
-        except (ModelUpdateError, Refused) as exc:
-            log.warning("the latest announcement is not followed: %s", exc)
-            return
-        self.live = load_live(update.path, model)
-        self.metrics.set_live(model.version)
-        log.warning("fine-tuning from %s, the latest announced model", model.version)
+        rollout = read[0]
+        self.canary = rollout.candidate
+        update = rollout.live
+        if update is not None and update.version != self.live.model.version:
+            try:
+                model, _ = load_update(update, self.trust)
+            except Refused as exc:
+                log.warning("the announced live model is not followed: %s", exc)
+            else:
+                self.live = load_live(update.path, model)
+                self.metrics.set_live(model.version)
+                log.warning("fine-tuning from %s, the announced live model", model.version)
+        self.base = self._extended(rollout.newest)
+
+    def _extended(self, newest: ModelUpdate | None) -> ItemRegistry:
+        """The registry a candidate extends: the newest announced one when it extends the live
+        model's lineage (a rolled-back candidate's), else the live model's."""
+        live = self.live.model.registry
+        if newest is not None and (self._newest is None or self._newest[0] != newest.version):
+            try:
+                self._newest = newest.version, load_update(newest, self.trust)[0].registry
+            except Refused as exc:
+                log.warning("the newest announcement is not read: %s", exc)
+                self._newest = newest.version, live
+        registry = self._newest[1] if self._newest is not None else live
+        extends = registry.lineage == live.lineage and len(registry.ids) > len(live.ids) \
+            and live.conflict_with(registry) is None
+        return registry if extends else live
 
     def run(self, should_stop: Callable[[], bool]) -> None:
         """Read and cycle until ``should_stop()``."""

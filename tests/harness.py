@@ -166,6 +166,11 @@ class Worker:
     def value(self, name: str, **labels: str) -> float | None:
         return self.scrape().get((name, frozenset(labels.items())))
 
+    def total(self, name: str) -> float | None:
+        """The sum of ``name``'s series, whatever their labels (None: none exported)."""
+        values = [v for (sample, _), v in self.scrape().items() if sample == name]
+        return sum(values) if values else None
+
     def wait_until(self, check, what: str, timeout_s: float = 120.0) -> None:
         """Poll ``check()`` until it is true; fail with ``what`` and the log's tail otherwise (or
         when the worker exits)."""

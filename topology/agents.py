@@ -1,5 +1,5 @@
-"""The worker's wiring: clicks in, recommendations and dead letters out, model updates, the
-popularity fallback's shared counts, timers.
+"""The worker's wiring: clicks in, recommendations and dead letters out, model updates and the
+canary, the shared counts (the popularity fallback's, the canary's), timers.
 
 Follow one click: ``recommend`` takes a micro-batch (of clicks and forget requests, whose topics
 are co-partitioned); ``offsets.InOrder`` admits each partition's records once and in offset
@@ -7,10 +7,12 @@ order, a forget request only after its user's earlier clicks (``forgetting.py``)
 ``intake.route_batch`` decides what each record becomes (a
 dead letter, a re-keyed copy, a forget request, or an event to answer); for each group of events
 to answer, the clicks are counted for the popularity fallback (by partition and offset,
-``popularity.py``), ``tables.load_states`` fetches the users' states, ``Recommender.begin_batch``
-(scoring.py) advances them, ``Ranker.top_k`` (ranker_child.py) finds their top-K, in a child
-process while the event loop goes on, ``finish_batch`` makes the answers, ``tables.save_states``
-writes the states back, and one Recommendation per event is produced, keyed by user.
+``popularity.py``), ``tables.load_states`` fetches the users' states, and for each side of the
+canary (``Recommender.split``: a candidate's users and the others) ``begin_batch`` (scoring.py)
+advances them, ``Ranker.top_k`` (ranker_child.py) finds their top-K, in a child process while
+the event loop goes on, and ``finish_batch`` makes the answers; the online evaluations are
+counted for the canary (``canary.py``), ``tables.save_states`` writes the states back, and one
+Recommendation per event is produced, keyed by user.
 
 Offsets are committed after the batch body (at-least-once: a crash replays the batch; outputs
 carry the event id), and only admitted records count (``offsets.mark_processed``). Under
@@ -25,15 +27,18 @@ from collections.abc import Sequence
 
 import faust
 
+from stream_recs.canary import LIVE_ARM, CanaryCounts, judge
+from stream_recs.counts_feed import CANARY, POPULARITY, follow_counts
 from stream_recs.events import Limits
 from stream_recs.intake import DEAD_LETTER, Answer, Erase, Rules, Send, route_batch
-from stream_recs.messages import encode_recommendation
+from stream_recs.messages import ModelUpdate, encode_recommendation
 from stream_recs.metrics import Metrics
-from stream_recs.model_updates import UNCHECKED, Trust, follow_model_updates
-from stream_recs.popularity_feed import follow_popularity
+from stream_recs.model_updates import UNCHECKED, Trust
 from stream_recs.privacy import load_pseudonymiser
 from stream_recs.ranker_child import Ranker
-from stream_recs.scoring import Recommender
+from stream_recs.rollout import Rollout
+from stream_recs.rollout_follower import DecisionPublisher, ModelFollower, follow_model_updates
+from stream_recs.scoring import Recommender, merged
 
 from .app import Topology
 from .forgetting import start_forgetting
@@ -45,11 +50,14 @@ from .transactions import BatchGate, output_sender
 
 def wire(
     topology: Topology, recommender: Recommender, metrics: Metrics, bootstrap: str,
-    ranker: Ranker | None = None, trust: Trust = UNCHECKED,
+    ranker: Ranker | None = None, trust: Trust = UNCHECKED, live: ModelUpdate | None = None,
+    start: tuple[Rollout, int] | None = None,
 ) -> None:
-    """Attach the agent, the model-update watcher (which applies announcements that satisfy
-    ``trust``), the popularity counts' reader, the ranker's lifecycle and the timers to the app.
-    Without ``ranker``, batches are ranked in-process."""
+    """Attach the agent, the model-update follower (which serves the announcements that satisfy
+    ``trust``, from ``start``'s rollout and offset: ``rollout_follower.py``; ``live``: the
+    announcement of the model the recommender serves), the canary's judge, the shared counts'
+    reader, the ranker's lifecycle and the timers to the app. Without ``ranker``, batches are
+    ranked in-process."""
     app, settings = topology.app, topology.settings
     ranker = ranker or Ranker(recommender.options, enabled=False)
     w = settings.worker
@@ -62,24 +70,36 @@ def wire(
     stored = StoredUsers(topology.sessions)
     popularity = recommender.popularity
     popularity.partitions = settings.partitions
-    counts = SharedCounts(topology.popularity, popularity, settings.topics.clicks)
+    canary = CanaryCounts()
+    kinds = {POPULARITY: popularity, CANARY: canary}
+    counts = SharedCounts(topology.counts, kinds, settings.topics.clicks)
+    follower = ModelFollower(recommender, metrics, ranker, trust, settings.canary.share, canary, live)
+    publisher = DecisionPublisher(bootstrap, settings.security, settings.topics.model_updates)
     recommendations = settings.topics.recommendations
     forget_topic = settings.topics.forget
     barriers = start_forgetting(topology, order, bootstrap)
 
     async def answer(step: Answer, batch: Sequence[faust.types.EventT], received: float) -> None:
         """Step and score ``step.events``, store their states, send their answers."""
+        events = step.events
         sources = [batch[source] for source in step.sources]
-        clicks = zip(step.events, sources, strict=True)
-        popularity.count(((s.message.partition, s.message.offset, e.item_id) for e, s in clicks), received)
-        event_of_user = {event.user_id: source for event, source in zip(step.events, sources, strict=True)}
+        messages = [source.message for source in sources]
+        popularity.count(((m.partition, m.offset, e.item_id) for e, m in zip(events, messages, strict=True)),
+                         received)
+        event_of_user = {event.user_id: source for event, source in zip(events, sources, strict=True)}
         states, unstored = load_states(topology.sessions, event_of_user)
-        pending = recommender.begin_batch(step.events, states, now=received)
-        ranked = None
-        if pending.query is not None:
-            ranked = await ranker.top_k(pending)
-            metrics.set_ranker_child(ranker.child_ready)
-        result = recommender.finish_batch(pending, ranked)
+        parts = []
+        for arm, positions in recommender.split(events):
+            pending = recommender.begin_batch([events[i] for i in positions], states, received, arm)
+            ranked = None
+            if pending.query is not None:
+                ranked = await ranker.top_k(pending)
+                if arm == LIVE_ARM:  # the candidate's side is ranked in-process
+                    metrics.set_ranker_child(ranker.child_ready)
+            parts.append((positions, recommender.finish_batch(pending, ranked)))
+        result = merged(len(events), parts)
+        canary.count((messages[i].partition, messages[i].offset, arm, rank)
+                     for i, arm, rank in recommender.canary_evaluations(result))
         save_states(topology.sessions, result.states, event_of_user)
         stored.created(unstored)
         produced = time.time()
@@ -118,23 +138,27 @@ def wire(
 
     @app.task
     async def watch_model_updates() -> None:
-        await follow_model_updates(
-            bootstrap, settings.security, settings.topics.model_updates, recommender, metrics,
-            lambda: app.should_stop, ranker, trust,
-        )
+        await follow_model_updates(bootstrap, settings.security, settings.topics.model_updates, follower,
+                                   lambda: app.should_stop, start)
 
     @app.task
-    async def read_popularity() -> None:
-        await follow_popularity(
-            bootstrap, settings.security, topology.popularity.changelog_topic.get_topic_name(),
-            settings.partitions, popularity, lambda: app.should_stop,
-        )
+    async def read_counts() -> None:
+        await follow_counts(bootstrap, settings.security, topology.counts.changelog_topic.get_topic_name(),
+                            settings.partitions, kinds, lambda: app.should_stop)
+
+    async def judge_canary() -> None:
+        """Publish the canary's verdict once the counts of every partition reach one."""
+        version = recommender.candidate_version
+        verdict = judge(*canary.totals(), settings.canary) if version is not None else None
+        if verdict is not None:
+            await publisher.publish(version, verdict)
 
     app.task(ranker.start)
 
     @app.on_before_shutdown.connect
     async def stop_ranker(app: faust.App, **_: object) -> None:
         await ranker.close()
+        await publisher.close()
 
-    start_timers(topology, metrics, order, stored, counts)
+    start_timers(topology, metrics, order, stored, counts, judge_canary)
 

@@ -18,7 +18,7 @@ from stream_recs.config import Settings, Worker
 from stream_recs.kafka_clients import faust_credentials
 
 from .offsets import guard_offset_commits
-from .tables import popularity_table, sessions_table
+from .tables import counts_table, sessions_table
 
 
 @dataclass
@@ -30,7 +30,7 @@ class Topology:
     inputs: faust.TopicT  # clicks and forget requests: co-partitioned, read by one agent
     recommendations: faust.TopicT
     sessions: faust.Table
-    popularity: faust.Table
+    counts: faust.Table  # the shared counts per clicks partition (popularity, canary)
 
 
 def data_dir(settings: Settings) -> Path:
@@ -143,5 +143,5 @@ def create_app(settings: Settings, bootstrap: str) -> Topology:
         inputs=app.topic(topics.clicks, topics.forget, partitions=settings.partitions, **raw),
         recommendations=app.topic(topics.recommendations, **raw),
         sessions=sessions_table(app, partitions=settings.partitions),
-        popularity=popularity_table(app, partitions=settings.partitions),
+        counts=counts_table(app, partitions=settings.partitions),
     )

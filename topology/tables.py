@@ -1,5 +1,5 @@
-"""The tables: the sessions table, one encoded ``SessionState`` per user id, and the popularity
-table, one snapshot of the fallback's counts per clicks partition; both changelog-backed.
+"""The tables: the sessions table, one encoded ``SessionState`` per user id, and the shared-counts
+table, one snapshot per kind of counts and clicks partition; both changelog-backed.
 
 Faust's table and its RocksDB store pick the partition of a key (changelog partition, local
 database) from the *current event*. A micro-batch from ``take_events`` spans several partitions,
@@ -9,8 +9,8 @@ on the same partition as the user's clicks, which is what makes recovery and reb
 Deleting a state (:func:`forget`, :func:`sweep_expired`) writes a tombstone to the changelog
 partition the state lives on, so a compacted changelog and every later restore drop it too.
 :class:`StoredUsers` counts the states without scanning the store. :class:`SharedCounts` binds
-the fallback's counts (``stream_recs/popularity.py``) to the popularity table, whose partition
-is the clicks partition the counts come from.
+the counts kept per clicks partition (the fallback's, ``popularity.py``; the canary's,
+``canary.py``) to the shared-counts table, whose partition is the clicks partition they come from.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from types import SimpleNamespace
 import faust
 from faust.streams import _current_event
 
-from stream_recs.popularity import Popularity
+from stream_recs.counts_feed import PartitionCounts
 from stream_recs.state import SessionState, idle_expired
-from stream_recs.topology.topics import POPULARITY_TABLE, SESSIONS_TABLE
+from stream_recs.topology.topics import COUNTS_TABLE, SESSIONS_TABLE
 
 # RocksDB sizing per partition database (Faust's defaults: 64 MiB write buffers, a 2 GiB block
 # cache each): states are ~300 bytes, so small buffers flush and compact often enough that deleted
@@ -53,16 +53,17 @@ def sessions_table(app: faust.App, partitions: int) -> faust.Table:
     )
 
 
-def popularity_table(app: faust.App, partitions: int) -> faust.Table:
-    """Clicks partition (its number, as text) -> that partition's counts (``Shard`` snapshot).
-    A few keys: kept in memory, restored from the compacted changelog."""
+def counts_table(app: faust.App, partitions: int) -> faust.Table:
+    """The shared-counts table: a kind's prefix and a clicks partition's number, as text -> that
+    partition's counts of that kind (``SharedCounts``). A few keys: kept in memory, restored
+    from the compacted changelog. Its name is the popularity counts' (they came first)."""
     return app.Table(
-        POPULARITY_TABLE,
+        COUNTS_TABLE,
         partitions=partitions,
         key_type=bytes,
         value_type=bytes,
         store="memory://",
-        help="per clicks partition: the popularity fallback's decayed item counts",
+        help="per clicks partition: the fallback's decayed item counts, the canary's online counts",
     )
 
 
@@ -212,13 +213,15 @@ def _holds(table: faust.Table, changelog: str, partition: int) -> bool:
 
 
 class SharedCounts:
-    """The fallback's counts and the popularity table: once each rebalance's recovery completes
-    (before any click of it is processed), the worker takes the partitions it holds, each from
-    its stored snapshot (``Popularity.take``); ``save`` writes the snapshot of each held partition
-    counted since the last one, to that partition's changelog."""
+    """The counts kept per clicks partition in the shared-counts table, each kind under its key
+    prefix (``COUNT_KINDS``: the fallback's popularity under ``<p>``, the canary's under
+    ``canary/<p>``). Once each rebalance's recovery completes (before any click of it is
+    processed), the worker takes the partitions it holds, each from its stored snapshot
+    (``take``); ``save`` writes the snapshot of each held partition counted since the last one,
+    to that partition's changelog."""
 
-    def __init__(self, table: faust.Table, popularity: Popularity, clicks_topic: str) -> None:
-        self._table, self._popularity, self._clicks = table, popularity, clicks_topic
+    def __init__(self, table: faust.Table, kinds: Mapping[str, PartitionCounts], clicks_topic: str) -> None:
+        self._table, self._kinds, self._clicks = table, kinds, clicks_topic
         table.on_recover(self._take_held)
 
     def held(self) -> list[int]:
@@ -228,16 +231,21 @@ class SharedCounts:
 
     def release(self, partitions: Iterable[int]) -> None:
         """Stop counting ``partitions`` (revoked)."""
-        self._popularity.release(partitions)
+        partitions = list(partitions)
+        for counts in self._kinds.values():
+            counts.release(partitions)
 
     async def _take_held(self) -> None:
         now = time.time()
         for partition in self.held():
-            with as_event(PartitionEvent(self._clicks, partition)):
-                stored = self._table.get(str(partition).encode())
-            self._popularity.take(partition, stored, now)
+            for prefix, counts in self._kinds.items():
+                with as_event(PartitionEvent(self._clicks, partition)):
+                    stored = self._table.get(f"{prefix}{partition}".encode())
+                counts.take(partition, stored, now)
 
     def save(self) -> None:
-        for partition, snapshot in self._popularity.snapshots(self.held()).items():
-            with as_event(PartitionEvent(self._clicks, partition)):
-                self._table[str(partition).encode()] = snapshot
+        held = self.held()
+        for prefix, counts in self._kinds.items():
+            for partition, snapshot in counts.snapshots(held).items():
+                with as_event(PartitionEvent(self._clicks, partition)):
+                    self._table[f"{prefix}{partition}".encode()] = snapshot

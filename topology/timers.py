@@ -1,6 +1,7 @@
 """The worker's periodic work: the event loop's heartbeat, consumer lag and readiness, the count of
 stored users, deletion of states idle past the TTL, the re-fetch of records the fetch loop lost,
-and the writes of the popularity counts of the clicks partitions the worker holds.
+the writes of the shared counts (popularity, canary) of the clicks partitions the worker holds,
+and the canary's judge after each.
 
 Readiness (``stream_recs_ready``) is 1 only with clicks partitions assigned, the broker answering
 and no rebalance or table recovery under way; it drops at once when partitions are revoked.
@@ -15,6 +16,7 @@ import asyncio
 import functools
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 import faust
 from aiokafka.errors import ConsumerStoppedError, KafkaError
@@ -34,9 +36,10 @@ SESSIONS_INTERVAL_S = 15.0
 
 def start_timers(
     topology: Topology, metrics: Metrics, order: InOrder, stored: StoredUsers, counts: SharedCounts,
+    judge_canary: Callable[[], Awaitable[None]],
 ) -> None:
     """Attach the timers (and the revocation handler that goes with the lag gauges and the
-    popularity counts) to the app."""
+    shared counts) to the app."""
     app, settings = topology.app, topology.settings
     clicks_topic = settings.topics.clicks
 
@@ -94,8 +97,9 @@ def start_timers(
             log.info("deleted %d session states idle for more than %.0f s", removed, ttl)
 
     @guarded_timer(app, settings.worker.popularity_interval)
-    async def save_popularity() -> None:
+    async def save_counts() -> None:
         counts.save()
+        await judge_canary()
 
 
 def guarded_timer(app: faust.App, interval: float):

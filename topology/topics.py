@@ -17,8 +17,8 @@ segment by time only on an append; an idle topic keeps its last segment).
   tombstone itself (it holds the user id as its key) is dropped W/4 after that compaction, at
   the next one: within W in all.
 - model-updates holds no user data: 30 days.
-- the popularity changelog (compacted) holds no user data either, only each clicks partition's
-  item counts, rewritten every few seconds: its segments roll and are compacted every 10
+- the shared-counts changelog (compacted) holds no user data either, only each clicks partition's
+  item counts and canary counts, rewritten every few seconds: its segments roll and are compacted every 10
   minutes, so a worker restores little more than the latest snapshot of each partition.
 """
 
@@ -32,7 +32,7 @@ from stream_recs.kafka_clients import client_kwargs
 DAY_MS = 24 * 3600 * 1000
 APP_ID = "stream-recs"
 SESSIONS_TABLE = "sessions"
-POPULARITY_TABLE = "popularity"
+COUNTS_TABLE = "popularity"  # the shared counts; named for the popularity counts, which came first
 COUNTS_COMPACTION_MS = str(10 * 60 * 1000)
 
 
@@ -72,7 +72,7 @@ def topic_specs(settings: Settings, app_id: str = APP_ID) -> list[TopicSpec]:
         TopicSpec(t.dead_letters, 1, r, aged),
         TopicSpec(t.model_updates, 1, r, {"retention.ms": str(30 * DAY_MS)}),
         TopicSpec(changelog_topic(app_id), p, r, compacted),
-        TopicSpec(changelog_topic(app_id, POPULARITY_TABLE), p, r, counts),
+        TopicSpec(changelog_topic(app_id, COUNTS_TABLE), p, r, counts),
     ]
 
 

@@ -32,9 +32,11 @@ def worker(model_dir, **flags) -> None:
     from stream_recs.health import start_server
     from stream_recs.keys import KeyConfigError
     from stream_recs.metrics import Metrics
-    from stream_recs.model_updates import Trust, latest_announcement, load_checkpoint, starting_model
+    from stream_recs.model_updates import Trust, load_checkpoint, read_rollout, starting_model
     from stream_recs.models import CheckpointError
     from stream_recs.ranker_child import Ranker
+    from stream_recs.rollout import Rollout
+    from stream_recs.rollout_follower import serving
     from stream_recs.scoring import Recommender
     from stream_recs.topology.agents import wire
     from stream_recs.topology.app import create_app
@@ -56,8 +58,13 @@ def worker(model_dir, **flags) -> None:
     except TopicsError as exc:
         raise click.ClickException(str(exc)) from exc
     metrics = Metrics()
-    model, model_dir, meta_sha256 = starting_model(
-        model, model_dir, meta_sha256, latest_announcement(settings, bootstrap), trust, metrics)
+    read = read_rollout(settings, bootstrap)
+    announced = read[0].live if read else None
+    model, model_dir, meta_sha256 = starting_model(model, model_dir, meta_sha256, announced, trust, metrics)
+    live = serving(model.version if model is not None else None, model_dir or "")
+    if announced is not None and live is not None and live.version == announced.version:
+        live = announced
+    start = (Rollout(live, read[0].candidate), read[1]) if read else None  # then the candidate, if any
     recommender = Recommender(model, settings.serving)
     metrics.set_model(recommender.model_version)
     in_child = w.ranker_in_child()
@@ -68,7 +75,7 @@ def worker(model_dir, **flags) -> None:
     click.echo(f"metrics on http://{w.metrics_host}:{server.port}/metrics", err=True)
     topology = create_app(settings, bootstrap)
     try:
-        wire(topology, recommender, metrics, bootstrap, ranker, trust)
+        wire(topology, recommender, metrics, bootstrap, ranker, trust, live, start)
     except KeyConfigError as exc:
         server.stop()
         raise click.ClickException(str(exc)) from exc
@@ -161,10 +168,14 @@ def tail(from_beginning, limit, timeout) -> None:
 
 @click.command("publish-model")
 @click.argument("model_dir", type=click.Path(exists=True, file_okay=False))
-def publish_model(model_dir) -> None:
-    """Announce a checkpoint on the model-updates topic; every worker swaps it in. With a
-    model-signing key set, the announcement is signed with it."""
+@click.option("--canary", is_flag=True, help="Serve it to the canary share of users first; the workers "
+              "promote it or roll it back on its online HR (STREAM_RECS_CANARY_*).")
+def publish_model(model_dir, canary) -> None:
+    """Announce a checkpoint on the model-updates topic; every worker swaps it in (or, with
+    --canary, tries it on a share of users first). With a model-signing key set, the
+    announcement is signed with it."""
     from stream_recs.keys import KeyConfigError
+    from stream_recs.messages import CANARY, FULL
     from stream_recs.model_updates import Trust, announce
     from stream_recs.models import CheckpointError
 
@@ -175,12 +186,13 @@ def publish_model(model_dir) -> None:
         raise click.ClickException(str(exc)) from exc
     producer = _producer(settings, resolve_bootstrap(settings), acks="all")
     try:
-        update = announce(producer, settings.topics.model_updates, model_dir, key)
+        update = announce(producer, settings.topics.model_updates, model_dir, key, CANARY if canary else FULL)
     except CheckpointError as exc:
         raise click.ClickException(str(exc)) from exc
     finally:
         producer.close()
-    click.echo(f"published {update.version} ({update.path}){', signed' if update.signature else ''}")
+    click.echo(f"published {update.version} ({update.path}){', signed' if update.signature else ''}"
+               f"{', as a canary' if canary else ''}")
 
 
 @click.command()

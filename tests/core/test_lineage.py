@@ -8,9 +8,9 @@ import torch
 
 from stream_recs.config import ServingOptions
 from stream_recs.metrics import Metrics
-from stream_recs.model_updates import apply_model_update
 from stream_recs.models import GRU4Rec, save_model
 from stream_recs.models.registry import ItemRegistry
+from stream_recs.rollout_follower import ModelFollower
 from stream_recs.scoring import MODEL, Recommender
 from tests.core.test_scoring import T0, ev, reference_hidden
 from tests.fault.test_model_updates import announce_good
@@ -65,10 +65,10 @@ async def test_a_branched_lineage_is_refused_and_a_true_child_swapped_in(tmp_pat
     recommender, metrics = Recommender(child(V2, "live", 2), ServingOptions(k=5)), Metrics()
     branched = V1.extend([f"x{i}" for i in range(10)])  # another child of v1: index 20 differs
     bad = save_model(child(branched, "v2", 4), tmp_path / "branched")  # announce_good says "v2"
-    assert await apply_model_update(announce_good(bad), recommender, metrics) is False
+    assert await ModelFollower(recommender, metrics).apply(announce_good(bad)) is False
     refused = metrics.registry.get_sample_value(
         "stream_recs_model_updates_refused_total", {"reason": "branched_lineage"})
     assert recommender.model_version == "live" and refused == 1
     good = save_model(child(V3, "v2", 3), tmp_path / "v3")
-    assert await apply_model_update(announce_good(good), recommender, metrics) is True
+    assert await ModelFollower(recommender, metrics).apply(announce_good(good)) is True
     assert recommender.model_version == "v2"

@@ -22,12 +22,14 @@ def value(metrics: Metrics, name: str, **labels: str) -> float | None:
     return metrics.registry.get_sample_value(name, labels)
 
 
-def result(event_ts: list[float], strategies: list[str], ranks, inference: float = 0.004):
+def result(event_ts: list[float], strategies: list[str], ranks, inference: float = 0.004,
+           judged: list[str | None] | None = None):
     recs = [
         Recommendation(f"e{i}", "u", (), strategy, None, ts)
         for i, (ts, strategy) in enumerate(zip(event_ts, strategies, strict=True))
     ]
-    return BatchResult(recs, {}, list(ranks), inference)
+    judged = judged or ["v1"] * len(recs)
+    return BatchResult(recs, {}, list(ranks), judged, [0] * len(recs), inference)
 
 
 def test_online_counts():
@@ -37,6 +39,7 @@ def test_online_counts():
 
 def test_record_batch():
     m = Metrics()
+    m.set_model("v1")
     batch = result([100.0, 99.0, 98.0], ["model", "model", "popular"], [None, 3, 0])
     m.record_batch(batch, received_at=100.5, produced_at=100.52, taken=5)
     assert value(m, "stream_recs_events_total", outcome="recommended") == 3
@@ -48,9 +51,29 @@ def test_record_batch():
     assert value(m, "stream_recs_processing_seconds_sum") == pytest.approx(0.06)
     assert value(m, "stream_recs_end_to_end_seconds_sum") == pytest.approx(0.52 + 1.52 + 2.52)
     assert value(m, "stream_recs_end_to_end_seconds_bucket", le="1.0") == 1
-    assert value(m, "stream_recs_online_evaluated_total") == 2
-    assert value(m, "stream_recs_online_hits_total") == 1
-    assert value(m, "stream_recs_online_reciprocal_rank_total") == pytest.approx(1 / 3)
+    assert value(m, "stream_recs_online_evaluated_total", model_version="v1") == 2
+    assert value(m, "stream_recs_online_hits_total", model_version="v1") == 1
+    assert value(m, "stream_recs_online_reciprocal_rank_total", model_version="v1") == pytest.approx(1 / 3)
+
+
+def test_online_counts_per_model_version_and_the_series_of_versions_gone():
+    m = Metrics()
+    m.set_model("v1", "v2")
+    assert value(m, "stream_recs_canary_active") == 1
+    judged = ["v1", "v2", "v0", None, "v2"]
+    m.record_batch(result([1.0] * 5, ["model"] * 5, [1, 0, 2, 1, 5], judged=judged),
+                   received_at=1.0, produced_at=1.0)
+    assert value(m, "stream_recs_online_evaluated_total", model_version="v1") == 1
+    assert value(m, "stream_recs_online_evaluated_total", model_version="v2") == 2
+    assert value(m, "stream_recs_online_hits_total", model_version="v2") == 1
+    assert value(m, "stream_recs_online_evaluated_total", model_version="previous") == 2  # v0, unknown
+    m.set_model("v2")  # promoted: v1's series go, v2's stay
+    assert value(m, "stream_recs_canary_active") == 0
+    assert value(m, "stream_recs_online_evaluated_total", model_version="v1") is None
+    assert value(m, "stream_recs_online_evaluated_total", model_version="v2") == 2
+    m.record_canary_decision("promote")
+    assert value(m, "stream_recs_canary_decisions_total", decision="promote") == 1
+    assert value(m, "stream_recs_canary_decisions_total", decision="rollback") == 0
 
 
 def test_dead_letters_and_gauges():

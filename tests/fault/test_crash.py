@@ -71,7 +71,7 @@ def continued_sessions(answers: list[dict], second, killed_at: float) -> tuple[i
     after = [a for a in answers if a["produced_ts"] >= killed_at]
     first_timers = {a["user_id"] for a in after} - before
     answered = second.value("stream_recs_events_total", outcome="recommended")
-    evaluated = second.value("stream_recs_online_evaluated_total")
+    evaluated = second.total("stream_recs_online_evaluated_total")
     assert answered == len(after)
     return int(answered) - len(first_timers), int(evaluated)
 

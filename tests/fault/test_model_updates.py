@@ -18,9 +18,10 @@ from kafka import KafkaProducer
 from stream_recs.config import ServingOptions
 from stream_recs.messages import ModelUpdate, encode_model_update
 from stream_recs.metrics import Metrics
-from stream_recs.model_updates import Trust, apply_model_update, sign
+from stream_recs.model_updates import Trust, sign
 from stream_recs.models import load_model
 from stream_recs.models.checkpoint import META_FILE, WEIGHTS_FILE, _sha256, read_checkpoint, read_meta
+from stream_recs.rollout_follower import ModelFollower
 from stream_recs.scoring import Recommender
 from tests.harness import make_model
 
@@ -89,10 +90,10 @@ async def test_each_bad_update_is_rejected_and_the_old_model_keeps_serving(tmp_p
     v2 = make_model(tmp_path / "m2", "v2", seed=2)
     recommender, metrics = Recommender(v1, ServingOptions(k=5)), Metrics()
     for what, raw in bad_announcements(tmp_path, v2).items():
-        assert await apply_model_update(raw, recommender, metrics) is False, what
+        assert await ModelFollower(recommender, metrics).apply(raw) is False, what
         assert recommender.model_version == "v1", what
     assert not (tmp_path / "UNPICKLED").exists(), "a checkpoint was unpickled"
-    assert await apply_model_update(announce_good(v2), recommender, metrics) is True
+    assert await ModelFollower(recommender, metrics).apply(announce_good(v2)) is True
     assert recommender.model_version == "v2"
 
 
@@ -181,13 +182,13 @@ async def test_a_worker_with_the_key_serves_only_signed_checkpoints_under_its_ro
     bad = unsigned_or_forged(tmp_path, good)
     assert load_model(good.parent / "relabelled").item_ids != load_model(good).item_ids  # loads
     for what, (_, raw) in bad.items():
-        assert await apply_model_update(raw, recommender, metrics, trust=trust) is False, what
+        assert await ModelFollower(recommender, metrics, trust=trust).apply(raw) is False, what
         assert recommender.model_version == "v1", what
     for reason in {reason for reason, _ in bad.values()}:
         expected = sum(1 for r, _ in bad.values() if r == reason)
         assert metrics.registry.get_sample_value(
             "stream_recs_model_updates_refused_total", {"reason": reason}) == expected, reason
-    assert await apply_model_update(signed(good), recommender, metrics, trust=trust) is True
+    assert await ModelFollower(recommender, metrics, trust=trust).apply(signed(good)) is True
     assert recommender.model_version == "v2"
 
 

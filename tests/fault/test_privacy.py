@@ -115,13 +115,13 @@ def test_forget_deletes_the_state_and_it_stays_gone_after_a_restart(stream, work
     assert all(stored[u.encode()] is not None for u in users if u != "u3")
 
     # a click that continues u7's session, forget u7 (its own topic), then a click that starts afresh
-    evaluated = first.value("stream_recs_online_evaluated_total")
+    evaluated = first.total("stream_recs_online_evaluated_total")
     stream.produce_events([{"event_id": "u7-before", "user_id": "u7", "item_id": "i2"}])
     stream.produce([(b"u7", orjson.dumps({"user_id": "u7", "type": "forget"}))], stream.topics.forget)
     wait_forgotten(first, 2.0)
     stream.produce_events([{"event_id": "u7-after", "user_id": "u7", "item_id": "i3"}])
     assert len(stream.consume(stream.topics.recommendations, 202)) == 202
-    assert first.value("stream_recs_online_evaluated_total") == evaluated + 1
+    assert first.total("stream_recs_online_evaluated_total") == evaluated + 1
     # the gauge is kept by counting creations and deletions: u3 gone, u7 deleted and created again
     wait_for(lambda: first.value("stream_recs_active_sessions") == 19.0, "sessions after forget != 19")
     time.sleep(SESSIONS_INTERVAL_S + 1)  # one more report, after every record above was handled
@@ -133,7 +133,7 @@ def test_forget_deletes_the_state_and_it_stays_gone_after_a_restart(stream, work
     stream.produce_events([{"event_id": f"after-{u}", "user_id": u, "item_id": "i1"} for u in ("u3", "u4")])
     assert len(stream.consume(stream.topics.recommendations, 204)) == 204
     # u4 continues its session (scored online against its last answer), u3 starts afresh
-    assert second.value("stream_recs_online_evaluated_total") == 1.0
+    assert second.total("stream_recs_online_evaluated_total") == 1.0
 
 
 @pytest.mark.kafka
@@ -147,7 +147,7 @@ def test_idle_states_are_deleted_after_the_ttl(stream, workers, tmp_path):
     wait_for(lambda: worker.value("stream_recs_active_sessions") == 0.0, "active sessions not 0", 40)
     stream.produce_events([{"event_id": "late", "user_id": "u1", "item_id": "i1"}])
     assert len(stream.consume(stream.topics.recommendations, 51)) == 51
-    assert worker.value("stream_recs_online_evaluated_total") == 40.0  # 50 events less each user's first
+    assert worker.total("stream_recs_online_evaluated_total") == 40.0  # 50 events less each user's first
 
 
 @pytest.mark.kafka

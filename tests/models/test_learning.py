@@ -84,3 +84,14 @@ def test_replayed_clicks_join_the_training_data(stream, parent):
     assert len(merged) == len(stream[0]) + len(stream[1])
     assert [merged.item_ids[i] for i in merged.item[len(stream[1]):]] == [
         stream[0].item_ids[i] for i in stream[0].item]
+
+
+def test_after_a_rollback_the_next_candidate_keeps_the_indices_the_rolled_back_one_gave(stream, parent):
+    rolled_back = parent.registry.extend(["gone-1", "gone-2"])  # a candidate the canary rolled back
+    popular = parent.item_ids[int(np.argmax(parent.item_counts))]
+    window = with_new_item(stream[1], popular, "brand-new")
+    options = CycleOptions(min_item_count=5, epochs=1, holdout=0.2, tolerance=0.05)
+    cycle = run_cycle(parent, HYPER, window, None, options, "v3", base=rolled_back)
+    ids = cycle.candidate.item_ids
+    assert ids[: len(rolled_back.ids)] == list(rolled_back.ids) and ids[len(rolled_back.ids):] == ["brand-new"]
+    assert rolled_back.conflict_with(cycle.candidate.registry) is None

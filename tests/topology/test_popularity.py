@@ -10,7 +10,7 @@ import time
 import pytest
 
 from stream_recs.popularity import Shard
-from stream_recs.topology.topics import POPULARITY_TABLE, changelog_topic
+from stream_recs.topology.topics import COUNTS_TABLE, changelog_topic
 from tests.fault.load import read_all
 from tests.harness import make_model
 
@@ -23,7 +23,7 @@ POPULAR = [f"i{n}" for n in range(15)]  # i0 clicked 30 times, i1 29 times, ...
 
 def counted(stream) -> int:
     """Clicks counted by the latest snapshot of each partition in the popularity changelog."""
-    topic = changelog_topic(stream.env["STREAM_RECS_APP_ID"], POPULARITY_TABLE)
+    topic = changelog_topic(stream.env["STREAM_RECS_APP_ID"], COUNTS_TABLE)
     records = read_all(stream.bootstrap, topic, 1, settle_s=1)
     latest = {record.partition: Shard.decode(record.value).offset for record in records}
     return sum(latest.values())

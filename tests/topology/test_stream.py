@@ -102,9 +102,9 @@ def test_every_event_answered_in_order_with_masked_recent_items(stream, workers,
     assert worker.value("stream_recs_recommendations_total", strategy="model") == len(events)
     assert worker.value("stream_recs_processing_seconds_count") == len(events)
     assert worker.value("stream_recs_model_info", version="v1") == 1.0
-    evaluated = worker.value("stream_recs_online_evaluated_total")
+    evaluated = worker.total("stream_recs_online_evaluated_total")
     assert len(events) - 200 <= evaluated <= len(events)  # every event but each user's first
-    assert 0 <= worker.value("stream_recs_online_hits_total") <= evaluated
+    assert 0 <= worker.total("stream_recs_online_hits_total") <= evaluated
     assert worker.value("stream_recs_batch_size_sum") == len(events)
     deadline = time.monotonic() + 30  # gauges are refreshed by timers
     while worker.value("stream_recs_active_sessions") != 200.0:

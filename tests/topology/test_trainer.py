@@ -13,7 +13,7 @@ import time
 import orjson
 import pytest
 
-from stream_recs.messages import decode_model_update
+from stream_recs.messages import decode_model_record
 from stream_recs.models import load_model
 from tests.harness import TrainerProcess, make_model
 
@@ -34,6 +34,7 @@ def digest(path) -> str:
 
 
 def test_the_trainer_learns_a_new_item_and_the_worker_serves_it(stream, workers, tmp_path):
+    stream.env["STREAM_RECS_CANARY_SHARE"] = "0"  # live for every user at once (test_canary.py: the canary)
     v1 = make_model(tmp_path / "v1", "v1", seed=1)
     worker = workers("w", v1).start()
     trainer = TrainerProcess(stream, tmp_path / "trainer", v1, tmp_path / "models", *FLAGS,
@@ -42,7 +43,7 @@ def test_the_trainer_learns_a_new_item_and_the_worker_serves_it(stream, workers,
         stream.produce([(b"u0", b"{not json") for _ in range(50)])  # never stops it
         stream.produce_events(tours(range(40), 5, time.time() - 3600))  # 1,600 clicks
         (record,) = stream.consume(stream.topics.model_updates, 1, timeout_s=240)
-        update = decode_model_update(record.value)
+        update = decode_model_record(record.value)
         published = load_model(update.path)
         assert "n1" in published.item_ids and published.item_ids[:300] == load_model(v1).item_ids
         assert not list((tmp_path / "models").glob(".partial-*"))
