@@ -230,6 +230,8 @@ class Trainer(_Group):
                                     "(1 - this) x the live model's", minimum=0)
     retire_after: float = setting(0.0, "seconds an item may go unclicked before it is retired (0: never)",
                                   minimum=0)
+    keep_models: int = setting(5, "checkpoints kept under --models-dir: the newest, besides the live "
+                               "model, a candidate and the newest announced one", minimum=1)
     port: int = setting(9466, "port of the trainer's /metrics (0: any free port)", minimum=0, flag=True)
 
 

@@ -1,6 +1,8 @@
 """The main job on the embedded default, end to end: local Kafka, topics, a model trained on
-MovieLens-100K (cached), a worker, the data replayed as a click stream, sample recommendations
-with their explanations and a live summary from /metrics; then everything stops.
+MovieLens-100K (cached), a worker and a trainer beside it, the data replayed as a click stream,
+each training cycle's verdict and each canary decision as they happen (``demo_learning.py``),
+sample recommendations with their explanations and a live summary from /metrics; then everything
+stops.
 
 Each step runs the same ``stream-recs`` command a user would type, as a subprocess.
 """
@@ -20,6 +22,7 @@ from pathlib import Path
 import orjson
 
 from stream_recs.config import Settings
+from stream_recs.demo_learning import Learning, demo_env
 from stream_recs.devkit import free_port, scrape_metrics, scrape_samples, stop_process
 from stream_recs.events import Forget
 from stream_recs.kafka_clients import client_kwargs
@@ -28,6 +31,8 @@ from stream_recs.metrics import PREFIX, summarize
 
 DEMO_EPOCHS = 5  # few, so that the first run trains quickly; `stream-recs train` defaults to the tuned 20
 SCRAPE_TIMEOUT_S = 2.0
+CYCLE_WAIT_S = 120.0  # after the replay, the longest the demo waits for the trainer's cycle in flight
+QUIET_S = 45.0  # ... and it stops waiting once the trainer has said nothing for this long
 
 
 def _cli(*args: str) -> list[str]:
@@ -67,7 +72,7 @@ def _worker(model: Path, port: int, log: Path) -> Iterator[subprocess.Popen]:
     with log.open("ab") as out:
         proc = subprocess.Popen(
             _cli("worker", "--model", str(model), "--metrics-port", str(port)),
-            stdout=out, stderr=subprocess.STDOUT,
+            stdout=out, stderr=subprocess.STDOUT, env=demo_env(),
         )
     try:
         yield proc
@@ -85,10 +90,11 @@ def run_demo(settings: Settings, events: int, rate: float, say=print) -> None:
         say(_run("topics", "apply").strip())
         say("== 3/5 model")
         model = cached_model(settings, say)
-        say("== 4/5 worker")
+        say(_run("publish-model", str(model)).strip() + " (every run starts from it)")
+        say("== 4/5 worker and trainer")
         port = int(os.environ.get("STREAM_RECS_METRICS_PORT", 0)) or free_port()
         log = settings.home / "demo-worker.log"
-        with _worker(model, port, log) as worker:
+        with _worker(model, port, log) as worker, _learning(settings, model, events, say) as learning:
             deadline = time.monotonic() + 120
             while "stream_recs_ready 1.0" not in (scrape_metrics(port, timeout=SCRAPE_TIMEOUT_S) or ""):
                 if worker.poll() is not None or time.monotonic() > deadline:
@@ -97,10 +103,39 @@ def run_demo(settings: Settings, events: int, rate: float, say=print) -> None:
             say(f"worker ready, metrics on http://127.0.0.1:{port}/metrics (log {log})")
             _forget_replayed_users(settings, port, events, say)
             say(f"== 5/5 replaying {events} MovieLens-100K clicks at {rate:.0f} events/s")
-            _replay_and_watch(settings, port, events, rate, say)
+            _replay_and_watch(settings, port, events, rate, learning, say)
+            _last_cycle(learning, say)
     finally:
         if not was_running:
             say(_run("kafka", "down").strip())
+
+
+@contextlib.contextmanager
+def _learning(settings: Settings, model: Path, events: int, say) -> Iterator[Learning]:
+    log = settings.home / "demo-trainer.log"
+    learning = Learning(settings, _bootstrap(), model, events, log)
+    say(f"trainer started: a cycle every {max(1000, events // 4)} clicks, each candidate a canary "
+        f"(log {log})")
+    try:
+        yield learning
+    finally:
+        learning.close()
+
+
+def _last_cycle(learning: Learning, say) -> None:
+    """Give the cycle the replay's last clicks started time to end (until the trainer has been
+    quiet for ``QUIET_S``, at most ``CYCLE_WAIT_S``), then say what learning did."""
+    quiet_until, deadline = time.monotonic() + QUIET_S, time.monotonic() + CYCLE_WAIT_S
+    while learning.proc.poll() is None and time.monotonic() < min(deadline, quiet_until):
+        lines = learning.news()
+        for line in lines:
+            say(line)
+        if lines:
+            quiet_until = time.monotonic() + QUIET_S
+        time.sleep(1)
+    counts = ", ".join(f"{n} {result}" for result, n in learning.verdicts.items())
+    say(f"\nlearning: {sum(learning.verdicts.values())} trainer cycles ({counts}), "
+        f"{len(learning.decisions)} canary decisions")
 
 
 def _forget_replayed_users(settings: Settings, port: int, events: int, say) -> None:
@@ -134,7 +169,8 @@ def _forgotten(port: int) -> float:
     return samples.get((f"{PREFIX}events_total", frozenset({("outcome", "forgotten")})), 0.0)
 
 
-def _replay_and_watch(settings: Settings, port: int, events: int, rate: float, say) -> None:
+def _replay_and_watch(settings: Settings, port: int, events: int, rate: float, learning: Learning,
+                      say) -> None:
     from kafka import KafkaConsumer
 
     consumer = KafkaConsumer(
@@ -159,6 +195,8 @@ def _replay_and_watch(settings: Settings, port: int, events: int, rate: float, s
                     s["user_id"] for s in samples
                 }:
                     samples.append(rec)
+        for line in learning.news():
+            say(line)
         if time.monotonic() - last >= 2:
             current = scrape_metrics(port, timeout=SCRAPE_TIMEOUT_S) or previous
             say("live: " + summarize(current, previous, time.monotonic() - last).format())

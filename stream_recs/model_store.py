@@ -4,13 +4,16 @@ not at all.
 A checkpoint is written into ``.partial-<name>`` beside the others, flushed to disk, then renamed
 to ``<name>`` (a rename within one file system is atomic), and the directory itself is flushed,
 so a worker never reads half a checkpoint, and a trainer killed mid-write leaves only a
-``.partial-`` directory, which the next start removes.
+``.partial-`` directory, which the next start removes. Older checkpoints are pruned (``prune``):
+the newest few stay, and any a worker may still load (the live model, a candidate, the newest
+announced one).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 
 from stream_recs.models import GRU4Rec, save_model
@@ -48,3 +51,17 @@ class ModelStore:
         os.rename(partial, final)
         fsync_path(self.root)
         return final
+
+    def prune(self, keep: int, protected: Iterable[Path]) -> list[str]:
+        """Remove all but the ``keep`` newest checkpoints (by write time) and the ``protected``
+        ones; returns the names removed."""
+        protected = {Path(p).resolve() for p in protected}
+        written = sorted((p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(PARTIAL)),
+                         key=lambda p: p.stat().st_mtime_ns, reverse=True)
+        removed = [p for p in written[keep:] if p.resolve() not in protected]
+        for path in removed:
+            shutil.rmtree(path)
+        if removed:
+            fsync_path(self.root)
+        return [p.name for p in removed]
+

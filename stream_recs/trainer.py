@@ -96,6 +96,7 @@ class TrainerService:
         self.paused_until = 0.0  # monotonic: no cycle before (a canary is being decided)
         self.base: ItemRegistry = live.model.registry  # what a candidate's registry extends
         self._newest: tuple[str, ItemRegistry] | None = None  # the newest announcement's registry
+        self._newest_path: str | None = None
         self._assign()
         metrics.set_live(live.model.version)
         self._report_window()
@@ -209,11 +210,20 @@ class TrainerService:
         rollout = CANARY if self.settings.canary.share > 0 else FULL
         update = announce(self.producer, self.settings.topics.model_updates, path, self.trust.key, rollout)
         self.base, self._newest = candidate.registry, (update.version, candidate.registry)
+        self._newest_path = update.path
         if rollout == CANARY:
             self.canary = update
-            return
-        self.live = load_live(path, candidate)
-        self.metrics.set_live(update.version)
+        else:
+            self.live = load_live(path, candidate)
+            self.metrics.set_live(update.version)
+        self._prune()
+
+    def _prune(self) -> None:
+        """Keep the newest checkpoints and the ones a worker may load."""
+        protected = [self.live.path]
+        protected += [Path(p) for p in (self._newest_path, self.canary.path if self.canary else None) if p]
+        for name in self.store.prune(self.settings.trainer.keep_models, protected):
+            log.info("removed the checkpoint %s (STREAM_RECS_TRAINER_KEEP_MODELS)", name)
 
     def follow_announcements(self) -> None:
         """Follow the model-updates topic's rollout: its live model, when trusted, is the one to
@@ -235,6 +245,7 @@ class TrainerService:
                 self.metrics.set_live(model.version)
                 log.warning("fine-tuning from %s, the announced live model", model.version)
         self.base = self._extended(rollout.newest)
+        self._newest_path = rollout.newest.path if rollout.newest is not None else self._newest_path
 
     def _extended(self, newest: ModelUpdate | None) -> ItemRegistry:
         """The registry a candidate extends: the newest announced one when it extends the live

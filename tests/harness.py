@@ -203,11 +203,14 @@ class Worker:
 
 class TrainerProcess:
     """A ``stream-recs -v trainer`` subprocess (its INFO log shows each cycle's start) with its own
-    window directory and metrics port; ``flags``: the trainer's command-line flags."""
+    window directory and metrics port; ``flags``: the trainer's command-line flags; ``model``
+    None: it starts from the announced live model."""
 
-    def __init__(self, stream: Stream, directory: Path, model: Path, models_dir: Path, *flags: str) -> None:
+    def __init__(self, stream: Stream, directory: Path, model: Path | None, models_dir: Path,
+                 *flags: str) -> None:
         self.stream, self.directory, self.port = stream, directory, free_port()
-        self.args = [sys.executable, "-m", "stream_recs", "-v", "trainer", "--model", str(model),
+        self.args = [sys.executable, "-m", "stream_recs", "-v", "trainer",
+                     *(["--model", str(model)] if model is not None else []),
                      "--models-dir", str(models_dir), "--window-dir", str(directory / "window"),
                      "--port", str(self.port), *flags]
         self.proc: subprocess.Popen | None = None

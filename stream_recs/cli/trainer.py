@@ -11,8 +11,9 @@ from .settings import load_or_fail, trainer_flags
 
 
 @click.command()
-@click.option("--model", "model_dir", required=True, type=click.Path(exists=True, file_okay=False),
-              help="The checkpoint to start from (the latest announced one takes over once trusted).")
+@click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False),
+              help="The checkpoint to start from (default: the live model announced on model-updates; "
+                   "an announced one takes over once trusted).")
 @click.option("--models-dir", required=True, type=click.Path(file_okay=False),
               help="Where each published checkpoint is written (a directory the workers read).")
 @click.option("--window-dir", type=click.Path(file_okay=False),
@@ -26,6 +27,7 @@ def trainer(model_dir, models_dir, window_dir, **flags) -> None:
     from prometheus_client import start_http_server
 
     from stream_recs.keys import KeyConfigError
+    from stream_recs.model_updates import Refused, Trust, load_update, read_rollout
     from stream_recs.models import CheckpointError
     from stream_recs.topology.topics import TopicsError, apply_topics, topic_specs
     from stream_recs.trainer import TrainerService, load_live
@@ -37,9 +39,18 @@ def trainer(model_dir, models_dir, window_dir, **flags) -> None:
     bootstrap = resolve_bootstrap(settings)
     try:
         apply_topics(settings, bootstrap, topic_specs(settings, app_id=w.app_id))
-        live = load_live(model_dir)
-    except (TopicsError, CheckpointError) as exc:
+        if model_dir is None:
+            read = read_rollout(settings, bootstrap)
+            announced = read[0].live if read else None
+            if announced is None:
+                raise click.ClickException("no live model is announced on model-updates: give --model")
+            live = load_live(announced.path, load_update(announced, Trust.of(w))[0])
+        else:
+            live = load_live(model_dir)
+    except (TopicsError, CheckpointError, KeyConfigError) as exc:
         raise click.ClickException(str(exc)) from exc
+    except Refused as exc:
+        raise click.ClickException(f"the announced live model is refused ({exc.reason}): {exc}") from exc
     metrics = TrainerMetrics()
     server, _ = start_http_server(t.port, addr=w.metrics_host, registry=metrics.registry)
     click.echo(f"metrics on http://{w.metrics_host}:{server.server_port}/metrics", err=True)

@@ -2,7 +2,8 @@
 model never saw from the clicks and publishes a model that recommends it, which the worker then
 serves; malformed records never stop it; a forget request erases the user's clicks from its
 window; killed mid-cycle it leaves the live model untouched and no checkpoint half-written, and
-restarted it resumes from its window and committed offsets."""
+restarted (without --model: from the announced live model) it resumes from its window and
+committed offsets."""
 
 from __future__ import annotations
 
@@ -81,11 +82,15 @@ def test_a_trainer_killed_mid_cycle_leaves_the_live_model_and_resumes(stream, tm
     assert [p.name for p in models.iterdir() if not p.name.startswith(".partial-")] == []
     assert stream.consume(stream.topics.model_updates, 1, timeout_s=5) == []
 
-    again = TrainerProcess(stream, tmp_path / "trainer", v1, models, *FLAGS, "--cycle-events", "300",
-                           "--epochs", "2").start()
+    alone = stream.cli("trainer", "--models-dir", str(models), "--window-dir", str(tmp_path / "w2"))
+    assert alone.returncode != 0 and "no live model is announced" in alone.stderr  # and no --model
+    assert stream.cli("publish-model", str(v1)).returncode == 0
+    again = TrainerProcess(stream, tmp_path / "trainer", None, models, *FLAGS, "--cycle-events", "300",
+                           "--epochs", "2").start()  # from the announced live model
     try:
         again.wait_for(lambda: again.value("stream_recs_trainer_window_events") == 1600.0,
                        "the window was not reloaded")
+        assert again.value("stream_recs_trainer_model_info", version="v1") == 1.0
         assert not list(models.glob(".partial-*"))  # what the killed cycle left is removed
         read = again.value("stream_recs_trainer_clicks_total")  # what the killed one had not read
         stream.produce_events(tours(range(40, 50), 1, time.time() - 3000))  # 80 new clicks
