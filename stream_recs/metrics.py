@@ -96,6 +96,8 @@ class Metrics:
         self.canary_active = declare(Gauge, "canary_active", "1 while a candidate model serves its share.")
         self.canary_decisions = declare(Counter, "canary_decisions",
                                         "Canaries ended, by decision (promote, rollback).", ("decision",))
+        self.catalogue_items = declare(Gauge, "catalogue_items",
+                                       "Items with a catalogue record, by availability.", ("available",))
         self.truncated = declare(Counter, "truncated_records",
                                  "Clicks removed from the log before they were processed, skipped.")
         self.ready = declare(Gauge, "ready", "1 when serving with partitions assigned.")
@@ -200,6 +202,14 @@ class Metrics:
                 with contextlib.suppress(KeyError):  # never counted
                     counter.remove(gone)
         self._serving = serving
+
+    def record_rejected_item(self, reason: str) -> None:
+        """A catalogue record dead-lettered for ``reason`` (an ``events`` reason code)."""
+        self.dead_letters.labels(reason).inc()
+
+    def set_catalogue(self, items: int, unavailable: int) -> None:
+        self.catalogue_items.labels("true").set(items - unavailable)
+        self.catalogue_items.labels("false").set(unavailable)
 
     def record_canary_decision(self, decision: str) -> None:
         """A canary ended: ``promote`` or ``rollback``."""

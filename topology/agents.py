@@ -1,5 +1,5 @@
 """The worker's wiring: clicks in, recommendations and dead letters out, model updates and the
-canary, the shared counts (the popularity fallback's, the canary's), timers.
+canary, the shared counts (the popularity fallback's, the canary's), the item catalogue, timers.
 
 Follow one click: ``recommend`` takes a micro-batch (of clicks and forget requests, whose topics
 are co-partitioned); ``offsets.InOrder`` admits each partition's records once and in offset
@@ -28,6 +28,7 @@ from collections.abc import Sequence
 import faust
 
 from stream_recs.canary import LIVE_ARM, CanaryCounts, judge
+from stream_recs.catalogue_feed import catalogue_intake, follow_catalogue
 from stream_recs.counts_feed import CANARY, POPULARITY, follow_counts
 from stream_recs.events import Limits
 from stream_recs.intake import DEAD_LETTER, Answer, Erase, Rules, Send, route_batch
@@ -145,6 +146,22 @@ def wire(
     async def read_counts() -> None:
         await follow_counts(bootstrap, settings.security, topology.counts.changelog_topic.get_topic_name(),
                             settings.partitions, kinds, lambda: app.should_stop)
+
+    @app.task
+    async def read_catalogue() -> None:
+        catalogue = recommender.catalogue
+
+        def changed() -> None:
+            metrics.set_catalogue(len(catalogue), len(catalogue.unavailable))
+
+        await follow_catalogue(bootstrap, settings.security, settings.topics.items, catalogue, changed,
+                               lambda: app.should_stop)
+
+    @app.task
+    async def check_catalogue() -> None:
+        await catalogue_intake(bootstrap, settings.security, settings.topics.items, w.app_id,
+                               settings.topics.dead_letters, metrics.record_rejected_item,
+                               lambda: app.should_stop)
 
     async def judge_canary() -> None:
         """Publish the canary's verdict once the counts of every partition reach one."""

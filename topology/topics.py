@@ -16,7 +16,8 @@ segment by time only on an append; an idle topic keeps its last segment).
   cleaner must compact records W/4 old, which removes the user's earlier states, and the
   tombstone itself (it holds the user id as its key) is dropped W/4 after that compaction, at
   the next one: within W in all.
-- model-updates holds no user data: 30 days.
+- model-updates holds no user data: 30 days; nor does the items catalogue (compacted: each item's
+  latest record, kept).
 - the shared-counts changelog (compacted) holds no user data either, only each clicks partition's
   item counts and canary counts, rewritten every few seconds: its segments roll and are compacted every 10
   minutes, so a worker restores little more than the latest snapshot of each partition.
@@ -71,6 +72,7 @@ def topic_specs(settings: Settings, app_id: str = APP_ID) -> list[TopicSpec]:
         TopicSpec(t.recommendations, p, r, aged),
         TopicSpec(t.dead_letters, 1, r, aged),
         TopicSpec(t.model_updates, 1, r, {"retention.ms": str(30 * DAY_MS)}),
+        TopicSpec(t.items, 1, r, {"cleanup.policy": "compact"}),  # every worker reads it all
         TopicSpec(changelog_topic(app_id), p, r, compacted),
         TopicSpec(changelog_topic(app_id, COUNTS_TABLE), p, r, counts),
     ]

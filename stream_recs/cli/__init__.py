@@ -4,6 +4,7 @@
 - ``cli/model.py``: ``train``, ``evaluate``, ``tune``;
 - ``cli/stream.py``: ``worker``, ``produce``, ``tail``, ``publish-model``, ``forget``, ``demo``;
 - ``cli/trainer.py``: ``trainer``, the continuous-learning service;
+- ``cli/items.py``: ``items load|set``, the item catalogue;
 - ``cli/settings.py``: ``settings``, and the worker's and trainer's flags (made from the settings'
   declarations).
 
@@ -18,7 +19,7 @@ import logging
 
 import click
 
-_COMMAND_MODULES = ("kafka", "model", "stream", "trainer", "settings")
+_COMMAND_MODULES = ("kafka", "model", "stream", "trainer", "items", "settings")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -1,0 +1,90 @@
+"""The catalogue in the workers: every worker's own copy of the whole ``items`` topic, and the
+dead letters of its bad records, each sent once.
+
+- ``follow_catalogue`` reads the compacted topic from its start, outside any consumer group, into
+  a ``catalogue.Catalogue`` (the topic is the table: a global table of our own, not Faust's,
+  whose global tables can miss records fetched after their recovery, faust-streaming issue 212).
+  Bad records are skipped there.
+- ``catalogue_intake`` reads it in a consumer group of its own (``<app id>-catalogue``), so one
+  worker takes each record: a bad one goes to the dead-letter topic with its reason, and the
+  group's committed offsets keep a restart from sending it again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from stream_recs.catalogue import Catalogue, decode_item
+from stream_recs.config import Security
+from stream_recs.events import Rejection
+from stream_recs.kafka_clients import security_kwargs
+from stream_recs.messages import encode_dead_letter
+
+log = logging.getLogger(__name__)
+
+POLL_MS = 1000
+GROUP_SUFFIX = "-catalogue"
+
+
+async def follow_catalogue(
+    bootstrap: str, security: Security, topic: str, catalogue: Catalogue, on_change: Callable[[], None],
+    should_stop: Callable[[], bool],
+) -> None:
+    """Apply every record of ``topic`` to ``catalogue``, from the start, until ``should_stop()``;
+    ``on_change()`` after each poll that applied a record."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                **security_kwargs(security))
+    tp = TopicPartition(topic, 0)  # one partition (``topics.py``)
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        while not should_stop():
+            applied = False
+            for record in (await consumer.getmany(tp, timeout_ms=POLL_MS)).get(tp, []):
+                item = decode_item(record.value, record.key)
+                if not isinstance(item, Rejection):
+                    item_id = item.item_id if item is not None else record.key.decode(errors="replace")
+                    catalogue.apply(item_id, item)
+                    applied = True
+            if applied:
+                on_change()
+    finally:
+        await consumer.stop()
+
+
+async def catalogue_intake(
+    bootstrap: str, security: Security, topic: str, app_id: str, dead_letters: str,
+    on_rejected: Callable[[str], None], should_stop: Callable[[], bool],
+) -> None:
+    """Dead-letter each bad record of ``topic`` once (``on_rejected(reason)`` counts it), in the
+    group ``<app_id>-catalogue``, until ``should_stop()``."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=app_id + GROUP_SUFFIX,
+                                enable_auto_commit=False, auto_offset_reset="earliest",
+                                **security_kwargs(security))
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", **security_kwargs(security))
+    await consumer.start()
+    await producer.start()
+    try:
+        while not should_stop():
+            batches = await consumer.getmany(timeout_ms=POLL_MS)
+            for tp, records in batches.items():
+                for record in records:
+                    item = decode_item(record.value, record.key)
+                    if isinstance(item, Rejection):
+                        value = encode_dead_letter(item.reason, item.detail, record.value,
+                                                   topic=tp.topic, partition=tp.partition,
+                                                   offset=record.offset, ts=time.time())
+                        await producer.send_and_wait(dead_letters, value, key=record.key)
+                        on_rejected(item.reason)
+                        log.warning("catalogue record %s:%d:%d dead-lettered (%s): %s", tp.topic,
+                                    tp.partition, record.offset, item.reason, item.detail)
+            if batches:
+                await consumer.commit()
+    finally:
+        await consumer.stop()
+        await producer.stop()

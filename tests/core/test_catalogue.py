@@ -1,0 +1,72 @@
+"""The catalogue: records decoded (bad ones rejected with a reason, never raised), each item's
+latest record kept, and an unavailable item never offered, by the model or by the fallback."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+import torch
+
+from stream_recs.catalogue import Catalogue, CatalogueItem, decode_item
+from stream_recs.config import ServingOptions
+from stream_recs.events import Rejection
+from stream_recs.models import GRU4Rec
+from stream_recs.scoring import MODEL, POPULAR, Recommender
+from tests.core.test_scoring import T0, ev
+
+
+def test_a_full_record_round_trips_and_a_tombstone_names_its_item():
+    item = CatalogueItem("m1", True, "Heat (1995)", ("Action", "Crime"), {"year": 1995})
+    assert decode_item(item.encode(), b"m1") == item
+    assert decode_item(orjson.dumps({"item_id": "m2", "available": False}), None) == CatalogueItem("m2", False)
+    assert decode_item(None, b"m1") is None
+
+
+@pytest.mark.parametrize(("value", "key", "reason"), [
+    (b"", b"m1", "empty"),
+    (None, None, "empty"),
+    (b"\xff\xfe", b"m1", "not_utf8"),
+    (b"{nope", b"m1", "bad_json"),
+    (b"[1]", b"m1", "not_object"),
+    (b'{"item_id": "m1"}', b"m1", "missing_field"),
+    (b'{"item_id": "", "available": true}', b"", "bad_id"),
+    (b'{"item_id": "m1", "available": "yes"}', b"m1", "wrong_type"),
+    (b'{"item_id": "m1", "available": true, "categories": "Drama"}', b"m1", "wrong_type"),
+    (b'{"item_id": "m1", "available": true}', b"m2", "key_mismatch"),
+    (b'{"item_id": "m1", "available": true, "attributes": {"a": {"b": {"c": {"d": {"e": {"f": 1}}}}}}}',
+     b"m1", "too_deep"),
+    (b'{"item_id": "m1", "available": true, "title": "' + b"x" * 70_000 + b'"}', b"m1", "too_large"),
+])
+def test_a_bad_record_is_rejected_with_its_reason(value, key, reason):
+    rejected = decode_item(value, key)
+    assert isinstance(rejected, Rejection) and rejected.reason == reason, rejected
+
+
+def test_the_latest_record_wins_and_the_unavailable_set_moves_with_it():
+    catalogue = Catalogue()
+    catalogue.apply("m1", CatalogueItem("m1", True, "Heat"))
+    assert catalogue.unavailable == frozenset() and catalogue.generation == 0
+    catalogue.apply("m1", CatalogueItem("m1", False, "Heat"))
+    assert catalogue.unavailable == {"m1"} and catalogue.generation == 1
+    catalogue.apply("m1", CatalogueItem("m1", False))  # no change in availability
+    assert catalogue.generation == 1 and catalogue.get("m1").title is None
+    catalogue.apply("m1", None)  # removed: available again, as an item with no record
+    assert catalogue.unavailable == frozenset() and catalogue.get("m1") is None and len(catalogue) == 0
+
+
+def test_an_unavailable_item_is_never_recommended_by_the_model_or_the_fallback():
+    torch.manual_seed(0)
+    model = GRU4Rec([f"i{n}" for n in range(40)], hidden_size=8, version="v1")
+    rec = Recommender(model, ServingOptions(k=10, mask_recent=0))
+    first = rec.step_batch([ev("u", "i3", T0)], {}, T0).recommendations[0]
+    favourite = first.items[0].item_id
+    rec.catalogue.apply(favourite, CatalogueItem(favourite, False))
+    again = rec.step_batch([ev("v", "i3", T0)], {}, T0).recommendations[0]
+    assert again.strategy == MODEL and len(again.items) == 10
+    assert favourite not in {item.item_id for item in again.items}
+    rec.popularity.use_catalogue(model.item_ids, {favourite: 100.0, "i5": 50.0})
+    fallback = rec.step_batch([ev("w", "unknown", T0)], {}, T0).recommendations[0]
+    assert fallback.strategy == POPULAR and favourite not in {item.item_id for item in fallback.items}
+    assert "i5" in {item.item_id for item in fallback.items}
+    rec.catalogue.apply(favourite, CatalogueItem(favourite, True))
+    assert rec.step_batch([ev("x", "i3", T0)], {}, T0).recommendations[0].items[0].item_id == favourite
