@@ -138,14 +138,16 @@ class CanaryCounts:
     def __init__(self) -> None:
         self.version: str | None = None  # the candidate counted for (None: no canary)
         self._shards: dict[int, _Shard] = {}
+        self._read: dict[int, _Shard] = {}  # the last snapshot read of each partition, any candidate
         self._owned: set[int] = set()
         self._dirty: set[int] = set()
 
     def follow(self, version: str | None) -> None:
-        """Count for candidate ``version`` from now on (None: no canary); other counts go."""
+        """Count for candidate ``version`` from now on (None: no canary), from the snapshots read
+        of it (a worker may read them before it knows the candidate); other counts go."""
         if version != self.version:
             self.version = version
-            self._shards = {p: s for p, s in self._shards.items() if s.version == version}
+            self._shards = {p: s for p, s in self._read.items() if s.version == version}
 
     def take(self, partition: int, stored: bytes | None, now: float) -> None:
         """Count ``partition`` from now on, from its ``stored`` snapshot when that is further."""
@@ -169,12 +171,13 @@ class CanaryCounts:
         except ValueError as exc:
             log.warning("canary counts of partition %d ignored: %s", partition, exc)
             return
+        self._read[partition] = shard
         held = self._shards.get(partition)
         if shard.version != self.version or (
             held is not None and (shard.offset <= held.offset if newer_only else shard.offset < held.offset)
         ):
             return
-        self._shards[partition] = shard
+        self._shards[partition] = _Shard(shard.version, shard.offset, list(shard.arms))
 
     def count(self, evaluations: Iterable[tuple[int, int, int, int]]) -> None:
         """Count evaluations, each ``(partition, offset, arm, rank)`` (rank 0: a miss), once each."""

@@ -72,3 +72,20 @@ def test_a_bad_snapshot_is_ignored(raw):
     counts.follow("v2")
     counts.observe(3, raw)
     assert counts.totals() == (Arm(), Arm())
+
+
+def test_snapshots_read_before_the_candidate_is_known_count_once_it_is():
+    before, restarted = CanaryCounts(), CanaryCounts()
+    before.follow("v2")
+    before.take(0, None, 0.0)
+    before.count([(0, 5, CANDIDATE_ARM, 1), (0, 6, LIVE_ARM, 0)])
+    snapshot = before.snapshots([0])[0]
+    restarted.take(0, snapshot, 0.0)  # its partitions come back before the rollout is read
+    restarted.observe(1, snapshot)
+    assert restarted.totals() == (Arm(), Arm())
+    restarted.follow("v2")
+    live, candidate = restarted.totals()
+    assert live.evaluated == 2 and candidate.evaluated == 2  # partitions 0 and 1
+    restarted.count([(0, 6, LIVE_ARM, 1)])  # a replay of what the snapshot counted
+    assert restarted.totals()[0].evaluated == 2
+
