@@ -120,11 +120,12 @@ def _depth(node: object) -> int:
 
 
 class Catalogue:
-    """Each item's latest record; ``unavailable``: the ids never to recommend, and
-    ``generation``, which changes whenever that set does."""
+    """Each item's latest record; ``unavailable``: the ids never to recommend; the items of each
+    category; ``generation``, which changes whenever a record does."""
 
     def __init__(self) -> None:
         self._items: dict[str, CatalogueItem] = {}
+        self._categories: dict[str, set[str]] = {}
         self.unavailable: frozenset[str] = frozenset()
         self.generation = 0
 
@@ -134,13 +135,24 @@ class Catalogue:
     def get(self, item_id: str) -> CatalogueItem | None:
         return self._items.get(item_id)
 
+    def in_category(self, category: str) -> frozenset[str]:
+        """The ids of the items whose record names ``category``."""
+        return frozenset(self._categories.get(category, ()))
+
     def apply(self, item_id: str, item: CatalogueItem | None) -> None:
         """Take ``item`` as ``item_id``'s record (None: a tombstone, the entry goes)."""
-        if item is None:
-            self._items.pop(item_id, None)
-        else:
+        old = self._items.pop(item_id, None)
+        if old == item:
+            if item is not None:
+                self._items[item_id] = item
+            return
+        for category in old.categories if old is not None else ():
+            self._categories[category].discard(item_id)
+        if item is not None:
             self._items[item_id] = item
+            for category in item.categories:
+                self._categories.setdefault(category, set()).add(item_id)
         gone = item is not None and not item.available
         if gone != (item_id in self.unavailable):
             self.unavailable = self.unavailable | {item_id} if gone else self.unavailable - {item_id}
-            self.generation += 1
+        self.generation += 1

@@ -22,7 +22,9 @@ Rules, in the order they are checked:
   ``now`` when the broker has none (Kafka reports -1);
 - the record key, when present, must be non-empty UTF-8 of at most ``max_id_chars`` characters
   and equal to the body's ``user_id``; absent: the body's ``user_id`` is used;
-- a missing ``event_id`` becomes ``"{topic}:{partition}:{offset}"``.
+- a missing ``event_id`` becomes ``"{topic}:{partition}:{offset}"``;
+- ``exclude_categories``, optional, is a list of at most ``MAX_EXCLUDED`` category names (each
+  an id as above): this answer offers no item the catalogue puts in any of them.
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ DEFAULT_EVENT_TYPE = "click"
 FORGET = "forget"  # the control type: delete the user's state
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+MAX_EXCLUDED = 20  # categories one click may exclude
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +101,7 @@ class Event:
     type: str
     ts: float
     session_id: str | None = None
+    exclude_categories: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +172,17 @@ def _decode(value, key, topic, partition, offset, broker_ts, now, limits: Limits
         _check_key(key, user_id, limits)
     if forget:
         return Forget(event_id, user_id)
-    return Event(event_id, user_id, item_id, event_type, ts, session_id)
+    return Event(event_id, user_id, item_id, event_type, ts, session_id, _categories(body, limits))
+
+
+def _categories(body: dict, limits: Limits) -> tuple[str, ...]:
+    value = body.get("exclude_categories")
+    if value is None:
+        return ()
+    if not isinstance(value, list) or len(value) > MAX_EXCLUDED:
+        raise _Invalid(WRONG_TYPE, f"exclude_categories must be a list of at most {MAX_EXCLUDED} names")
+    return tuple(_id({"exclude_categories": name}, "exclude_categories", limits, required=True)
+                 for name in value)
 
 
 def _parse(value: bytes, max_depth: int) -> dict:

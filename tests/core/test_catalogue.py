@@ -18,7 +18,8 @@ from tests.core.test_scoring import T0, ev
 def test_a_full_record_round_trips_and_a_tombstone_names_its_item():
     item = CatalogueItem("m1", True, "Heat (1995)", ("Action", "Crime"), {"year": 1995})
     assert decode_item(item.encode(), b"m1") == item
-    assert decode_item(orjson.dumps({"item_id": "m2", "available": False}), None) == CatalogueItem("m2", False)
+    unavailable = orjson.dumps({"item_id": "m2", "available": False})
+    assert decode_item(unavailable, None) == CatalogueItem("m2", False)
     assert decode_item(None, b"m1") is None
 
 
@@ -45,13 +46,26 @@ def test_a_bad_record_is_rejected_with_its_reason(value, key, reason):
 def test_the_latest_record_wins_and_the_unavailable_set_moves_with_it():
     catalogue = Catalogue()
     catalogue.apply("m1", CatalogueItem("m1", True, "Heat"))
-    assert catalogue.unavailable == frozenset() and catalogue.generation == 0
+    assert catalogue.unavailable == frozenset() and catalogue.generation == 1
     catalogue.apply("m1", CatalogueItem("m1", False, "Heat"))
-    assert catalogue.unavailable == {"m1"} and catalogue.generation == 1
-    catalogue.apply("m1", CatalogueItem("m1", False))  # no change in availability
-    assert catalogue.generation == 1 and catalogue.get("m1").title is None
+    assert catalogue.unavailable == {"m1"} and catalogue.generation == 2
+    catalogue.apply("m1", CatalogueItem("m1", False))  # the same availability, another record
+    assert catalogue.generation == 3 and catalogue.get("m1").title is None
+    catalogue.apply("m1", CatalogueItem("m1", False))  # the same record again: nothing changes
+    assert catalogue.generation == 3
     catalogue.apply("m1", None)  # removed: available again, as an item with no record
     assert catalogue.unavailable == frozenset() and catalogue.get("m1") is None and len(catalogue) == 0
+
+
+def test_categories_follow_each_items_latest_record():
+    catalogue = Catalogue()
+    catalogue.apply("m1", CatalogueItem("m1", True, categories=("Drama", "War")))
+    catalogue.apply("m2", CatalogueItem("m2", True, categories=("War",)))
+    assert catalogue.in_category("War") == {"m1", "m2"} and catalogue.in_category("Horror") == frozenset()
+    catalogue.apply("m1", CatalogueItem("m1", True, categories=("Comedy",)))
+    assert catalogue.in_category("War") == {"m2"} and catalogue.in_category("Comedy") == {"m1"}
+    catalogue.apply("m2", None)
+    assert catalogue.in_category("War") == frozenset()
 
 
 def test_an_unavailable_item_is_never_recommended_by_the_model_or_the_fallback():

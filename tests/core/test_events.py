@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from stream_recs import events
 from stream_recs.events import Event, Limits, Rejection, decode_event
+from stream_recs.messages import encode_event
 
 NOW = 1_700_000_000.0
 
@@ -37,6 +38,17 @@ def test_full_event():
         "extra": {"ignored": [1, 2]},
     }
     assert decode(body) == Event("e9", "u1", "i7", "cart", NOW - 1, "s1")
+
+
+def test_excluded_categories_are_kept_and_checked():
+    body = {"user_id": "u1", "item_id": "i7", "exclude_categories": ["Horror", "War"]}
+    assert decode(body).exclude_categories == ("Horror", "War")
+    assert reason({**body, "exclude_categories": "Horror"}) == "wrong_type"
+    assert reason({**body, "exclude_categories": ["x"] * 21}) == "wrong_type"
+    assert reason({**body, "exclude_categories": [""]}) == "bad_id"
+    assert reason({**body, "exclude_categories": [7]}) == "wrong_type"
+    again = decode(None, raw=encode_event(decode(body)))
+    assert again.exclude_categories == ("Horror", "War")  # a re-keyed click keeps them
 
 
 def test_defaults_event_id_from_position_ts_from_broker_type_click():
