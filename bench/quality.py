@@ -10,6 +10,10 @@
 - ``session``: synthetic click sessions, global time split (last day test), every next item of a
   test session predicted from its prefix.
 
+Training uses ``train``'s defaults: without ``--param epochs=N`` the epochs and the seen memory
+are chosen on a validation part cut from the training part (``docs/model.md``, "Defaults on
+anyone's data"); ``--param epochs=10`` reproduces the earlier fixed defaults.
+
 Both maskings are reported: ``masked`` (each case's input items never recommended, as the worker
 serves; the headline) and ``unmasked``. ``--sasrec`` (loo only) also trains the SASRec-style
 reference model (``models/sasrec.py``) on the same training part, once per seed, in this process,
