@@ -19,7 +19,8 @@ from .train import TrainConfig
 # momentum, chunking, 1-2 layers), then of a grid over the seen memory (width 64/128/256, decay
 # 0.97/0.99, 5-20 epochs; the best median over seeds 0-2); bench/quality.py measures them on
 # test. "bpr-max": the published RetailRocket BPR-max settings (Hidasi & Karatzoglou 2018) with
-# windowed BPTT.
+# windowed BPTT. ``train`` without --epochs chooses the epochs and whether the seen memory stays by
+# validation (VALIDATION below); these epochs are then only the fallback for data too small for it.
 TUNED: dict[str, dict] = {
     "xe": {
         "hidden_size": 256, "batch_size": 32, "learning_rate": 0.05, "momentum": 0.0,
