@@ -22,6 +22,7 @@ batch to end (transactions.py).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 
@@ -47,6 +48,8 @@ from .offsets import InOrder, first_record, mark_processed, transactional
 from .tables import SharedCounts, StoredUsers, forget, load_states, save_states
 from .timers import start_timers
 from .transactions import BatchGate, output_sender
+
+log = logging.getLogger(__name__)
 
 
 def wire(
@@ -174,6 +177,10 @@ def wire(
 
     @app.on_before_shutdown.connect
     async def stop_ranker(app: faust.App, **_: object) -> None:
+        try:
+            counts.save()  # what was counted since the last interval: a clean stop loses nothing
+        except Exception:  # a stop must go on
+            log.exception("the shared counts could not be saved at shutdown")
         await ranker.close()
         await publisher.close()
 
