@@ -127,6 +127,13 @@ class ServingOptions(_Group):
     ann_probes: int = setting(32, "approximate scoring: cells scanned per event", minimum=1)
     bf16_screen: str = setting("auto", "exact scoring through a bfloat16 matmul (auto: where the CPU has "
                                "bfloat16 dot products)", choices=("auto", "on", "off"), flag=True)
+    explain: str = setting("replay", "what each recommended item's because is: replay (the item of the "
+                           "current session whose removal lowers its score most, by a leave-one-out "
+                           "replay of the last 10), similarity (the history item of the most similar "
+                           "embedding) or off", choices=("replay", "similarity", "off"), flag=True)
+    explain_share: float = setting(0.25, "replay: the share of model answers explained (chosen by a hash of "
+                                   "the event id; the others' because is null), which bounds its cost",
+                                   minimum=0, flag=True)
 
 
 @dataclass(frozen=True)

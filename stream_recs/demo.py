@@ -26,7 +26,7 @@ from stream_recs.demo_learning import Learning, demo_env
 from stream_recs.devkit import free_port, scrape_metrics, scrape_samples, stop_process
 from stream_recs.events import Forget
 from stream_recs.kafka_clients import client_kwargs
-from stream_recs.messages import encode_forget
+from stream_recs.messages import because_of, encode_forget
 from stream_recs.metrics import PREFIX, summarize
 
 DEMO_EPOCHS = 5  # few, so that the first run trains quickly; `stream-recs train` defaults to the tuned 20
@@ -204,12 +204,15 @@ def _replay_and_watch(settings: Settings, port: int, events: int, rate: float, l
     say(f"{answered} of {events} replayed clicks answered")
     consumer.close()
     titles = movie_titles()
-    say("\nsample recommendations (top 5 of each; 'because' = the most similar movie the user rated):")
+    say("\nsample recommendations (top 5 of each; 'because' = the movie of the session whose removal "
+        "lowers the score most, and its share of the drops; '-': not explained, see the README):")
     for rec in samples:
         say(f"  user {rec['user_id']} (model {rec['model_version']}):")
         for item in rec["items"][:5]:
-            title, because = titles.get(item["item_id"], item["item_id"]), item["because"]
-            say(f"    {title[:45]:<45} score {item['score']:6.2f}  because {titles.get(because, because)}")
+            title, because = titles.get(item["item_id"], item["item_id"]), because_of(item)
+            why = "-" if because is None else titles.get(because[0], because[0]) + (
+                "" if because[1] is None else f" ({because[1]:.2f})")
+            say(f"    {title[:45]:<45} score {item['score']:6.2f}  because {why}")
     final = scrape_metrics(port, timeout=SCRAPE_TIMEOUT_S) or previous
     say("\nsummary over the replay: " + summarize(final, first, time.monotonic() - started).format())
 

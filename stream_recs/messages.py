@@ -19,14 +19,19 @@ from stream_recs.events import FORGET, Event, Forget
 MAX_RAW_BYTES = 1024
 
 
+SCHEMA = 2  # the recommendation's shape: 2 since ``because`` became {"item_id", "weight"} or null
+
+
 class RecItem(NamedTuple):
-    """One recommended item; ``because`` is the history item it is most similar to.
+    """One recommended item; ``because`` is the session item that explains it (``explain.py``)
+    and ``weight`` how much (both None: no explanation).
 
     A named tuple: twenty are built per event on the hot path."""
 
     item_id: str
     score: float
     because: str | None
+    weight: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,18 +61,33 @@ def encode_forget(forget: Forget) -> bytes:
 
 
 def encode_recommendation(rec: Recommendation, produced_ts: float) -> bytes:
-    """JSON value for the recommendations topic."""
+    """JSON value for the recommendations topic (``SCHEMA`` 2)."""
     return orjson.dumps(
         {
+            "schema": SCHEMA,
             "event_id": rec.event_id,
             "user_id": rec.user_id,
-            "items": [{"item_id": it.item_id, "score": it.score, "because": it.because} for it in rec.items],
+            "items": [
+                {"item_id": it.item_id, "score": it.score,
+                 "because": None if it.because is None else {"item_id": it.because, "weight": it.weight}}
+                for it in rec.items
+            ],
             "strategy": rec.strategy,
             "model_version": rec.model_version,
             "event_ts": rec.event_ts,
             "produced_ts": produced_ts,
         }
     )
+
+
+def because_of(item: dict) -> tuple[str, float | None] | None:
+    """(item id, weight) of a recommended item's ``because`` as read from the recommendations
+    topic, in either shape: schema 2's ``{"item_id", "weight"}`` or null, or the earlier releases'
+    item id string or null (weight None). Kept for readers of older records for one release."""
+    because = item.get("because")
+    if isinstance(because, dict):
+        return because.get("item_id"), because.get("weight")
+    return (because, None) if isinstance(because, str) else None
 
 
 def encode_dead_letter(

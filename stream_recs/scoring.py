@@ -25,7 +25,8 @@ version is rebuilt, lazily, by replaying the current session's history through t
 batch), so usually in one batched step. Strategy ``model`` ranks ``H @ E.T + b`` for all its
 events at once (``LiveModel.top_k``: exact, through the bfloat16 screen, or approximate), the
 ids never to recommend and the user's ``mask_recent`` latest items masked, and explains each item
-by ``because``: the history item with the most similar embedding (cosine). Strategy ``popular``
+by ``because`` and its ``weight`` (``explain.py``; by default the session item whose removal
+lowers the item's score most, by a leave-one-out replay). Strategy ``popular``
 offers the known items with the largest decayed counts (``popularity.py``, which the wiring feeds
 with every click: ``recommender.popularity.count``), minus the event's item and the masked
 history, ``because`` None.
@@ -51,6 +52,16 @@ import torch
 from stream_recs.canary import CANDIDATE_ARM, LIVE_ARM, in_canary
 from stream_recs.config import ServingOptions
 from stream_recs.events import Event
+from stream_recs.explain import (
+    NONE,
+    REPLAY,
+    SIMILARITY,
+    WINDOW,
+    leave_one_out,
+    most_similar,
+    sampled,
+    session_lengths,
+)
 from stream_recs.live_model import LiveModel, Vocabularies
 from stream_recs.messages import RecItem, Recommendation
 from stream_recs.models.gru4rec import GRU4Rec
@@ -90,11 +101,6 @@ def merged(n: int, parts: Sequence[tuple[Sequence[int], BatchResult]]) -> BatchR
                        sum(part.inference_seconds for _, part in parts))
 
 
-def _rows(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """``table[index]`` for a 2-D index, by one ``index_select`` (cheaper than advanced indexing)."""
-    return table.index_select(0, index.reshape(-1)).view(*index.shape, table.shape[1])
-
-
 def _as_stored(hidden: torch.Tensor) -> torch.Tensor:
     """Round a hidden state to what the state store keeps (float16)."""
     return hidden.half().float()
@@ -114,6 +120,7 @@ class PendingBatch:
     hidden: torch.Tensor | None = None
     history: torch.Tensor | None = None
     query: tuple[torch.Tensor, torch.Tensor | None] | None = None  # outputs, masked indices
+    tails: list[tuple[int, ...]] | None = None  # per model event: its session's newest items (replay)
 
 
 class Recommender:
@@ -234,6 +241,10 @@ class Recommender:
         pending = PendingBatch(batch.plans, batch.current, live, arm, now, time.perf_counter())
         if live is not None and any(p.use_model for p in batch.plans):
             pending.hidden, outputs = self._run_model(batch.plans, batch.starts, live)
+            if self.options.explain == REPLAY:
+                lengths, share = session_lengths(batch.plans, batch.starts), self.options.explain_share
+                pending.tails = [p.history[-min(n, WINDOW) :] if sampled(p.event.event_id, share) else ()
+                                 for p, n in zip(batch.plans, lengths, strict=True) if p.use_model]
             pending.history, masked = self._query([p for p in batch.plans if p.use_model])
             pending.query = (outputs, masked)
         return pending
@@ -245,7 +256,7 @@ class Recommender:
         plans, live = pending.plans, pending.live
         answers = {}
         if ranked is not None:
-            answers = self._answers([p for p in plans if p.use_model], *ranked, pending.history, live)
+            answers = self._answers([p for p in plans if p.use_model], *ranked, pending, live)
         inference = time.perf_counter() - pending.started
         recommendations = self._answer(plans, answers, live, pending.now)
         ranks = [self._rank(p, plans, live) for p in plans]
@@ -338,26 +349,45 @@ class Recommender:
         history = torch.from_numpy(np.array(padded, dtype=np.int64))
         return history, history[:, -self.options.mask_recent :] if self.options.mask_recent else None
 
+    def _explain(
+        self, top: torch.Tensor, pending: PendingBatch, live: LiveModel
+    ) -> dict[int, tuple[list[int], list[float]]]:
+        """Row of ``top`` -> ``because`` (item indices, ``NONE``: none) and ``weight`` of its
+        items, for the rows ``options.explain`` explains (``explain.py``)."""
+        if self.options.explain == REPLAY:
+            rows, because, weight = leave_one_out(live.model, live.weight, pending.tails, top)
+        elif self.options.explain == SIMILARITY:
+            because, weight = most_similar(live.unit, top, pending.history)
+            rows = range(len(top))
+        else:
+            return {}
+        return dict(zip(rows, zip(because.tolist(), weight.tolist(), strict=True), strict=True))
+
     @torch.inference_mode()
     def _answers(
-        self, plans: list[Plan], values: torch.Tensor, top: torch.Tensor, history: torch.Tensor,
+        self, plans: list[Plan], values: torch.Tensor, top: torch.Tensor, pending: PendingBatch,
         live: LiveModel,
     ) -> dict[int, tuple[RecItem, ...]]:
         """The model events' answers from their top-K, with explanations; sets ``plan.recs``."""
-        similarity = torch.bmm(_rows(live.unit, top), _rows(live.unit, history).transpose(1, 2))
-        because = history.gather(1, similarity.argmax(dim=2))
-        name, new = live.vocab.ids.__getitem__, tuple.__new__  # RecItems without a Python frame each
+        explained = self._explain(top, pending, live)
+        ids, new = live.vocab.ids, tuple.__new__  # RecItems without a Python frame each
         masked_out = bool(torch.isinf(values).any())  # fewer than k items left for some rows
         answers = {}
-        for plan, vals, items, why in zip(
-            plans, values.tolist(), top.tolist(), because.tolist(), strict=True
-        ):
+        for row, (plan, vals, items) in enumerate(zip(plans, values.tolist(), top.tolist(), strict=True)):
             if masked_out:  # -inf scores sort last
-                n = sum(v != float("-inf") for v in vals)
-                vals, items, why = vals[:n], items[:n], why[:n]
+                vals = vals[: sum(v != float("-inf") for v in vals)]
+                items = items[: len(vals)]
             plan.recs = items
-            fields = zip(map(name, items), vals, map(name, why), strict=True)
-            answers[plan.out] = tuple(map(new, repeat(RecItem, len(items)), fields))
+            n = len(items)
+            found, weights = explained.get(row, (None, None))
+            if found is None:
+                why = weights = [None] * n
+            else:
+                found = found[:n]
+                why = [None if i == NONE else ids[i] for i in found]
+                weights = [None if i == NONE else w for i, w in zip(found, weights, strict=False)]
+            fields = zip(map(ids.__getitem__, items), vals, why, weights, strict=True)
+            answers[plan.out] = tuple(map(new, repeat(RecItem, n), fields))
         return answers
 
     def _rank(self, plan: Plan, plans: list[Plan], live: LiveModel | None) -> int | None:

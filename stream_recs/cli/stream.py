@@ -142,6 +142,8 @@ def tail(from_beginning, limit, timeout) -> None:
     import orjson
     from kafka import KafkaConsumer
 
+    from stream_recs.messages import because_of
+
     settings = load_or_fail()
     consumer = KafkaConsumer(
         settings.topics.recommendations,
@@ -153,10 +155,7 @@ def tail(from_beginning, limit, timeout) -> None:
     try:
         for shown, record in enumerate(consumer, start=1):
             rec = orjson.loads(record.value)
-            items = ", ".join(
-                f"{it['item_id']}" + (f" (because {it['because']})" if it.get("because") else "")
-                for it in rec["items"][:5]
-            )
+            items = ", ".join(f"{it['item_id']}{_why(because_of(it))}" for it in rec["items"][:5])
             click.echo(f"{rec['user_id']} [{rec['strategy']} {rec['model_version'] or '-'}] -> {items}")
             if limit and shown >= limit:
                 break
@@ -164,6 +163,14 @@ def tail(from_beginning, limit, timeout) -> None:
         pass
     finally:
         consumer.close()
+
+
+def _why(because: tuple[str, float | None] | None) -> str:
+    """`` (because ITEM WEIGHT)`` for ``tail``, of either shape of ``because`` (no weight: schema 1)."""
+    if because is None:
+        return ""
+    item, weight = because
+    return f" (because {item}{'' if weight is None else f' {weight:.2f}'})"
 
 
 @click.command("publish-model")

@@ -9,6 +9,7 @@ import orjson
 from stream_recs.messages import (
     RecItem,
     Recommendation,
+    because_of,
     encode_dead_letter,
     encode_recommendation,
 )
@@ -16,13 +17,14 @@ from stream_recs.messages import (
 
 def test_recommendation_json():
     rec = Recommendation(
-        "e1", "u1", (RecItem("i2", 0.5, "i1"), RecItem("i3", 0.25, None)), "model", "v1", 10.5
+        "e1", "u1", (RecItem("i2", 0.5, "i1", 0.75), RecItem("i3", 0.25, None)), "model", "v1", 10.5
     )
     assert orjson.loads(encode_recommendation(rec, produced_ts=11.0)) == {
+        "schema": 2,
         "event_id": "e1",
         "user_id": "u1",
         "items": [
-            {"item_id": "i2", "score": 0.5, "because": "i1"},
+            {"item_id": "i2", "score": 0.5, "because": {"item_id": "i1", "weight": 0.75}},
             {"item_id": "i3", "score": 0.25, "because": None},
         ],
         "strategy": "model",
@@ -30,6 +32,16 @@ def test_recommendation_json():
         "event_ts": 10.5,
         "produced_ts": 11.0,
     }
+
+
+def test_because_reads_both_shapes():
+    new = orjson.loads(encode_recommendation(
+        Recommendation("e1", "u1", (RecItem("i2", 0.5, "i1", 0.75),), "model", "v1", 1.0), 2.0))
+    assert [because_of(it) for it in new["items"]] == [("i1", 0.75)]
+    old = {"item_id": "i2", "score": 0.5, "because": "i1"}  # schema 1 (no "schema" field)
+    assert because_of(old) == ("i1", None)
+    assert because_of({"item_id": "i2", "score": 0.5, "because": None}) is None
+    assert because_of({"item_id": "i2", "score": 0.5}) is None
 
 
 def test_dead_letter_json_truncates_raw():

@@ -70,7 +70,7 @@ def test_single_event_matches_model_scores_with_item_masked(seen_size):
     scores = model.score(reference_hidden(model, ["i3"]))[0]
     for item in answer.items:
         assert item.score == pytest.approx(float(scores[model.item_index(item.item_id)]), abs=1e-5)
-        assert item.because == "i3"  # the only history item
+        assert item.because is None and item.weight is None  # one item: nothing to compare it with
     assert (answer.event_id, answer.user_id, answer.event_ts) == ("u-0", "u", T0)
     assert result.ranks == [None]
     assert result.inference_seconds > 0
@@ -164,10 +164,12 @@ def test_because_is_the_closest_history_item():
     model = GRU4Rec(["a", "b", "c", "d"], hidden_size=2, version="hand")
     with torch.no_grad():
         model.item_embedding.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.9, 0.1], [0.1, 0.9]]))
-    rec = Recommender(model, ServingOptions(k=4))
+    rec = Recommender(model, ServingOptions(k=4, explain="similarity"))
     result = rec.step_batch([ev("u", "a", T0, 0), ev("u", "b", T0, 1)], {}, T0)
     because = {it.item_id: it.because for it in result.recommendations[1].items}
     assert because == {"c": "a", "d": "b"}
+    cosine = 0.9 / (0.9**2 + 0.1**2) ** 0.5
+    assert [it.weight for it in result.recommendations[1].items] == pytest.approx([cosine] * 2)
 
 
 def test_because_ignores_the_seen_memory_vectors():
@@ -176,7 +178,7 @@ def test_because_ignores_the_seen_memory_vectors():
         model.item_embedding.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.9, 0.1], [0.1, 0.9]]))
         # over [embedding | seen vector], c would be closer to b and d to a
         model.seen_embedding.weight.copy_(torch.tensor([[0.0, 9.0], [9.0, 0.0], [9.0, 0.0], [0.0, 9.0]]))
-    rec = Recommender(model, ServingOptions(k=4))
+    rec = Recommender(model, ServingOptions(k=4, explain="similarity"))
     result = rec.step_batch([ev("u", "a", T0, 0), ev("u", "b", T0, 1)], {}, T0)
     because = {it.item_id: it.because for it in result.recommendations[1].items}
     assert because == {"c": "a", "d": "b"}
@@ -207,7 +209,7 @@ def test_popular_fallback_offers_the_decayed_counts_of_known_items():
     items = result.recommendations[0].items
     assert [i.item_id for i in items] == ["i1", "i2", "i5"]
     assert [i.score for i in items] == pytest.approx([1 / 3] * 3)
-    assert all(i.because is None for i in items)
+    assert all(i.because is None and i.weight is None for i in items)
     assert result.recommendations[0].strategy == POPULAR and result.ranks == [None]
 
 

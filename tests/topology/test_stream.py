@@ -22,7 +22,8 @@ pytestmark = pytest.mark.kafka
 T0 = 1_790_000_000.0
 K = 10
 MASK = 5
-REC_FIELDS = {"event_id", "user_id", "items", "strategy", "model_version", "event_ts", "produced_ts"}
+REC_FIELDS = {"schema", "event_id", "user_id", "items", "strategy", "model_version", "event_ts",
+              "produced_ts"}
 
 
 def click_events(n: int, users: int, seed: int, start: int = 0) -> list[dict]:
@@ -82,7 +83,11 @@ def test_every_event_answered_in_order_with_masked_recent_items(stream, workers,
         assert not set(items) & masked_of[rec["event_id"]], "a masked recent item was recommended"
         scores = [it["score"] for it in rec["items"]]
         assert scores == sorted(scores, reverse=True)
+        assert rec["schema"] == 2
         assert all(set(it) == {"item_id", "score", "because"} for it in rec["items"])
+        for it in rec["items"]:  # null, or a session item with its share of the score drops
+            assert it["because"] is None or (set(it["because"]) == {"item_id", "weight"}
+                                             and 0 < it["because"]["weight"] <= 1)
         assert rec["produced_ts"] >= rec["event_ts"]
 
     # /metrics after the stream: every metric present, values consistent with the topics
