@@ -65,6 +65,30 @@ def session_lengths(plans: Sequence, starts: Sequence) -> list[int]:
     return out
 
 
+def session_tails(plans: Sequence, starts: Sequence, share: float) -> list[tuple[int, ...]]:
+    """Per model event of a batch (``planner.Plan``, in order): its current session's newest
+    ``WINDOW`` items, or none when ``share`` leaves the event out."""
+    lengths = session_lengths(plans, starts)
+    return [plan.history[-min(n, WINDOW) :] if sampled(plan.event.event_id, share) else ()
+            for plan, n in zip(plans, lengths, strict=True) if plan.use_model]
+
+
+def explain(
+    mode: str, live, top: torch.Tensor, tails: Sequence[Sequence[int]] | None, history: torch.Tensor
+) -> dict[int, tuple[list[int], list[float]]]:
+    """Row of ``top [n, K]`` -> ``because`` (item indices, ``NONE``: none) and ``weight`` of its
+    items, for the rows ``mode`` explains; ``live`` is the ``LiveModel``, ``tails`` what
+    ``session_tails`` gave (``REPLAY``), ``history`` the events' histories (``SIMILARITY``)."""
+    if mode == REPLAY:
+        rows, because, weight = leave_one_out(live.model, live.weight, tails, top)
+    elif mode == SIMILARITY:
+        because, weight = most_similar(live.unit, top, history)
+        rows = range(len(top))
+    else:
+        return {}
+    return dict(zip(rows, zip(because.tolist(), weight.tolist(), strict=True), strict=True))
+
+
 @torch.inference_mode()
 def window_outputs(
     model, tails: Sequence[Sequence[int]]

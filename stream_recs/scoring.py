@@ -52,16 +52,7 @@ import torch
 from stream_recs.canary import CANDIDATE_ARM, LIVE_ARM, in_canary
 from stream_recs.config import ServingOptions
 from stream_recs.events import Event
-from stream_recs.explain import (
-    NONE,
-    REPLAY,
-    SIMILARITY,
-    WINDOW,
-    leave_one_out,
-    most_similar,
-    sampled,
-    session_lengths,
-)
+from stream_recs.explain import NONE, REPLAY, explain, session_tails
 from stream_recs.live_model import LiveModel, Vocabularies
 from stream_recs.messages import RecItem, Recommendation
 from stream_recs.models.gru4rec import GRU4Rec
@@ -242,9 +233,7 @@ class Recommender:
         if live is not None and any(p.use_model for p in batch.plans):
             pending.hidden, outputs = self._run_model(batch.plans, batch.starts, live)
             if self.options.explain == REPLAY:
-                lengths, share = session_lengths(batch.plans, batch.starts), self.options.explain_share
-                pending.tails = [p.history[-min(n, WINDOW) :] if sampled(p.event.event_id, share) else ()
-                                 for p, n in zip(batch.plans, lengths, strict=True) if p.use_model]
+                pending.tails = session_tails(batch.plans, batch.starts, self.options.explain_share)
             pending.history, masked = self._query([p for p in batch.plans if p.use_model])
             pending.query = (outputs, masked)
         return pending
@@ -349,27 +338,13 @@ class Recommender:
         history = torch.from_numpy(np.array(padded, dtype=np.int64))
         return history, history[:, -self.options.mask_recent :] if self.options.mask_recent else None
 
-    def _explain(
-        self, top: torch.Tensor, pending: PendingBatch, live: LiveModel
-    ) -> dict[int, tuple[list[int], list[float]]]:
-        """Row of ``top`` -> ``because`` (item indices, ``NONE``: none) and ``weight`` of its
-        items, for the rows ``options.explain`` explains (``explain.py``)."""
-        if self.options.explain == REPLAY:
-            rows, because, weight = leave_one_out(live.model, live.weight, pending.tails, top)
-        elif self.options.explain == SIMILARITY:
-            because, weight = most_similar(live.unit, top, pending.history)
-            rows = range(len(top))
-        else:
-            return {}
-        return dict(zip(rows, zip(because.tolist(), weight.tolist(), strict=True), strict=True))
-
     @torch.inference_mode()
     def _answers(
         self, plans: list[Plan], values: torch.Tensor, top: torch.Tensor, pending: PendingBatch,
         live: LiveModel,
     ) -> dict[int, tuple[RecItem, ...]]:
         """The model events' answers from their top-K, with explanations; sets ``plan.recs``."""
-        explained = self._explain(top, pending, live)
+        explained = explain(self.options.explain, live, top, pending.tails, pending.history)
         ids, new = live.vocab.ids, tuple.__new__  # RecItems without a Python frame each
         masked_out = bool(torch.isinf(values).any())  # fewer than k items left for some rows
         answers = {}
