@@ -22,7 +22,6 @@ CPU share; the continuous worker's answer latency while a cycle runs against whi
 from __future__ import annotations
 
 import dataclasses
-import math
 import shlex
 import shutil
 import sys
@@ -37,7 +36,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from drift_report import Report
-from drift_stream import HOUR, StreamOptions, generate
+from drift_stream import HOUR, StreamOptions, generate, serving_hours
 
 HERE = Path(__file__).resolve().parent
 HYPER = {"hidden_size": 48, "batch_size": 32, "learning_rate": 0.05, "n_sample": 0, "loss": "xe",
@@ -77,12 +76,11 @@ def main(hours, events_per_hour, new_per_hour, users, rate, static_hours, epochs
     from stream_recs.models.train import TrainConfig
 
     torch.set_num_threads(1)
-    command = "  ".join([".venv/bin/python bench/drift.py", *map(shlex.quote, sys.argv[1:])]).strip()
-    report = Report(command.replace("  ", " "))
+    report = Report(" ".join([".venv/bin/python bench/drift.py", *map(shlex.quote, sys.argv[1:])]))
     serving_clicks = int(serving_seconds * rate)
-    extra = math.ceil(serving_clicks / events_per_hour) + 1
     options = StreamOptions(hours=hours, events_per_hour=events_per_hour, new_per_hour=new_per_hour,
-                            n_users=users, seed=seed, extra_hours=extra)
+                            n_users=users, seed=seed)
+    options = dataclasses.replace(options, extra_hours=serving_hours(options, serving_seconds, rate))
     stream = generate(options)
     ev = stream.events
     serve_from = int(np.searchsorted(ev.ts, hours * HOUR))

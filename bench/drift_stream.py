@@ -14,6 +14,7 @@ Timestamps are simulated seconds from 0; the replay adds a wall-clock offset.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -139,3 +140,9 @@ def generate(options: StreamOptions) -> Stream:
                     [f"u{i}" for i in range(o.n_users)], [f"n{i}" for i in range(n_items)],
                     np.asarray(sessions, np.int64))
     return Stream(sort_by_time(events), birth, options)
+
+
+def serving_hours(options: StreamOptions, serving_seconds: float = 120.0, rate: float = 100.0) -> int:
+    """The hours generated after the measured ones for a serving phase of ``serving_seconds`` at
+    ``rate`` clicks/s (one spare)."""
+    return math.ceil(serving_seconds * rate / options.events_per_hour) + 1
