@@ -8,6 +8,7 @@ dead letters of its bad records, each sent once.
 - ``catalogue_intake`` reads it in a consumer group of its own (``<app id>-catalogue``), so one
   worker takes each record: a bad one goes to the dead-letter topic with its reason, and the
   group's committed offsets keep a restart from sending it again.
+- ``read_catalogue`` reads it once, for a command.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ from collections.abc import Callable
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from stream_recs.catalogue import Catalogue, decode_item
-from stream_recs.config import Security
+from stream_recs.config import Security, Settings
 from stream_recs.events import Rejection
-from stream_recs.kafka_clients import security_kwargs
+from stream_recs.kafka_clients import client_kwargs, security_kwargs
 from stream_recs.messages import encode_dead_letter
 
 log = logging.getLogger(__name__)
@@ -88,3 +89,27 @@ async def catalogue_intake(
     finally:
         await consumer.stop()
         await producer.stop()
+
+
+def read_catalogue(settings: Settings, bootstrap: str) -> Catalogue:
+    """The catalogue the items topic holds now (kafka-python, for commands: ``items set``, the
+    demo)."""
+    from kafka import KafkaConsumer
+    from kafka import TopicPartition as Partition
+
+    catalogue = Catalogue()
+    consumer = KafkaConsumer(**client_kwargs(settings, bootstrap), enable_auto_commit=False)
+    try:
+        tp = Partition(settings.topics.items, 0)
+        consumer.assign([tp])
+        end = consumer.end_offsets([tp])[tp]
+        consumer.seek_to_beginning(tp)
+        while consumer.position(tp) < end:
+            for record in consumer.poll(timeout_ms=1000).get(tp, []):
+                item = decode_item(record.value, record.key)
+                if not isinstance(item, Rejection):
+                    catalogue.apply(item.item_id if item else record.key.decode(errors="replace"), item)
+        return catalogue
+    finally:
+        consumer.close()
+

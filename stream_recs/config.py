@@ -94,6 +94,7 @@ class Topics(_Group):
     model_updates: str = setting("model-updates", "checkpoint announcements (control)")
     forget: str = setting("forget", "requests to delete a user's state, keyed by user (control; "
                           "partitioned as clicks)")
+    items: str = setting("items", "the catalogue: one record per item, keyed by item id (compacted)")
 
     @classmethod
     def tagged(cls, tag: str) -> Topics:

@@ -1,8 +1,9 @@
-"""The main job on the embedded default, end to end: local Kafka, topics, a model trained on
-MovieLens-100K (cached), a worker and a trainer beside it, the data replayed as a click stream,
-each training cycle's verdict and each canary decision as they happen (``demo_learning.py``),
-sample recommendations with their explanations and a live summary from /metrics; then everything
-stops.
+"""The main job on the embedded default, end to end: local Kafka, topics, MovieLens-100K's titles
+and genres published as the item catalogue, a model trained on MovieLens-100K (cached), a worker
+and a trainer beside it, the data replayed as a click stream, each training cycle's verdict and
+each canary decision as they happen (``demo_learning.py``), sample recommendations with their
+explanations (titles read back from the catalogue) and a live summary from /metrics; then
+everything stops.
 
 Each step runs the same ``stream-recs`` command a user would type, as a subprocess.
 """
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import orjson
 
+from stream_recs.catalogue_feed import read_catalogue
 from stream_recs.config import Settings
 from stream_recs.demo_learning import Learning, demo_env
 from stream_recs.devkit import free_port, scrape_metrics, scrape_samples, stop_process
@@ -86,8 +88,10 @@ def run_demo(settings: Settings, events: int, rate: float, say=print) -> None:
     was_running = subprocess.run(_cli("kafka", "status"), capture_output=True).returncode == 0
     say(_run("kafka", "up").strip())
     try:
-        say("== 2/5 topics")
+        say("== 2/5 topics and the catalogue")
         say(_run("topics", "apply").strip())
+        say(_run("items", "load", str(movielens_catalogue(settings.home / "demo-items.jsonl"))).strip()
+            + " (MovieLens-100K titles and genres)")
         say("== 3/5 model")
         model = cached_model(settings, say)
         say(_run("publish-model", str(model)).strip() + " (every run starts from it)")
@@ -203,16 +207,21 @@ def _replay_and_watch(settings: Settings, port: int, events: int, rate: float, l
             previous, last = current, time.monotonic()
     say(f"{answered} of {events} replayed clicks answered")
     consumer.close()
-    titles = movie_titles()
+    catalogue = read_catalogue(settings, _bootstrap())  # the titles come from the items topic
+
+    def title(item_id: str) -> str:
+        record = catalogue.get(item_id)
+        return record.title if record is not None and record.title else item_id
+
     say("\nsample recommendations (top 5 of each; 'because' = the movie of the session whose removal "
         "lowers the score most, and its share of the drops; '-': not explained, see the README):")
     for rec in samples:
         say(f"  user {rec['user_id']} (model {rec['model_version']}):")
         for item in rec["items"][:5]:
-            title, because = titles.get(item["item_id"], item["item_id"]), because_of(item)
-            why = "-" if because is None else titles.get(because[0], because[0]) + (
+            because = because_of(item)
+            why = "-" if because is None else title(because[0]) + (
                 "" if because[1] is None else f" ({because[1]:.2f})")
-            say(f"    {title[:45]:<45} score {item['score']:6.2f}  because {why}")
+            say(f"    {title(item['item_id'])[:45]:<45} score {item['score']:6.2f}  because {why}")
     final = scrape_metrics(port, timeout=SCRAPE_TIMEOUT_S) or previous
     say("\nsummary over the replay: " + summarize(final, first, time.monotonic() - started).format())
 
@@ -223,14 +232,19 @@ def _bootstrap() -> str:
     return out.strip().splitlines()[-1]
 
 
-def movie_titles() -> dict[str, str]:
-    """MovieLens-100K item id -> "Title (year)", from the ``ml-100k.item`` file beside the data."""
+def movielens_catalogue(path: Path) -> Path:
+    """MovieLens-100K's items as catalogue records (title with its year, genres as categories,
+    the year as an attribute), written to ``path`` as JSONL for ``stream-recs items load``."""
+    from stream_recs.catalogue import CatalogueItem
     from stream_recs.datasets import movielens_path
 
-    titles = {}
+    lines = []
     with movielens_path().with_suffix(".item").open(encoding="utf-8", errors="replace") as handle:
         handle.readline()
         for line in handle:
-            item, title, year, *_ = [*line.rstrip("\n").split("\t"), "", ""]
-            titles[item] = f"{title} ({year})" if year else title
-    return titles
+            item, title, year, genres, *_ = [*line.rstrip("\n").split("\t"), "", "", ""]
+            record = CatalogueItem(item, True, f"{title} ({year})" if year else title, tuple(genres.split()),
+                                   {"year": int(year)} if year.isdigit() else {})
+            lines.append(record.encode())
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return path

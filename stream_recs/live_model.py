@@ -48,7 +48,7 @@ def screen_wanted(option: str) -> bool:
 
 class LiveModel:
     """A model and what serving derives from it once per swap. The output matrices are padded
-    to a multiple of ``padded_multiple(k)`` rows (zero vectors, bias -inf) so that
+    to a multiple of ``padded_multiple(k)`` rows, at least one (zero vectors, bias -inf) so that
     ``top_k`` never copies the scores (of exact or ``BF16Screen`` scoring); a padding
     index is only ever returned with a -inf score."""
 
@@ -62,7 +62,9 @@ class LiveModel:
         self.n_items = model.n_items
         self.vocab = Vocabulary(model.item_ids, model.registry.lineage)
         weight, bias = (t.float() for t in model.output_embeddings())
-        padding = -len(weight) % padded_multiple(self.k)
+        multiple = padded_multiple(self.k)
+        padding = -len(weight) % multiple or multiple  # at least one: ``sink``
+        self.sink = len(weight)  # a padding index, scored -inf: masking it changes nothing
         self.weight = torch.cat([weight, weight.new_zeros(padding, weight.shape[1])]).contiguous()
         self.bias = torch.cat([bias, bias.new_full((padding,), float("-inf"))])
         for item in options.never_recommend:

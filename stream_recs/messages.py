@@ -52,6 +52,8 @@ def encode_event(event: Event) -> bytes:
             "type": event.type, "ts": event.ts}
     if event.session_id is not None:
         body["session_id"] = event.session_id
+    if event.exclude_categories:
+        body["exclude_categories"] = list(event.exclude_categories)
     return orjson.dumps(body)
 
 

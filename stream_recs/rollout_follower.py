@@ -10,7 +10,8 @@ already prepared (no reload), and the ranker child is restarted for it. With a c
 0, a candidate goes live for everyone at once.
 
 Loading and preparing a model run off the event loop; the swap itself happens between two
-micro-batches.
+micro-batches. Records read together are folded first: a worker that fell behind a trainer
+publishing every few seconds loads only the newest checkpoint, not each one in turn.
 """
 
 from __future__ import annotations
@@ -65,17 +66,22 @@ class ModelFollower:
         self.accepted = Rollout(live or serving(recommender.model_version))
         self._candidate_meta: str | None = None
 
-    async def apply(self, raw: bytes | None) -> bool:
-        """Act on one model-updates record; False when (part of) it was refused."""
-        try:
-            record = decode_model_record(raw)
-        except ModelUpdateError as exc:
-            self._refused(Refused("malformed", str(exc)))
-            return False
-        target, change = self.accepted.after(record)
+    async def apply(self, *raws: bytes | None) -> bool:
+        """Act on model-updates records, read together: only where they lead is loaded (a
+        checkpoint a later record replaces is never loaded); False when something was refused."""
+        target, change, ok = self.accepted, None, True
+        for raw in raws:
+            try:
+                record = decode_model_record(raw)
+            except ModelUpdateError as exc:
+                self._refused(Refused("malformed", str(exc)))
+                ok = False
+                continue
+            target, changed = target.after(record)
+            change = changed or change
         if change is None:
-            return True
-        return await self.reach(target, change)
+            return ok
+        return await self.reach(target, change) and ok
 
     async def reach(self, target: Rollout, change: str | None = None) -> bool:
         """Serve ``target``'s live model and candidate; False when one of them was refused."""
@@ -172,8 +178,8 @@ async def follow_model_updates(
         consumer.seek(tp, offset)
         while not should_stop():
             records = await consumer.getmany(tp, timeout_ms=1000)
-            for record in records.get(tp, []):
-                await follower.apply(record.value)
+            if records.get(tp):
+                await follower.apply(*(record.value for record in records[tp]))
     finally:
         await consumer.stop()
 

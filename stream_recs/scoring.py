@@ -50,8 +50,10 @@ import numpy as np
 import torch
 
 from stream_recs.canary import CANDIDATE_ARM, LIVE_ARM, in_canary
+from stream_recs.catalogue import Catalogue
 from stream_recs.config import ServingOptions
 from stream_recs.events import Event
+from stream_recs.exclusions import Exclusions
 from stream_recs.explain import NONE, REPLAY, explain, session_tails
 from stream_recs.live_model import LiveModel, Vocabularies
 from stream_recs.messages import RecItem, Recommendation
@@ -78,6 +80,8 @@ class BatchResult:
 
 def merged(n: int, parts: Sequence[tuple[Sequence[int], BatchResult]]) -> BatchResult:
     """One result for ``n`` events from the results of the parts ``split`` made of them."""
+    if len(parts) == 1 and len(parts[0][0]) == n:  # one side (no canary): in order already
+        return parts[0][1]
     recommendations: list = [None] * n
     ranks: list = [None] * n
     judged: list = [None] * n
@@ -128,6 +132,8 @@ class Recommender:
         self._candidate: LiveModel | None = None
         self._share = 0.0
         self._versions: dict[int, str] = {}  # fingerprint -> version of the models served lately
+        self.catalogue = Catalogue()  # the wiring keeps it; its unavailable items are never offered
+        self.exclusions = Exclusions(self.catalogue)
         self.swap_model(model)
 
     # --- model management -----------------------------------------------------------------
@@ -235,7 +241,8 @@ class Recommender:
             if self.options.explain == REPLAY:
                 pending.tails = session_tails(batch.plans, batch.starts, self.options.explain_share)
             pending.history, masked = self._query([p for p in batch.plans if p.use_model])
-            pending.query = (outputs, masked)
+            events = [p.event for p in batch.plans if p.use_model]
+            pending.query = (outputs, self.exclusions.masked(masked, live, events))
         return pending
 
     def finish_batch(
@@ -313,15 +320,18 @@ class Recommender:
         self, plans: list[Plan], answers: dict[int, tuple[RecItem, ...]], live: LiveModel | None,
         now: float,
     ) -> list[Recommendation]:
-        widest = max((len(p.masked_ids) for p in plans if not p.use_model), default=-1)
+        skipped = {id(p): self.exclusions.skipped(p.event) for p in plans if not p.use_model}
+        widest = max((len(p.masked_ids) + len(skipped[id(p)]) for p in plans if not p.use_model), default=-1)
         candidates = self.popularity.top(self.options.k + widest, now) if widest >= 0 else []
         recommendations = []
         for plan in plans:
             if plan.use_model:
                 items, strategy, version = answers[plan.out], MODEL, live.version
             else:
+                unwanted = skipped[id(plan)]
                 items = tuple(
-                    RecItem(item, score, None) for item, score in candidates if item not in plan.masked_ids
+                    RecItem(item, score, None) for item, score in candidates
+                    if item not in plan.masked_ids and item not in unwanted
                 )[: self.options.k]
                 strategy, version = POPULAR, None
             event = plan.event

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import click
 
-from stream_recs.config import Settings
 from stream_recs.kafka_clients import client_kwargs
 
 from .kafka import resolve_bootstrap
@@ -43,26 +42,6 @@ def _rows(path: Path):
                     yield json.loads(line)
                 except json.JSONDecodeError as exc:
                     yield f"bad_json: {exc}"
-
-
-def _current(settings: Settings, bootstrap: str, item_id: str) -> dict | None:
-    """The latest record of ``item_id`` on the items topic (a scan: the topic is compacted)."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(**client_kwargs(settings, bootstrap), enable_auto_commit=False)
-    try:
-        tp = TopicPartition(settings.topics.items, 0)
-        consumer.assign([tp])
-        end = consumer.end_offsets([tp])[tp]
-        consumer.seek_to_beginning(tp)
-        latest = None
-        while consumer.position(tp) < end:
-            for record in consumer.poll(timeout_ms=1000).get(tp, []):
-                if record.key == item_id.encode():
-                    latest = json.loads(record.value) if record.value else None
-        return latest
-    finally:
-        consumer.close()
 
 
 @click.group()
@@ -109,15 +88,15 @@ def set_item(item_id: str, available: bool | None, title: str | None, categories
     from kafka import KafkaProducer
 
     from stream_recs.catalogue import CatalogueItem
+    from stream_recs.catalogue_feed import read_catalogue
 
     settings = load_or_fail()
     bootstrap = resolve_bootstrap(settings)
-    body = _current(settings, bootstrap, item_id) or {"item_id": item_id, "available": True}
+    old = read_catalogue(settings, bootstrap).get(item_id) or CatalogueItem(item_id, True)
     item = CatalogueItem(
-        item_id, body.get("available", True) if available is None else available,
-        body.get("title") if title is None else title,
-        tuple(categories) if categories else tuple(body.get("categories") or ()),
-        body.get("attributes") or {},
+        item_id, old.available if available is None else available,
+        old.title if title is None else title,
+        tuple(categories) if categories else old.categories, old.attributes,
     )
     producer = KafkaProducer(**client_kwargs(settings, bootstrap), acks="all")
     producer.send(settings.topics.items, key=item_id.encode(), value=item.encode()).get(60)

@@ -9,7 +9,7 @@ import torch
 
 from stream_recs.catalogue import Catalogue, CatalogueItem, decode_item
 from stream_recs.config import ServingOptions
-from stream_recs.events import Rejection
+from stream_recs.events import Event, Rejection
 from stream_recs.models import GRU4Rec
 from stream_recs.scoring import MODEL, POPULAR, Recommender
 from tests.core.test_scoring import T0, ev
@@ -84,3 +84,22 @@ def test_an_unavailable_item_is_never_recommended_by_the_model_or_the_fallback()
     assert "i5" in {item.item_id for item in fallback.items}
     rec.catalogue.apply(favourite, CatalogueItem(favourite, True))
     assert rec.step_batch([ev("x", "i3", T0)], {}, T0).recommendations[0].items[0].item_id == favourite
+
+
+def test_a_click_excluding_categories_gets_none_of_their_items_and_others_are_untouched():
+    torch.manual_seed(1)
+    model = GRU4Rec([f"i{n}" for n in range(60)], hidden_size=8, version="v1")
+    rec = Recommender(model, ServingOptions(k=10, mask_recent=0))
+    plain = rec.step_batch([ev("u", "i3", T0)], {}, T0).recommendations[0]
+    war = [item.item_id for item in plain.items[:4]]
+    for item_id in war:
+        rec.catalogue.apply(item_id, CatalogueItem(item_id, True, categories=("War",)))
+    excluding = Event("e1", "v", "i3", "click", T0, None, ("War", "Horror"))
+    result = rec.step_batch([excluding, ev("w", "i3", T0)], {}, T0)
+    kept, untouched = result.recommendations
+    assert len(kept.items) == 10 and not set(war) & {item.item_id for item in kept.items}
+    assert [item.item_id for item in untouched.items] == [item.item_id for item in plain.items]
+    rec.popularity.use_catalogue(model.item_ids, {war[0]: 100.0, "i5": 50.0})
+    cold = Event("e2", "x", "unknown", "click", T0, None, ("War",))
+    fallback = rec.step_batch([cold], {}, T0).recommendations[0]
+    assert fallback.strategy == POPULAR and [item.item_id for item in fallback.items] == ["i5"]
