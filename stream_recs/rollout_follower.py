@@ -10,8 +10,7 @@ already prepared (no reload), and the ranker child is restarted for it. With a c
 0, a candidate goes live for everyone at once.
 
 Loading and preparing a model run off the event loop; the swap itself happens between two
-micro-batches. Records read together are folded first: a worker that fell behind a trainer
-publishing every few seconds loads only the newest checkpoint, not each one in turn.
+micro-batches.
 """
 
 from __future__ import annotations
@@ -66,22 +65,17 @@ class ModelFollower:
         self.accepted = Rollout(live or serving(recommender.model_version))
         self._candidate_meta: str | None = None
 
-    async def apply(self, *raws: bytes | None) -> bool:
-        """Act on model-updates records, read together: only where they lead is loaded (a
-        checkpoint a later record replaces is never loaded); False when something was refused."""
-        target, change, ok = self.accepted, None, True
-        for raw in raws:
-            try:
-                record = decode_model_record(raw)
-            except ModelUpdateError as exc:
-                self._refused(Refused("malformed", str(exc)))
-                ok = False
-                continue
-            target, changed = target.after(record)
-            change = changed or change
+    async def apply(self, raw: bytes | None) -> bool:
+        """Act on one model-updates record; False when (part of) it was refused."""
+        try:
+            record = decode_model_record(raw)
+        except ModelUpdateError as exc:
+            self._refused(Refused("malformed", str(exc)))
+            return False
+        target, change = self.accepted.after(record)
         if change is None:
-            return ok
-        return await self.reach(target, change) and ok
+            return True
+        return await self.reach(target, change)
 
     async def reach(self, target: Rollout, change: str | None = None) -> bool:
         """Serve ``target``'s live model and candidate; False when one of them was refused."""
@@ -178,8 +172,8 @@ async def follow_model_updates(
         consumer.seek(tp, offset)
         while not should_stop():
             records = await consumer.getmany(tp, timeout_ms=1000)
-            if records.get(tp):
-                await follower.apply(*(record.value for record in records[tp]))
+            for record in records.get(tp, []):  # each in turn: a refused one must not hide the one before
+                await follower.apply(record.value)
     finally:
         await consumer.stop()
 

@@ -3,7 +3,6 @@ decisions race for a candidate; a canary is replayed the way a worker lived it."
 
 from __future__ import annotations
 
-from stream_recs.config import ServingOptions
 from stream_recs.messages import (
     CANARY,
     CanaryDecision,
@@ -11,13 +10,7 @@ from stream_recs.messages import (
     encode_canary_decision,
     encode_model_update,
 )
-from stream_recs.metrics import Metrics
-from stream_recs.models import load_model
 from stream_recs.rollout import CANDIDATE, LIVE, PROMOTED, ROLLED_BACK, Rollout
-from stream_recs.rollout_follower import ModelFollower
-from stream_recs.scoring import Recommender
-from tests.fault.test_model_updates import announce_good
-from tests.harness import make_model
 
 SHA = "0" * 64
 
@@ -71,17 +64,3 @@ def test_the_live_model_announced_again_as_a_canary_changes_nothing():
     state = Rollout.replay([encode_model_update(full("v1"))])
     assert state.after(canary("v1")) == (state, None)
     assert state.after(full("v1")) == (state, None)
-
-
-async def test_records_read_together_load_only_where_they_lead(tmp_path):
-    recommender = Recommender(load_model(make_model(tmp_path / "v1", "v1", 1)), ServingOptions())
-    metrics = Metrics()
-    missing = encode_model_update(ModelUpdate(str(tmp_path / "gone"), "v1b", SHA))  # replaced: never loaded
-    v2 = announce_good(make_model(tmp_path / "v2", "v2", 2))
-    assert await ModelFollower(recommender, metrics).apply(b"{bad", missing, v2) is False  # the bad one
-    assert recommender.model_version == "v2"
-    assert refused(metrics, "malformed") == 1 and refused(metrics, "bad_checkpoint") == 0
-
-
-def refused(metrics: Metrics, reason: str) -> float:
-    return metrics.registry.get_sample_value("stream_recs_model_updates_refused_total", {"reason": reason})
