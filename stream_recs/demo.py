@@ -197,7 +197,7 @@ def _replay_and_watch(settings: Settings, port: int, events: int, rate: float, l
                 rec = orjson.loads(record.value)
                 if rec["strategy"] == "model" and len(samples) < 3 and rec["user_id"] not in {
                     s["user_id"] for s in samples
-                }:
+                } and any(because_of(item) for item in rec["items"]):  # a session of 2+ clicks
                     samples.append(rec)
         for line in learning.news():
             say(line)
