@@ -93,5 +93,6 @@ def test_after_a_rollback_the_next_candidate_keeps_the_indices_the_rolled_back_o
     options = CycleOptions(min_item_count=5, epochs=1, holdout=0.2, tolerance=0.05)
     cycle = run_cycle(parent, HYPER, window, None, options, "v3", base=rolled_back)
     ids = cycle.candidate.item_ids
-    assert ids[: len(rolled_back.ids)] == list(rolled_back.ids) and ids[len(rolled_back.ids):] == ["brand-new"]
+    kept = len(rolled_back.ids)
+    assert ids[:kept] == list(rolled_back.ids) and ids[kept:] == ["brand-new"]
     assert rolled_back.conflict_with(cycle.candidate.registry) is None
