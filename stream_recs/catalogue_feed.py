@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from stream_recs.catalogue import Catalogue, decode_item
 from stream_recs.config import Security, Settings
 from stream_recs.events import Rejection
-from stream_recs.kafka_clients import client_kwargs, security_kwargs
+from stream_recs.kafka_clients import read_to_end, security_kwargs
 from stream_recs.messages import encode_dead_letter
 
 log = logging.getLogger(__name__)
@@ -92,24 +92,11 @@ async def catalogue_intake(
 
 
 def read_catalogue(settings: Settings, bootstrap: str) -> Catalogue:
-    """The catalogue the items topic holds now (kafka-python, for commands: ``items set``, the
-    demo)."""
-    from kafka import KafkaConsumer
-    from kafka import TopicPartition as Partition
-
+    """The catalogue the items topic holds now (for commands: ``items set``, the demo)."""
     catalogue = Catalogue()
-    consumer = KafkaConsumer(**client_kwargs(settings, bootstrap), enable_auto_commit=False)
-    try:
-        tp = Partition(settings.topics.items, 0)
-        consumer.assign([tp])
-        end = consumer.end_offsets([tp])[tp]
-        consumer.seek_to_beginning(tp)
-        while consumer.position(tp) < end:
-            for record in consumer.poll(timeout_ms=1000).get(tp, []):
-                item = decode_item(record.value, record.key)
-                if not isinstance(item, Rejection):
-                    catalogue.apply(item.item_id if item else record.key.decode(errors="replace"), item)
-        return catalogue
-    finally:
-        consumer.close()
-
+    records, _ = read_to_end(settings, bootstrap, settings.topics.items)
+    for record in records:
+        item = decode_item(record.value, record.key)
+        if not isinstance(item, Rejection):
+            catalogue.apply(item.item_id if item else record.key.decode(errors="replace"), item)
+    return catalogue

@@ -62,3 +62,29 @@ def faust_credentials(security: Security):
         mechanism=security.sasl_mechanism or DEFAULT_SASL_MECHANISM,
         ssl_context=context,
     )
+
+
+def read_to_end(settings: Settings, bootstrap: str, topic: str, timeout_s: float | None = None):
+    """Every record of ``topic``'s partition 0 up to its current end, and that end offset
+    (kafka-python, for one-shot readers of the single-partition control topics); None when not
+    read in ``timeout_s``."""
+    import time
+
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(**client_kwargs(settings, bootstrap), enable_auto_commit=False)
+    try:
+        tp = TopicPartition(topic, 0)
+        consumer.assign([tp])
+        end = consumer.end_offsets([tp])[tp]
+        consumer.seek_to_beginning(tp)
+        records = []
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while consumer.position(tp) < end:
+            if deadline is not None and time.monotonic() > deadline:
+                return None
+            records.extend(r for r in consumer.poll(timeout_ms=500).get(tp, []) if r.offset < end)
+        return records, end
+    finally:
+        consumer.close()
+

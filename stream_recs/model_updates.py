@@ -21,13 +21,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from stream_recs.config import Settings
-from stream_recs.kafka_clients import client_kwargs
+from stream_recs.kafka_clients import read_to_end
 from stream_recs.keys import read_key
 from stream_recs.messages import FULL, ModelUpdate, encode_model_update
 from stream_recs.models import CheckpointError, GRU4Rec
@@ -143,24 +142,11 @@ def read_rollout(
 ) -> tuple[Rollout, int] | None:
     """The rollout the model-updates topic holds (``rollout.py``, replayed from its first record)
     and the offset after the last record read; None when it could not be read in ``timeout_s``."""
-    from kafka import KafkaConsumer
-    from kafka import TopicPartition as Partition
-
-    consumer = KafkaConsumer(**client_kwargs(settings, bootstrap), enable_auto_commit=False)
-    try:
-        tp = Partition(settings.topics.model_updates, 0)
-        consumer.assign([tp])
-        end = consumer.end_offsets([tp])[tp]
-        consumer.seek_to_beginning(tp)
-        values: list[bytes | None] = []
-        deadline = time.monotonic() + timeout_s
-        while consumer.position(tp) < end:
-            if time.monotonic() > deadline:
-                return None
-            values.extend(r.value for r in consumer.poll(timeout_ms=500).get(tp, []) if r.offset < end)
-        return Rollout.replay(values), end
-    finally:
-        consumer.close()
+    read = read_to_end(settings, bootstrap, settings.topics.model_updates, timeout_s)
+    if read is None:
+        return None
+    records, end = read
+    return Rollout.replay(r.value for r in records), end
 
 
 def starting_model(

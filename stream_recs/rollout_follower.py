@@ -38,6 +38,7 @@ from stream_recs.model_updates import UNCHECKED, Refused, Trust, load_update
 from stream_recs.rollout import PROMOTED, ROLLED_BACK, Rollout
 
 if TYPE_CHECKING:
+    from stream_recs.live_model import LiveModel
     from stream_recs.metrics import Metrics
     from stream_recs.ranker_child import Ranker
     from stream_recs.scoring import Recommender
@@ -103,15 +104,11 @@ class ModelFollower:
             rec.promote()
             meta_sha256 = self._candidate_meta
         else:
-            try:
-                model, meta_sha256 = await asyncio.to_thread(load_update, update, self.trust)
-                conflict = rec.lineage_conflict(model)
-                if conflict is not None:
-                    raise Refused("branched_lineage", f"{update.path}: {conflict}")
-            except Refused as exc:
-                self._refused(exc)
+            loaded = await self._prepared(update)
+            if loaded is None:
                 return current, False
-            rec.install(await asyncio.to_thread(rec.prepare, model))
+            live, meta_sha256 = loaded
+            rec.install(live)
         self.metrics.record_reload(True)
         log.warning("model %s is live", update.version)
         if self.ranker is not None:
@@ -125,6 +122,20 @@ class ModelFollower:
             return None, True
         if update.version == rec.candidate_version:
             return self.accepted.candidate, True
+        loaded = await self._prepared(update)
+        if loaded is None:
+            rec.install_candidate(None, self.share)
+            return None, False
+        rec.install_candidate(loaded[0], self.share)
+        self._candidate_meta = loaded[1]
+        self.metrics.record_reload(True)
+        log.warning("model %s serves %.0f%% of users as a canary", update.version, 100 * self.share)
+        return update, True
+
+    async def _prepared(self, update: ModelUpdate) -> tuple[LiveModel, str] | None:
+        """The announced model verified, loaded and made ready to serve (off the event loop),
+        with its metadata's sha256; None when refused (logged, counted)."""
+        rec = self.recommender
         try:
             model, meta_sha256 = await asyncio.to_thread(load_update, update, self.trust)
             conflict = rec.lineage_conflict(model)
@@ -132,13 +143,8 @@ class ModelFollower:
                 raise Refused("branched_lineage", f"{update.path}: {conflict}")
         except Refused as exc:
             self._refused(exc)
-            rec.install_candidate(None, self.share)
-            return None, False
-        rec.install_candidate(await asyncio.to_thread(rec.prepare, model), self.share)
-        self._candidate_meta = meta_sha256
-        self.metrics.record_reload(True)
-        log.warning("model %s serves %.0f%% of users as a canary", update.version, 100 * self.share)
-        return update, True
+            return None
+        return await asyncio.to_thread(rec.prepare, model), meta_sha256
 
     def _refused(self, exc: Refused) -> None:
         log.error("model update refused (%s), the old model keeps serving: %s", exc.reason, exc)
