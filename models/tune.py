@@ -1,18 +1,22 @@
-"""Hyper-parameter search (Optuna, TPE) over the ranges of the GRU4Rec papers, plus the tuned
-defaults the CLI uses.
+"""Hyper-parameter search (Optuna, TPE) over the ranges of the GRU4Rec papers within a
+wall-clock budget, plus the tuned defaults the CLI uses.
 
-Each trial trains on the split's training part and scores the validation cases after every
-epoch, their input items masked or not (median pruning stops bad trials early); the objective is
-the best validation value seen.
+Each trial trains on the split's training part and scores its validation cases (never the test
+cases) after every epoch, their input items masked or not (median pruning stops bad trials
+early); the objective is the best validation value seen. The first trial is the defaults.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from collections.abc import Callable, Sequence
 
 from stream_recs.datasets import HISTORY_LEN
 
+from .evaluate import Cases
 from .train import TrainConfig
+from .tune_budget import Budget, BudgetSpent
 
 # Defaults for every dataset. "xe": the best MovieLens-100K settings of a manual search on
 # leave-one-out validation NDCG@10, unmasked (capacity 64-512, batch 32/64, BPTT 1-32, dropout, lr,
@@ -42,6 +46,22 @@ TUNED: dict[str, dict] = {
 # on and the fixed ``epochs`` of ``TUNED`` apply.
 VALIDATION = {"metric": "ndcg@20", "masking": "masked", "max_epochs": 30, "min_cases": 100,
               "max_cases": 5000}
+
+
+# How ``stream-recs tune`` shares its budget: it plans for at least this many trials, so a trial's
+# epochs are capped to what fits in this fraction of the time left when the search starts (one
+# epoch at least); the validation cases are thinned to VALIDATION["max_cases"] as train does.
+MIN_TRIALS = 5
+
+
+class NoResult(Exception):
+    """No epoch of any trial finished within the budget (or every trial was pruned)."""
+
+
+def thin_cases(cases: Cases, max_cases: int) -> Cases:
+    """Every k-th case, k the least that keeps at most ``max_cases`` (bounds validation time)."""
+    stride = max(1, -(-len(cases) // max_cases))
+    return Cases(cases.prefixes[::stride], cases.targets[::stride], cases.users[::stride])
 
 
 def defaults_for(loss: str) -> dict:
@@ -74,17 +94,32 @@ def suggest(trial, loss: str) -> dict:
     return params
 
 
+def start_point(loss: str) -> dict:
+    """The defaults of ``loss`` as a point of the search space (the first trial)."""
+    defaults = TrainConfig.from_dict(defaults_for(loss))
+    return {f.name: getattr(defaults, f.name) for f in dataclasses.fields(TrainConfig)}
+
+
+class _Stop(Exception):
+    """A trial ends early with its best epoch so far: its next epoch would overrun the budget
+    ("budget") or the trial's share ("share")."""
+
+
 def run_study(
-    split, item_ids: Sequence[str], *, loss: str = "xe", metric: str = "ndcg@10", masking: str,
-    n_trials: int = 30, timeout: float | None = None, epochs: int = 20,
-    max_train_seconds: float | None = None,
+    split, item_ids: Sequence[str], *, budget: Budget, loss: str = "xe", metric: str = "ndcg@10",
+    masking: str, n_trials: int = 30, epochs: int = 20, max_train_seconds: float | None = None,
     session_gap: float | None = None, max_len: int = HISTORY_LEN, seed: int = 0,
     log: Callable[[str], None] = print,
 ) -> dict:
-    """Search; returns best value, best parameters (with the best epoch) and every trial.
+    """Search within ``budget`` (already running: loading counts); returns the best value, the
+    best parameters (with the loss and the best epoch), how the budget went, and every trial.
 
-    A trial is pruned when its validation curve is below the median of earlier trials, or when
-    its projected training time exceeds ``max_train_seconds``.
+    No trial starts unless an epoch of the median cost so far fits in what is left; a trial
+    stops, keeping its best epoch, when its next epoch would overrun the budget or its share
+    (``MIN_TRIALS``); an epoch still running when the budget runs out is interrupted. A trial is
+    pruned when its validation curve is below the median of earlier trials, or when its
+    projected training time exceeds ``max_train_seconds``. Raises :class:`NoResult` when no
+    trial finished an epoch.
     """
     import optuna
 
@@ -92,44 +127,99 @@ def run_study(
     from .train import train_model, training_sequences
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    valid = thin_cases(split.valid, VALIDATION["max_cases"])
     registry, sequences = training_sequences(split.train, session_gap)
+    prepared, share = budget.elapsed(), budget.left() / MIN_TRIALS
+    log(f"{len(split.valid)} validation cases ({len(valid)} used), {len(sequences)} training "
+        f"sequences; {budget.left():.0f}s of the {budget.seconds:.0f}s budget left, at most "
+        f"{share:.0f}s a trial (or one epoch) and {epochs} epochs")
 
-    def objective(trial) -> float:
+    def run_trial(trial) -> dict:
         params = suggest(trial, loss)
-        config = TrainConfig.from_dict({**params, "epochs": epochs, "seed": seed,
-                                        "max_len": max_len})
-        best, train_seconds = 0.0, 0.0
+        config = TrainConfig.from_dict({**params, "epochs": epochs, "seed": seed, "max_len": max_len})
+        curve: list[float] = []
+        started = mark = time.monotonic()
+        train_seconds = 0.0
 
         def on_epoch(epoch, model, stats) -> None:
-            nonlocal best, train_seconds
-            train_seconds += stats["seconds"]
-            value = evaluate(ModelPredictor(model, item_ids), split.valid)[masking][metric]
-            if value > best:
-                best = value
-                trial.set_user_attr("best_epoch", epoch + 1)
-            trial.report(value, epoch)
-            too_slow = max_train_seconds and train_seconds * epochs / (epoch + 1) > max_train_seconds
-            if too_slow or trial.should_prune():
-                raise optuna.TrialPruned()
+            nonlocal mark, train_seconds
+            value = evaluate(ModelPredictor(model, item_ids), valid)[masking][metric]
+            with budget.shielded():
+                now = time.monotonic()
+                cost, mark = now - mark, now
+                budget.epoch_costs.append(cost)
+                train_seconds += stats["seconds"]
+                curve.append(value)
+                trial.report(value, epoch)
+                too_slow = max_train_seconds and train_seconds * epochs / (epoch + 1) > max_train_seconds
+                if too_slow or trial.should_prune():
+                    raise optuna.TrialPruned()
+                if epoch + 1 < epochs and not budget.fits(cost):
+                    raise _Stop("budget")
+                if epoch + 1 < epochs and now - started + cost > share:
+                    raise _Stop("share")
 
-        train_model(sequences, registry, config, "tuning", show_progress=False,
-                    on_epoch=on_epoch)
-        log(f"trial {trial.number}: {metric} {best:.4f} {params}")
-        return best
+        stopped = None
+        try:
+            with budget.enforced():
+                train_model(sequences, registry, config, "tuning", show_progress=False,
+                            on_epoch=on_epoch)
+        except _Stop as stop:
+            stopped = str(stop)
+        except BudgetSpent:
+            stopped = "interrupted"
+        except optuna.TrialPruned:
+            stopped = "pruned"
+        except FloatingPointError:  # a learning rate too high for these settings
+            stopped = "failed: the loss diverged"
+        state = ("PRUNED" if stopped == "pruned" else "FAIL" if not curve or stopped.startswith("failed")
+                 else "COMPLETE") if stopped else "COMPLETE"
+        best = max(range(len(curve)), key=curve.__getitem__) if curve else None
+        return {"number": trial.number, "state": state, "stopped": stopped,
+                "value": None if best is None else curve[best],
+                "best_epoch": None if best is None else best + 1, "epochs": len(curve),
+                "seconds": round(time.monotonic() - started, 1),
+                "curve": [round(v, 5) for v in curve], "params": params}
 
     study = optuna.create_study(
         direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=3),
     )
-    study.optimize(objective, n_trials=n_trials, timeout=timeout)
-    return {
-        "metric": metric,
-        "masking": masking,
-        "best_value": study.best_value,
-        "best_params": {**study.best_params, "epochs": study.best_trial.user_attrs["best_epoch"]},
-        "trials": [
-            {"number": t.number, "value": t.value, "state": t.state.name, "params": t.params,
-             "best_epoch": t.user_attrs.get("best_epoch")}
-            for t in study.trials
-        ],
-    }
+    study.enqueue_trial(start_point(loss))
+    trials: list[dict] = []
+    stopped = "trials"
+    while len(trials) < n_trials:
+        if not budget.fits(budget.epoch_estimate()):
+            stopped = "budget"
+            break
+        trial = study.ask()
+        record = run_trial(trial)
+        trials.append(record)
+        study.tell(trial, record["value"] if record["state"] == "COMPLETE" else None,
+                   state=getattr(optuna.trial.TrialState, record["state"]))
+        value = "-" if record["value"] is None else f"{record['value']:.4f}"
+        why = f" ({record['stopped']})" if record["stopped"] else ""
+        log(f"trial {record['number']}: {record['state'].lower()}{why} after {record['epochs']} "
+            f"epochs, {record['seconds']:.0f}s, best {metric} {value}; {record['params']}")
+        if record["stopped"] in ("budget", "interrupted"):
+            stopped = "budget"
+            break
+    counts = {state: sum(t["state"] == state for t in trials) for state in ("COMPLETE", "PRUNED", "FAIL")}
+    search = {"budget_s": budget.seconds, "elapsed_s": round(budget.elapsed(), 1),
+              "stopped_by": stopped, "trials_started": len(trials),
+              "trials_completed": counts["COMPLETE"], "trials_pruned": counts["PRUNED"],
+              "trials_failed": counts["FAIL"], "max_epochs_per_trial": epochs,
+              "trial_share_s": round(share, 1),
+              "prepare_s": round(prepared, 1), "validation_cases": len(split.valid),
+              "validation_cases_used": len(valid)}
+    completed = [t for t in trials if t["state"] == "COMPLETE"]
+    if not completed:
+        raise NoResult(
+            f"no trial finished an epoch within the {budget.seconds:.0f}s budget ({len(trials)} "
+            f"started: {counts['PRUNED']} pruned, {counts['FAIL']} stopped or failed without a "
+            f"validated epoch; {prepared:.0f}s went to loading and preparing the "
+            f"data); give a larger --budget, or fewer --max-len items")
+    best = max(completed, key=lambda t: t["value"])
+    return {"metric": metric, "masking": masking, "best_value": best["value"],
+            "best_params": {**best["params"], "epochs": best["best_epoch"]},
+            "search": search, "trials": trials}

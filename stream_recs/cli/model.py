@@ -35,7 +35,11 @@ def _split(events, protocol: str, max_len: int, session_gap: float | None, test_
               help="Checkpoint directory to write.")
 @click.option("--holdout", type=click.Choice(["none", "loo", "session"]), default="none",
               show_default=True, help="Train only on the training part of this protocol's split.")
-@click.option("--loss", type=click.Choice(["xe", "bpr-max"]), default="xe", show_default=True)
+@click.option("--loss", type=click.Choice(["xe", "bpr-max"]),
+              help="Loss (default: the --settings file's, else xe).")
+@click.option("--settings", "settings_path", type=click.Path(exists=True, dir_okay=False),
+              help="A settings file of `stream-recs tune --out`: its hyper-parameters replace the "
+                   "defaults (--param and --epochs still override); warns if tuned on other data.")
 @click.option("--session-gap", default="none", show_default=True,
               help="Seconds of inactivity that start a new sequence, or 'none' (one per user).")
 @click.option("--max-len", type=int,
@@ -55,8 +59,8 @@ def _split(events, protocol: str, max_len: int, session_gap: float | None, test_
 @click.option("--retire-after", type=float, metavar="SECONDS",
               help="Retire the items unseen for this long before the newest event.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def train(data, out_dir, holdout, loss, session_gap, max_len, epochs, seed, test_days, params,
-          threads, parent_dir, retire_after, quiet):
+def train(data, out_dir, holdout, loss, settings_path, session_gap, max_len, epochs, seed, test_days,
+          params, threads, parent_dir, retire_after, quiet):
     """Train a GRU4Rec model and write a checkpoint directory.
 
     Unless --epochs is given, a validation part is held out (each user's last item for user
@@ -81,7 +85,9 @@ def train(data, out_dir, holdout, loss, session_gap, max_len, epochs, seed, test
     gap, max_len = _gap(session_gap), max_len or data.history_len
     if holdout != "none":
         events = _split(events, holdout, max_len, gap, test_days).train
-    values = {**defaults_for(loss), "loss": loss, "max_len": max_len, "seed": seed}
+    tuned, settings = _tuned(settings_path, source.fingerprint(), loss) if settings_path else ({}, None)
+    loss = loss or tuned.get("loss", "xe")
+    values = {**defaults_for(loss), **tuned, "loss": loss, "max_len": max_len, "seed": seed}
     parent = load_model(parent_dir) if parent_dir else None
     if parent is not None:
         values.update(inherited(parent))
@@ -100,7 +106,7 @@ def train(data, out_dir, holdout, loss, session_gap, max_len, epochs, seed, test
     try:
         model, history, registry, n_sequences, choice = _fit(
             events, values, gap, max_len, version, parent, fixed,
-            seen_fixed=parent is not None or "seen_size" in overrides, quiet=quiet,
+            seen_fixed=parent is not None or "seen_size" in {**tuned, **overrides}, quiet=quiet,
             retire=None if retire_after is None else (float(events.ts.max()), retire_after))
     except ValueError as exc:  # RegistryError: the parameters contradict the parent's
         raise click.UsageError(str(exc)) from exc
@@ -109,6 +115,8 @@ def train(data, out_dir, holdout, loss, session_gap, max_len, epochs, seed, test
     hyper = {**dataclasses.asdict(config), "session_gap": gap, "epoch_choice": choice,
              "trainings": training_record(holdout, source.fingerprint(), fingerprint,
                                           read_meta(parent_dir) if parent_dir else None)}
+    if settings is not None:
+        hyper["settings"] = settings
     n_ev = sum(h["events"] for h in history)
     metrics = {"train_seconds": round(seconds, 2),
                "train_events_per_s": round(n_ev / max(sum(h["seconds"] for h in history), 1e-9)),
@@ -122,16 +130,36 @@ def train(data, out_dir, holdout, loss, session_gap, max_len, epochs, seed, test
                f"({metrics['train_events_per_s']:,} events/s); wrote {out_dir} (version {version})")
 
 
+def _tuned(path: str, fingerprint: str, loss: str | None) -> tuple[dict, dict]:
+    """A settings file's hyper-parameters and the record the checkpoint keeps of it; warns when
+    it was tuned on other data or for another loss than ``--loss``."""
+    from stream_recs.models.tune_settings import SettingsError, read_settings
+
+    try:
+        params, record = read_settings(path)
+    except SettingsError as exc:
+        raise click.BadParameter(str(exc), param_hint="--settings") from None
+    tuned_on = record["content"].get("tuned_on") or {}
+    if tuned_on.get("fingerprint") != fingerprint:
+        click.echo(f"warning: {path} was tuned on other data ({tuned_on.get('data', 'unknown')}, "
+                   f"fingerprint {str(tuned_on.get('fingerprint'))[:12]}; this data "
+                   f"{fingerprint[:12]}): its settings may not suit it", err=True)
+    if loss and params.get("loss", loss) != loss:
+        click.echo(f"warning: {path} was tuned for --loss {params['loss']}; training {loss} with "
+                   f"its other settings", err=True)
+    return params, record
+
+
 def _fit(events, values, gap, max_len, version, parent, fixed, seen_fixed, quiet, retire):
     """Train as ``train`` documents: fixed epochs on all of ``events``, or early stopping on a
     validation part (with the seen memory on and off unless ``seen_fixed``); ``retire``: (now,
     seconds) for ``ItemRegistry.retire_unseen``. Returns (model,
     history, registry, number of sequences, the choice made: how, epoch, scores, and the
     config values it settled)."""
-    from stream_recs.models.evaluate import Cases, ModelPredictor, validation_split
+    from stream_recs.models.evaluate import ModelPredictor, validation_split
     from stream_recs.models.evaluate import evaluate as run_eval
     from stream_recs.models.train import TrainConfig, train_model, training_sequences
-    from stream_recs.models.tune import VALIDATION
+    from stream_recs.models.tune import VALIDATION, thin_cases
 
     parent_registry = parent.registry if parent is not None else None
     valid = None
@@ -150,8 +178,7 @@ def _fit(events, values, gap, max_len, version, parent, fixed, seen_fixed, quiet
                                      show_progress=not quiet, parent=parent)
         how = "--epochs" if fixed else "fixed: too few validation cases"
         return model, history, registry, len(sequences), {"how": how, "config": {}}
-    stride = -(-len(valid) // VALIDATION["max_cases"])
-    valid = Cases(valid.prefixes[::stride], valid.targets[::stride], valid.users[::stride])
+    valid = thin_cases(valid, VALIDATION["max_cases"])
     registry, sequences = training_sequences(fit_events, gap, parent_registry)
     registry = registry.retire_unseen(*retire) if retire else registry
     metric, masking = VALIDATION["metric"], VALIDATION["masking"]
@@ -345,10 +372,14 @@ def _baselines(split, protocol, n_items, gap):
               show_default=True, help="Rank the validation cases with their input items masked "
                                       "(as served) or not.")
 @click.option("--loss", type=click.Choice(["xe", "bpr-max"]), default="xe", show_default=True)
-@click.option("--trials", default=30, show_default=True)
-@click.option("--timeout", type=float, help="Stop after this many seconds.")
+@click.option("--trials", default=30, show_default=True, help="At most this many trials.")
+@click.option("--budget", type=click.FloatRange(min=0, min_open=True), default=3600.0,
+              show_default=True, metavar="SECONDS",
+              help="Wall-clock time for the whole run, loading the data included: no trial starts "
+                   "unless an epoch fits in what is left, a trial's epochs are capped to its share, "
+                   "a running epoch stops when it is spent; the best trial so far is the result.")
 @click.option("--epochs", default=20, show_default=True,
-              help="Epochs per trial; the best epoch on validation is reported.")
+              help="At most this many epochs per trial; the best epoch on validation is reported.")
 @click.option("--max-train-seconds", type=float,
               help="Prune trials whose projected training time exceeds this.")
 @click.option("--session-gap", default="none", show_default=True)
@@ -356,31 +387,50 @@ def _baselines(split, protocol, n_items, gap):
               help="Input items per case (default: the data set's history length).")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--out", "out_path", type=click.Path(dir_okay=False),
-              help="Write the best parameters and all trials as JSON.")
+              help="Write the settings file (the best parameters, the data's fingerprint, protocol, "
+                   "metric, budget, every trial) for `stream-recs train --settings`.")
 @click.option("--threads", default=1, show_default=True, help="torch threads.")
-def tune(data, protocol, metric, masking, loss, trials, timeout, epochs, max_train_seconds, session_gap,
+def tune(data, protocol, metric, masking, loss, trials, budget, epochs, max_train_seconds, session_gap,
          max_len, seed, out_path, threads):
-    """Optuna search over the GRU4Rec ranges, optimising a validation metric."""
+    """Optuna search over the GRU4Rec ranges within a time budget, optimising a metric of the
+    split's validation part (never its test part). Prints the settings file (less its trials)."""
     import json
 
+    from stream_recs.models.tune_budget import Budget
+
+    clock = Budget(budget)  # before anything else: loading the data counts
     import torch
 
     torch.set_num_threads(threads)
 
-    from stream_recs.models.tune import run_study
+    from stream_recs.models.tune import NoResult, run_study
+    from stream_recs.models.tune_settings import settings_document
 
     events = data.load()
     gap, max_len = _gap(session_gap), max_len or data.history_len
     split = _split(events, protocol, max_len, gap, 1.0)
-    result = run_study(split, events.item_ids, loss=loss, metric=metric, masking=masking, n_trials=trials,
-                       timeout=timeout, epochs=epochs, max_train_seconds=max_train_seconds,
-                       session_gap=gap, max_len=max_len,
-                       seed=seed, log=lambda line: click.echo(line, err=True))
+    try:
+        result = run_study(split, events.item_ids, budget=clock, loss=loss, metric=metric,
+                           masking=masking, n_trials=trials, epochs=epochs,
+                           max_train_seconds=max_train_seconds, session_gap=gap, max_len=max_len,
+                           seed=seed, log=lambda line: click.echo(line, err=True))
+    except NoResult as exc:
+        raise click.ClickException(str(exc)) from None
+    tuned_on = {"data": data.name, "fingerprint": events.fingerprint(),
+                "train_fingerprint": split.train.fingerprint(), "protocol": protocol,
+                "session_gap": gap, "max_len": max_len, "seed": seed}
+    document = settings_document(result, tuned_on)
     if out_path:
         with open(out_path, "w") as handle:
-            json.dump(result, handle, indent=1)
-    json.dump({"best_value": result["best_value"], "best_params": result["best_params"]},
-              sys.stdout, indent=1)
+            json.dump(document, handle, indent=1)
+    run = result["search"]
+    click.echo(f"took {clock.elapsed():.0f}s of the {budget:.0f}s budget (stopped by "
+               f"{'the budget' if run['stopped_by'] == 'budget' else '--trials'}): "
+               f"{run['trials_completed']} trials completed, {run['trials_pruned']} pruned, "
+               f"{run['trials_failed']} without a result, of {run['trials_started']} started; best "
+               f"{masking} {metric} {result['best_value']:.4f}"
+               f"{f'; wrote {out_path}' if out_path else ''}", err=True)
+    json.dump({k: v for k, v in document.items() if k != "trials"}, sys.stdout, indent=1)
     click.echo()
 
 
