@@ -172,10 +172,13 @@ def run_study(
             stopped = "pruned"
         except FloatingPointError:  # a learning rate too high for these settings
             stopped = "failed: the loss diverged"
+        except (RuntimeError, ValueError) as exc:  # settings this data cannot train with
+            stopped = f"failed: {type(exc).__name__}: {exc}"
         state = ("PRUNED" if stopped == "pruned" else "FAIL" if not curve or stopped.startswith("failed")
                  else "COMPLETE") if stopped else "COMPLETE"
         best = max(range(len(curve)), key=curve.__getitem__) if curve else None
         return {"number": trial.number, "state": state, "stopped": stopped,
+                "started_s": round(started - budget.started, 2),
                 "value": None if best is None else curve[best],
                 "best_epoch": None if best is None else best + 1, "epochs": len(curve),
                 "seconds": round(time.monotonic() - started, 1),
@@ -223,3 +226,13 @@ def run_study(
     return {"metric": metric, "masking": masking, "best_value": best["value"],
             "best_params": {**best["params"], "epochs": best["best_epoch"]},
             "search": search, "trials": trials}
+
+
+def summary(result: dict, budget: Budget) -> str:
+    """The closing line of a search: time taken, trials by outcome, the best value."""
+    run = result["search"]
+    by = "the budget" if run["stopped_by"] == "budget" else "--trials"
+    return (f"took {budget.elapsed():.0f}s of the {budget.seconds:.0f}s budget (stopped by {by}): "
+            f"{run['trials_completed']} trials completed, {run['trials_pruned']} pruned, "
+            f"{run['trials_failed']} without a result, of {run['trials_started']} started; best "
+            f"{result['masking']} {result['metric']} {result['best_value']:.4f}")

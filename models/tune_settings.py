@@ -52,7 +52,21 @@ def read_settings(path: str | Path) -> tuple[dict, dict]:
         expected = type(getattr(defaults, name))
         fits = isinstance(value, expected) and (expected is bool or not isinstance(value, bool))
         if not fits and not (expected is float and isinstance(value, int) and not isinstance(value, bool)):
-            raise SettingsError(f"{path}: {name} is {value!r}, not a {expected.__name__}")
+            raise SettingsError(f"{path}: {name} must be {expected.__name__}, not {value!r}")
     record = {"path": str(Path(path).resolve()), "sha256": hashlib.sha256(text.encode()).hexdigest(),
               "content": {key: value for key, value in doc.items() if key != "trials"}}
     return params, record
+
+
+def use_warnings(path, params: dict, record: dict, fingerprint: str, loss: str | None) -> list[str]:
+    """Why these settings may not suit a training on data of ``fingerprint`` with ``--loss``."""
+    tuned_on = record["content"].get("tuned_on") or {}
+    warnings = []
+    if tuned_on.get("fingerprint") != fingerprint:
+        warnings.append(f"{path} was tuned on other data ({tuned_on.get('data', 'unknown')}, "
+                        f"fingerprint {str(tuned_on.get('fingerprint'))[:12]}; this data "
+                        f"{fingerprint[:12]}): its settings may not suit it")
+    if loss and params.get("loss", loss) != loss:
+        warnings.append(f"{path} was tuned for --loss {params['loss']}; training {loss} with its "
+                        f"other settings")
+    return warnings

@@ -133,20 +133,14 @@ def train(data, out_dir, holdout, loss, settings_path, session_gap, max_len, epo
 def _tuned(path: str, fingerprint: str, loss: str | None) -> tuple[dict, dict]:
     """A settings file's hyper-parameters and the record the checkpoint keeps of it; warns when
     it was tuned on other data or for another loss than ``--loss``."""
-    from stream_recs.models.tune_settings import SettingsError, read_settings
+    from stream_recs.models.tune_settings import SettingsError, read_settings, use_warnings
 
     try:
         params, record = read_settings(path)
     except SettingsError as exc:
         raise click.BadParameter(str(exc), param_hint="--settings") from None
-    tuned_on = record["content"].get("tuned_on") or {}
-    if tuned_on.get("fingerprint") != fingerprint:
-        click.echo(f"warning: {path} was tuned on other data ({tuned_on.get('data', 'unknown')}, "
-                   f"fingerprint {str(tuned_on.get('fingerprint'))[:12]}; this data "
-                   f"{fingerprint[:12]}): its settings may not suit it", err=True)
-    if loss and params.get("loss", loss) != loss:
-        click.echo(f"warning: {path} was tuned for --loss {params['loss']}; training {loss} with "
-                   f"its other settings", err=True)
+    for warning in use_warnings(path, params, record, fingerprint, loss):
+        click.echo(f"warning: {warning}", err=True)
     return params, record
 
 
@@ -403,7 +397,7 @@ def tune(data, protocol, metric, masking, loss, trials, budget, epochs, max_trai
 
     torch.set_num_threads(threads)
 
-    from stream_recs.models.tune import NoResult, run_study
+    from stream_recs.models.tune import NoResult, run_study, summary
     from stream_recs.models.tune_settings import settings_document
 
     events = data.load()
@@ -423,13 +417,7 @@ def tune(data, protocol, metric, masking, loss, trials, budget, epochs, max_trai
     if out_path:
         with open(out_path, "w") as handle:
             json.dump(document, handle, indent=1)
-    run = result["search"]
-    click.echo(f"took {clock.elapsed():.0f}s of the {budget:.0f}s budget (stopped by "
-               f"{'the budget' if run['stopped_by'] == 'budget' else '--trials'}): "
-               f"{run['trials_completed']} trials completed, {run['trials_pruned']} pruned, "
-               f"{run['trials_failed']} without a result, of {run['trials_started']} started; best "
-               f"{masking} {metric} {result['best_value']:.4f}"
-               f"{f'; wrote {out_path}' if out_path else ''}", err=True)
+    click.echo(f"{summary(result, clock)}{f'; wrote {out_path}' if out_path else ''}", err=True)
     json.dump({k: v for k, v in document.items() if k != "trials"}, sys.stdout, indent=1)
     click.echo()
 
