@@ -135,6 +135,9 @@ class ServingOptions(_Group):
     explain_share: float = setting(0.25, "replay: the share of model answers explained (chosen by a hash of "
                                    "the event id; the others' because is null), which bounds its cost",
                                    minimum=0, flag=True)
+    item_details: str = setting("off", "on: each recommended item also carries its catalogue title and "
+                                "categories, where the items topic has them", choices=("off", "on"),
+                                flag=True)
 
 
 @dataclass(frozen=True)

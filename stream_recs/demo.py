@@ -2,8 +2,8 @@
 and genres published as the item catalogue, a model trained on MovieLens-100K (cached), a worker
 and a trainer beside it, the data replayed as a click stream, each training cycle's verdict and
 each canary decision as they happen (``demo_learning.py``), sample recommendations with their
-explanations (titles read back from the catalogue) and a live summary from /metrics; then
-everything stops.
+explanations (titles carried by the answers, and read back from the catalogue for "because") and
+a live summary from /metrics; then everything stops.
 
 Each step runs the same ``stream-recs`` command a user would type, as a subprocess.
 """
@@ -221,7 +221,8 @@ def _replay_and_watch(settings: Settings, port: int, events: int, rate: float, l
             because = because_of(item)
             why = "-" if because is None else title(because[0]) + (
                 "" if because[1] is None else f" ({because[1]:.2f})")
-            say(f"    {title(item['item_id'])[:45]:<45} score {item['score']:6.2f}  because {why}")
+            name = item.get("title", item["item_id"])[:45]
+            say(f"    {name:<45} score {item['score']:6.2f}  because {why}")
     final = scrape_metrics(port, timeout=SCRAPE_TIMEOUT_S) or previous
     say("\nsummary over the replay: " + summarize(final, first, time.monotonic() - started).format())
 

@@ -23,9 +23,10 @@ from stream_recs.kafka_clients import client_kwargs
 from stream_recs.messages import CANARY, CanaryDecision, ModelUpdateError, decode_model_record
 
 # a canary the demo's stream can decide (a quarter of the users, judged after 300 evaluations),
-# and every answer explained, for the samples it prints
+# every answer explained and carrying its catalogue title, for the samples it prints
 DEMO_SETTINGS = {"STREAM_RECS_CANARY_SHARE": "0.25", "STREAM_RECS_CANARY_MIN_EVENTS": "300",
-                 "STREAM_RECS_CANARY_MAX_EVENTS": "3000", "STREAM_RECS_EXPLAIN_SHARE": "1"}
+                 "STREAM_RECS_CANARY_MAX_EVENTS": "3000", "STREAM_RECS_EXPLAIN_SHARE": "1",
+                 "STREAM_RECS_ITEM_DETAILS": "on"}
 VERDICT = re.compile(r"cycle (published|rejected|failed): (.*)")
 
 

@@ -14,6 +14,7 @@ from typing import NamedTuple
 
 import orjson
 
+from stream_recs.catalogue import Catalogue
 from stream_recs.events import FORGET, Event, Forget
 
 MAX_RAW_BYTES = 1024
@@ -62,18 +63,27 @@ def encode_forget(forget: Forget) -> bytes:
     return orjson.dumps({"event_id": forget.event_id, "user_id": forget.user_id, "type": FORGET})
 
 
-def encode_recommendation(rec: Recommendation, produced_ts: float) -> bytes:
-    """JSON value for the recommendations topic (``SCHEMA`` 2)."""
+def encode_recommendation(rec: Recommendation, produced_ts: float, details: Catalogue | None = None) -> bytes:
+    """JSON value for the recommendations topic (``SCHEMA`` 2). With ``details`` each item also
+    carries the ``title`` and ``categories`` of its catalogue record, where it has them."""
+    items = [
+        {"item_id": it.item_id, "score": it.score,
+         "because": None if it.because is None else {"item_id": it.because, "weight": it.weight}}
+        for it in rec.items
+    ]
+    if details is not None:
+        for item in items:
+            record = details.get(item["item_id"])
+            if record is not None and record.title is not None:
+                item["title"] = record.title
+            if record is not None and record.categories:
+                item["categories"] = record.categories
     return orjson.dumps(
         {
             "schema": SCHEMA,
             "event_id": rec.event_id,
             "user_id": rec.user_id,
-            "items": [
-                {"item_id": it.item_id, "score": it.score,
-                 "because": None if it.because is None else {"item_id": it.because, "weight": it.weight}}
-                for it in rec.items
-            ],
+            "items": items,
             "strategy": rec.strategy,
             "model_version": rec.model_version,
             "event_ts": rec.event_ts,

@@ -80,6 +80,7 @@ def wire(
     follower = ModelFollower(recommender, metrics, ranker, trust, settings.canary.share, canary, live)
     publisher = DecisionPublisher(bootstrap, settings.security, settings.topics.model_updates)
     recommendations = settings.topics.recommendations
+    details = recommender.catalogue if settings.serving.item_details == "on" else None
     forget_topic = settings.topics.forget
     barriers = start_forgetting(topology, order, bootstrap)
 
@@ -108,7 +109,7 @@ def wire(
         stored.created(unstored)
         produced = time.time()
         for rec, source in zip(result.recommendations, sources, strict=True):
-            key, value = rec.user_id.encode(), encode_recommendation(rec, produced)
+            key, value = rec.user_id.encode(), encode_recommendation(rec, produced, details)
             await send(recommendations, key, value, source.message)
         metrics.record_batch(result, received_at=received, produced_at=produced, taken=step.taken)
 

@@ -6,6 +6,7 @@ import base64
 
 import orjson
 
+from stream_recs.catalogue import Catalogue, CatalogueItem
 from stream_recs.messages import (
     RecItem,
     Recommendation,
@@ -32,6 +33,21 @@ def test_recommendation_json():
         "event_ts": 10.5,
         "produced_ts": 11.0,
     }
+
+
+def test_recommended_items_carry_catalogue_details_when_asked():
+    catalogue = Catalogue()
+    catalogue.apply("i2", CatalogueItem("i2", True, "Film two", ("Drama", "War")))
+    catalogue.apply("i3", CatalogueItem("i3", True))  # a record without title or categories
+    rec = Recommendation("e1", "u1", (RecItem("i2", 0.5, None), RecItem("i3", 0.25, None),
+                                      RecItem("i4", 0.1, None)), "model", "v1", 1.0)
+    items = orjson.loads(encode_recommendation(rec, 2.0, catalogue))["items"]
+    assert items[0] == {"item_id": "i2", "score": 0.5, "because": None, "title": "Film two",
+                        "categories": ["Drama", "War"]}
+    assert items[1] == {"item_id": "i3", "score": 0.25, "because": None}
+    assert items[2] == {"item_id": "i4", "score": 0.1, "because": None}  # no record
+    plain = orjson.loads(encode_recommendation(rec, 2.0))["items"]
+    assert "title" not in plain[0] and "categories" not in plain[0]
 
 
 def test_because_reads_both_shapes():
