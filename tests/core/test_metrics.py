@@ -167,3 +167,20 @@ def test_summarize_window_between_two_scrapes():
 def test_parse_scrape_keys_samples_by_labels():
     samples = parse_scrape('a_total{x="1"} 2\na_total{x="2"} 3\n')
     assert samples[("a_total", frozenset({("x", "1")}))] == 2.0
+
+
+def test_every_metric_is_documented_once():
+    """The operations guide's metric table names each metric the worker and the trainer declare."""
+    import re
+    from pathlib import Path
+
+    from stream_recs.trainer_metrics import TrainerMetrics
+
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
+    rows = [line for line in guide.splitlines() if line.startswith("| `stream_recs_")]
+    documented = [name for row in rows for name in re.findall(r"`(stream_recs_\w+)", row.split(" | ")[0])]
+    registries = (Metrics().registry, TrainerMetrics().registry)
+    declared = {family.name + ("_total" if family.type == "counter" else "")
+                for registry in registries for family in registry.collect()}
+    assert sorted(set(documented)) == sorted(documented), "a metric has two rows"
+    assert declared == set(documented)
