@@ -1,5 +1,9 @@
 """Shared fixtures: one real Apache Kafka broker for the whole session, unique topic names.
 
+Every topic a session creates (its own and its workers') starts with ``t-<session token>-``, and
+the session deletes them at its end: a developer's local broker would otherwise gather thousands
+of partitions over many runs and slow down every start and every topic creation.
+
 The broker is the project's own embedded KRaft broker (started here unless one is already running,
 e.g. by ``make test``), or the cluster named by ``STREAM_RECS_BOOTSTRAP_SERVERS`` /
 ``KAFKA_BOOTSTRAP_SERVERS``. Tests that never ask for ``kafka_bootstrap`` need no broker.
@@ -21,6 +25,7 @@ from stream_recs.kafka_local import local_kafka
 from .harness import Stream, Worker
 
 _served: list[str] = []
+SESSION_PREFIX = f"t-{uuid.uuid4().hex[:6]}-"  # every topic name of this session starts with it
 
 
 @pytest.fixture(scope="session")
@@ -39,8 +44,27 @@ def kafka_bootstrap():
         f"at {info.bootstrap}, log {broker.log_file}"
     )
     yield info.bootstrap
+    delete_topics(settings, info.bootstrap, SESSION_PREFIX)
     if started_here:
         broker.stop()
+
+
+def delete_topics(settings, bootstrap: str, prefix: str) -> None:
+    """Delete the topics whose names start with ``prefix`` (best effort: a test run's cleanup)."""
+    from kafka.admin import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    from stream_recs.kafka_clients import client_kwargs
+
+    admin = KafkaAdminClient(**client_kwargs(settings, bootstrap))
+    try:
+        names = sorted(t for t in admin.list_topics() if t.startswith(prefix))
+        for start in range(0, len(names), 200):
+            admin.delete_topics(names[start : start + 200], timeout_ms=60_000)
+    except KafkaError as exc:
+        print(f"could not delete this session's topics: {exc!r}")
+    finally:
+        admin.close()
 
 
 @pytest.fixture
@@ -49,7 +73,7 @@ def new_topic_name(request):
     base = re.sub(r"[^a-zA-Z0-9._-]", "-", request.node.name)[:60]
 
     def make(suffix: str = "") -> str:
-        return f"t-{base}{'-' + suffix if suffix else ''}-{uuid.uuid4().hex[:8]}"
+        return f"{SESSION_PREFIX}{base}{'-' + suffix if suffix else ''}-{uuid.uuid4().hex[:8]}"
 
     return make
 
