@@ -130,8 +130,11 @@ def run_study(
     valid = thin_cases(split.valid, VALIDATION["max_cases"])
     registry, sequences = training_sequences(split.train, session_gap)
     prepared, share = budget.elapsed(), budget.left() / MIN_TRIALS
+    if budget.left() <= 0:
+        raise NoResult(f"loading and preparing the data took {prepared:.1f}s, all of the "
+                       f"{budget.seconds:g}s budget: no trial could start; give a larger --budget")
     log(f"{len(split.valid)} validation cases ({len(valid)} used), {len(sequences)} training "
-        f"sequences; {budget.left():.0f}s of the {budget.seconds:.0f}s budget left, at most "
+        f"sequences; {budget.left():.0f}s of the {budget.seconds:g}s budget left, at most "
         f"{share:.0f}s a trial (or one epoch) and {epochs} epochs")
 
     def run_trial(trial) -> dict:
@@ -218,9 +221,9 @@ def run_study(
     completed = [t for t in trials if t["state"] == "COMPLETE"]
     if not completed:
         raise NoResult(
-            f"no trial finished an epoch within the {budget.seconds:.0f}s budget ({len(trials)} "
+            f"no trial finished an epoch within the {budget.seconds:g}s budget ({len(trials)} "
             f"started: {counts['PRUNED']} pruned, {counts['FAIL']} stopped or failed without a "
-            f"validated epoch; {prepared:.0f}s went to loading and preparing the "
+            f"validated epoch; {prepared:.1f}s went to loading and preparing the "
             f"data); give a larger --budget, or fewer --max-len items")
     best = max(completed, key=lambda t: t["value"])
     return {"metric": metric, "masking": masking, "best_value": best["value"],
@@ -232,7 +235,7 @@ def summary(result: dict, budget: Budget) -> str:
     """The closing line of a search: time taken, trials by outcome, the best value."""
     run = result["search"]
     by = "the budget" if run["stopped_by"] == "budget" else "--trials"
-    return (f"took {budget.elapsed():.0f}s of the {budget.seconds:.0f}s budget (stopped by {by}): "
+    return (f"took {budget.elapsed():.0f}s of the {budget.seconds:g}s budget (stopped by {by}): "
             f"{run['trials_completed']} trials completed, {run['trials_pruned']} pruned, "
             f"{run['trials_failed']} without a result, of {run['trials_started']} started; best "
             f"{result['masking']} {result['metric']} {result['best_value']:.4f}")

@@ -97,7 +97,7 @@ def test_a_bad_settings_file_is_a_clear_error(tmp_path, content, message):
 def test_no_epoch_within_the_budget_is_a_clear_error():
     result = CliRunner().invoke(main, ["tune", *DATA, "--budget", "0.001"])
     assert result.exit_code == 1 and result.exception.__class__ is SystemExit
-    assert "no trial finished an epoch within the 0s budget" in result.output
+    assert "all of the 0.001s budget: no trial could start" in result.output
     assert "larger --budget" in result.output
 
 
