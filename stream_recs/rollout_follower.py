@@ -78,6 +78,34 @@ class ModelFollower:
             return True
         return await self.reach(target, change)
 
+    async def apply_all(self, raws: list[bytes | None]) -> None:
+        """Act on records read together, ending where acting on each in turn would. Of a run of
+        announcements that each replace whatever serves (``FULL``, or any with no canary share),
+        the newest is tried first and the older ones only while it and those after it are
+        refused: a worker that fell behind a busy trainer catches up with one load, and a refused
+        newest announcement never hides a good one before it."""
+        start = 0
+        while start < len(raws):
+            end = start
+            while end < len(raws) and self._replaces(raws[end]):
+                end += 1
+            if end - start < 2:
+                await self.apply(raws[start])
+                start += 1
+                continue
+            for raw in reversed(raws[start:end]):
+                if await self.apply(raw):
+                    break
+            start = end
+
+    def _replaces(self, raw: bytes | None) -> bool:
+        """Whether ``raw`` is an announcement whose model serves everyone, whatever served before."""
+        try:
+            record = decode_model_record(raw)
+        except ModelUpdateError:
+            return False
+        return isinstance(record, ModelUpdate) and (record.rollout == FULL or self.share <= 0)
+
     async def reach(self, target: Rollout, change: str | None = None) -> bool:
         """Serve ``target``'s live model and candidate; False when one of them was refused."""
         if self.share <= 0 and target.candidate is not None:
@@ -178,8 +206,7 @@ async def follow_model_updates(
         consumer.seek(tp, offset)
         while not should_stop():
             records = await consumer.getmany(tp, timeout_ms=1000)
-            for record in records.get(tp, []):  # each in turn: a refused one must not hide the one before
-                await follower.apply(record.value)
+            await follower.apply_all([record.value for record in records.get(tp, [])])
     finally:
         await consumer.stop()
 
