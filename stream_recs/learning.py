@@ -5,8 +5,10 @@ candidate model, and the gate's verdict on it.
    older clicks (against forgetting what the window no longer shows), is the training data.
 2. The candidate warm-starts from the live model (``train --parent``): same architecture, same
    item indices; the items the live model lacks that were clicked at least ``min_item_count``
-   times are appended to its item registry, and their rows start from the known items clicked
-   next to them (``init_from_neighbours``). Items unseen for ``retire_after`` are retired.
+   times in the window (the held-out slice counts: an item is admitted in the cycle its count
+   is crossed, though only its earlier clicks train it) are appended to its item registry, and
+   their rows start from the known items clicked next to them (``init_from_neighbours``). Items
+   unseen for ``retire_after`` are retired.
 3. It is fine-tuned for a few epochs with the live model's hyper-parameters, then judged
    against the live model on the held-out slice.
 """
@@ -16,6 +18,8 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass
+
+import numpy as np
 
 from stream_recs.datasets import Events, concat_events
 from stream_recs.models import GRU4Rec
@@ -62,8 +66,9 @@ def run_cycle(live: GRU4Rec, hyper: dict, window: Events, replay: Events | None,
         verdict = judge(live, live, window.item_ids, holdout.cases, options.tolerance)
         return Cycle(None, dataclasses.replace(verdict, publish=False, reason="nothing to train on"),
                      0, 0, time.perf_counter() - started)
-    registry, sequences = training_sequences(train, hyper.get("session_gap"), base or live.registry,
-                                             options.min_item_count)
+    registry, sequences = training_sequences(
+        train, hyper.get("session_gap"), admitted(window, base or live.registry, options.min_item_count),
+        options.min_item_count)
     if options.retire_after is not None:
         registry = registry.retire_unseen(float(train.ts.max()), options.retire_after)
     candidate, _ = train_model(sequences, registry, config, version, show_progress=False,
@@ -71,3 +76,15 @@ def run_cycle(live: GRU4Rec, hyper: dict, window: Events, replay: Events | None,
     verdict = judge(candidate, live, window.item_ids, holdout.cases, options.tolerance)
     return Cycle(candidate, verdict, len(train), candidate.n_items - live.n_items,
                  time.perf_counter() - started)
+
+
+def admitted(window: Events, registry: ItemRegistry, min_count: int) -> ItemRegistry:
+    """``registry`` extended by the items of ``window`` it lacks that occur at least ``min_count``
+    times there, with their newest click times (sorted, as ``training_sequences`` appends)."""
+    counts = np.bincount(window.item, minlength=len(window.item_ids))
+    newest = np.full(len(window.item_ids), -np.inf)
+    np.maximum.at(newest, window.item, window.ts)
+    known = set(registry.ids)
+    new = sorted((window.item_ids[c], int(newest[c])) for c in np.flatnonzero(counts >= max(min_count, 1))
+                 if window.item_ids[c] not in known)
+    return registry.extend([item for item, _ in new]).seen(dict(new))

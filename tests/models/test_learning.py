@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from stream_recs.datasets import Events, concat_events, from_rows, synthetic_sessions
-from stream_recs.learning import CycleOptions, run_cycle
+from stream_recs.learning import CycleOptions, admitted, run_cycle
 from stream_recs.models.gate import judge, newest_slice
 from stream_recs.models.train import TrainConfig, train_model, training_sequences
 
@@ -96,3 +96,21 @@ def test_after_a_rollback_the_next_candidate_keeps_the_indices_the_rolled_back_o
     kept = len(rolled_back.ids)
     assert ids[:kept] == list(rolled_back.ids) and ids[kept:] == ["brand-new"]
     assert rolled_back.conflict_with(cycle.candidate.registry) is None
+
+
+def test_an_item_crossing_the_count_in_the_held_out_slice_is_admitted_in_that_cycle(stream, parent):
+    window = stream[1]
+    since = newest_slice(window, 0.2, HYPER["max_len"]).since
+    late = [(window.user_ids[u], "late-item", t + 0.5) for u, t in zip(window.user, window.ts, strict=True)
+            if t >= since][:8]  # every click on it falls in the held-out slice
+    rows = [(window.user_ids[u], window.item_ids[i], t) for u, i, t in
+            zip(window.user, window.item, window.ts, strict=True)]
+    users, items, times = zip(*(rows + late), strict=True)
+    grown = from_rows(users, items, times)
+    extended = admitted(grown, parent.registry, min_count=5)
+    assert extended.ids == (*parent.registry.ids, "late-item")
+    assert extended.last_seen[-1] == int(max(t for _, _, t in late))
+    assert admitted(grown, parent.registry, min_count=9).ids == parent.registry.ids  # 8 clicks: too few
+    cycle = run_cycle(parent, HYPER, grown, None,
+                      CycleOptions(min_item_count=5, epochs=1, holdout=0.2, tolerance=0.05), "v4")
+    assert cycle.items_added == 1 and cycle.candidate.item_ids[-1] == "late-item"
