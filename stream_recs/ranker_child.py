@@ -13,8 +13,11 @@ its stdin and stdout (length-prefixed raw arrays, nothing unpickled).
     await ranker.load(model_dir, version)  # at start-up and after each model swap
     values, indices = await ranker.top_k(pending)  # pending: Recommender.begin_batch(...)
 
-A batch is ranked in-process instead when it is small (``MIN_ROWS``), and while no child serves
-its model version (start-up, a swap in progress, ranking off, or a child failed). A child that
+A model swap reloads the running child in place (a load request on the same pipes): a new
+interpreter and torch import on every swap would cost seconds of CPU, a real share of a small
+machine when a trainer publishes often. A batch is ranked in-process instead when it is small
+(``MIN_ROWS``), and while no child serves its model version (start-up, a swap in progress,
+ranking off, or a child failed). A child that
 fails to start, dies, misses a batch's deadline (``REQUEST_TIMEOUT_S``) or is cut off mid-request
 is retired (logged; that batch is ranked in-process) and a new one is started after a delay that
 grows while failures repeat (``RESPAWN_DELAYS_S``). A child exits when its stdin closes, so also
@@ -45,7 +48,8 @@ from stream_recs.config import ServingOptions
 
 log = logging.getLogger(__name__)
 
-# rows, dims, masked columns; then float32 rows x dims, int64 rows x masked columns
+# rows, dims, masked columns; then float32 rows x dims, int64 rows x masked columns. A load
+# request has rows = dims = 0 and the length of its JSON in place of the columns.
 _REQUEST = struct.Struct("<III")
 _ANSWER = struct.Struct("<II")  # rows, k; then float32 rows x k values, int64 rows x k indices
 _HELLO = struct.Struct("<I")  # length of the JSON that follows: {"version": ...} or {"error": ...}
@@ -98,6 +102,30 @@ class RankerProcess:
             await _stop(proc)
             raise RankerError(f"the ranker for {model_dir} did not start: {hello['error']}")
         return cls(proc, hello["version"])
+
+    async def reload(self, model_dir: str | Path, version: str, meta_sha256: str | None = None) -> None:
+        """Make the child serve another checkpoint (checked as ``start`` checks it); no batch is
+        sent to it meanwhile. RankerError when it could not: the child is then of no use."""
+        body = json.dumps({"model_dir": str(model_dir), "version": version, "meta_sha256": meta_sha256})
+        self.version = None  # batches are ranked in-process until it answers
+        async with self._lock:
+            if self._broken:
+                raise RankerError("the ranker was cut short by an earlier request")
+            try:
+                async with asyncio.timeout(START_TIMEOUT_S):
+                    self.proc.stdin.write(_REQUEST.pack(0, 0, len(body)) + body.encode())
+                    await self.proc.stdin.drain()
+                    head = await self.proc.stdout.readexactly(_HELLO.size)
+                    hello = json.loads(await self.proc.stdout.readexactly(_HELLO.unpack(head)[0]))
+            except BaseException as exc:
+                self._broken = True
+                if isinstance(exc, (asyncio.IncompleteReadError, ConnectionError, TimeoutError, ValueError)):
+                    raise RankerError(f"the ranker could not load {model_dir}: {exc!r}") from exc
+                raise
+        if "error" in hello:
+            self._broken = True
+            raise RankerError(f"the ranker could not load {model_dir}: {hello['error']}")
+        self.version = hello["version"]
 
     async def top_k(
         self, outputs: torch.Tensor, masked: torch.Tensor | None
@@ -179,15 +207,24 @@ class Ranker:
             self._started.set()
 
     async def load(self, model_dir: str | Path, version: str, meta_sha256: str | None = None) -> None:
-        """Start a child for this checkpoint (``meta_sha256``: of the metadata the worker loaded), then
-        retire the previous one. Until it is ready,
-        batches are ranked in-process; a child that fails to start is logged, and the batches
-        of that version are ranked in-process."""
+        """Have a child serve this checkpoint (``meta_sha256``: of the metadata the worker
+        loaded): the running child reloads in place, or a new one starts. Until it is ready,
+        batches are ranked in-process; a child that fails to load or start is logged (and
+        replaced later), and the batches of that version are ranked in-process."""
         if not self.enabled:
             return
         self._newest = (model_dir, version, meta_sha256)
-        self._loads += 1
+        self._loads += 1  # a start still under way for an older load is discarded when it ends
         ticket = self._loads
+        process = self.process
+        if process is not None and process.proc.returncode is None:
+            try:
+                await process.reload(model_dir, version, meta_sha256)
+            except RankerError as exc:
+                await self._retire(process, exc)
+            else:
+                log.warning("the ranker child (pid %d) serves model %s", process.proc.pid, process.version)
+            return
         try:
             started = await RankerProcess.start(model_dir, self.options, version, meta_sha256)
         except RankerError as exc:
@@ -267,16 +304,31 @@ def _serve(config: dict, requests, answers) -> None:
     from stream_recs.model_updates import load_checkpoint
 
     torch.set_num_threads(config["threads"])
-    try:
-        model, _ = load_checkpoint(config["model_dir"], config["version"], config["meta_sha256"])
-        sent = config["options"]  # JSON: the tuple came as a list
-        live = LiveModel(model, ServingOptions(**{**sent, "never_recommend": tuple(sent["never_recommend"])}))
-    except Exception as exc:  # the parent logs it and ranks in-process
-        _hello(answers, {"error": f"{type(exc).__name__}: {exc}"})
+    sent = config["options"]  # JSON: the tuple came as a list
+    options = ServingOptions(**{**sent, "never_recommend": tuple(sent["never_recommend"])})
+
+    def load(checkpoint: dict) -> LiveModel | None:
+        """The checkpoint's LiveModel, after saying hello; None (said as an error) if it failed."""
+        try:
+            model, _ = load_checkpoint(checkpoint["model_dir"], checkpoint["version"],
+                                       checkpoint["meta_sha256"])
+            live = LiveModel(model, options)
+        except Exception as exc:  # the parent logs it and ranks in-process
+            _hello(answers, {"error": f"{type(exc).__name__}: {exc}"})
+            return None
+        _hello(answers, {"version": live.version})
+        return live
+
+    live = load(config)
+    if live is None:
         return
-    _hello(answers, {"version": live.version})
     while header := requests.read(_REQUEST.size):
         rows, dims, columns = _REQUEST.unpack(header)
+        if rows == dims == 0:  # a load request
+            live = load(json.loads(requests.read(columns)))
+            if live is None:
+                return
+            continue
         outputs = np.frombuffer(requests.read(rows * dims * 4), np.float32).reshape(rows, dims)
         masked = None
         if columns:

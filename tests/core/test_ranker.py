@@ -151,9 +151,28 @@ async def test_a_child_of_another_version_is_not_used(checkpoints):
         rec.swap_model(make_model("v2", seed=1))  # the batches now use v2; the child serves v1
         expected = await serve(Recommender(make_model("v2", seed=1), ServingOptions(k=10)), None)
         assert await serve(rec, ranking) == expected
+        pid = ranking.process.proc.pid
         await ranking.load(checkpoints["v2"], "v2")
-        assert ranking.process.version == "v2"
-        assert await serve(rec, ranking) == expected
+        assert ranking.process.version == "v2" and ranking.process.proc.pid == pid  # reloaded in place
+        assert await serve(rec, ranking) == expected and ranking.child_ready
+    finally:
+        await ranking.close()
+
+
+async def test_a_child_that_cannot_reload_is_retired_and_replaced(checkpoints, caplog, monkeypatch):
+    monkeypatch.setattr(ranker_child, "RESPAWN_DELAYS_S", (0.2,))
+    rec = Recommender(make_model("v1"), ServingOptions(k=10))
+    ranking = Ranker(rec.options, True, checkpoints["v1"], "v1", min_rows=1)
+    await ranking.start()
+    first = ranking.process
+    try:
+        with caplog.at_level(logging.ERROR, logger="stream_recs.ranker_child"):
+            await ranking.load(checkpoints["v1"], "v2")  # the checkpoint is not of that version
+        assert "could not load" in caplog.text and "not the expected v2" in caplog.text
+        assert ranking.process is None and first.proc.returncode is not None
+        await ranking.load(checkpoints["v2"], "v2")  # a good announcement after it: a new child
+        assert ranking.process is not None and ranking.process.version == "v2"
+        assert ranking.process.proc.pid != first.proc.pid
     finally:
         await ranking.close()
 
