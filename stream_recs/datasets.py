@@ -168,6 +168,27 @@ def load_movielens(name: str = "movielens-100k", path: str | Path | None = None)
     return sort_by_time(from_rows(users, items, ts))
 
 
+def movielens_items(name: str = "movielens-100k") -> list:
+    """The items of a MovieLens data set as catalogue records (``catalogue.CatalogueItem``), from
+    the ``.item`` file beside its ratings: the title with its year, the genres as categories, the
+    year as an attribute. Ids match :func:`load_movielens`'s."""
+    from stream_recs.catalogue import CatalogueItem
+
+    records = []
+    with movielens_path(name).with_suffix(".item").open(encoding="utf-8", errors="replace") as handle:
+        cols = [h.split(":")[0] for h in handle.readline().rstrip("\n").split("\t")]
+        genre = cols.index("class" if "class" in cols else "genre")
+        i, t, y = cols.index("item_id"), cols.index("movie_title"), cols.index("release_year")
+        for line in handle:
+            parts = line.rstrip("\n").split("\t")
+            parts += [""] * (len(cols) - len(parts))
+            title, year = parts[t].strip(), parts[y].strip().removesuffix(".0")
+            records.append(CatalogueItem(parts[i], True, f"{title} ({year})" if year else title,
+                                         tuple(parts[genre].split()),
+                                         {"year": int(year)} if year.isdigit() else {}))
+    return records
+
+
 def sort_by_time(events: Events) -> Events:
     """Stable sort by timestamp."""
     return events.take(np.argsort(events.ts, kind="stable"))
