@@ -114,7 +114,8 @@ def run_study(
     """Search within ``budget`` (already running: loading counts); returns the best value, the
     best parameters (with the loss and the best epoch), how the budget went, and every trial.
 
-    No trial starts unless an epoch of the median cost so far fits in what is left; a trial
+    No trial starts unless an epoch of the median cost so far fits in what is left (with
+    ``tune_budget.MARGIN``); a trial
     stops, keeping its best epoch, when its next epoch would overrun the budget or its share
     (``MIN_TRIALS``); an epoch still running when the budget runs out is interrupted. A trial is
     pruned when its validation curve is below the median of earlier trials, or when its

@@ -11,6 +11,10 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+# Projected work fits only if what is left exceeds its projected cost by this factor: epochs of
+# different settings vary, and an epoch cut short by the budget is wasted.
+MARGIN = 1.25
+
 
 class BudgetSpent(Exception):
     """Raised inside :meth:`Budget.enforced` when the budget runs out."""
@@ -40,8 +44,8 @@ class Budget:
 
     def fits(self, cost: float | None) -> bool:
         """Whether work projected to take ``cost`` seconds (None: unknown) can finish in what is
-        left; unknown work fits while any time is left."""
-        return self.left() > (cost or 0.0)
+        left, with ``MARGIN``; unknown work fits while any time is left."""
+        return self.left() > MARGIN * (cost or 0.0)
 
     @contextmanager
     def enforced(self) -> Iterator[None]:
