@@ -29,7 +29,7 @@ from stream_recs.events import REASONS
 from stream_recs.messages import REFUSAL_REASONS
 
 if TYPE_CHECKING:
-    from stream_recs.scoring import BatchResult
+    from stream_recs.batch_result import BatchResult
 
 PREFIX = "stream_recs_"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)

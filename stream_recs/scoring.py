@@ -49,6 +49,7 @@ from itertools import repeat
 import numpy as np
 import torch
 
+from stream_recs.batch_result import BatchResult, merged
 from stream_recs.canary import CANDIDATE_ARM, LIVE_ARM, in_canary
 from stream_recs.catalogue import Catalogue
 from stream_recs.config import ServingOptions
@@ -64,36 +65,6 @@ from stream_recs.state import SessionState
 
 MODEL = "model"
 POPULAR = "popular"
-
-
-@dataclass(frozen=True, slots=True)
-class BatchResult:
-    """What ``step_batch`` produced, aligned with its input events."""
-
-    recommendations: list[Recommendation]
-    states: dict[str, SessionState]
-    ranks: list[int | None]
-    judged: list[str | None]  # per rank: the version whose answer it judged (None: not known)
-    arms: list[int]  # the side of the canary that answered each event
-    inference_seconds: float
-
-
-def merged(n: int, parts: Sequence[tuple[Sequence[int], BatchResult]]) -> BatchResult:
-    """One result for ``n`` events from the results of the parts ``split`` made of them."""
-    if len(parts) == 1 and len(parts[0][0]) == n:  # one side (no canary): in order already
-        return parts[0][1]
-    recommendations: list = [None] * n
-    ranks: list = [None] * n
-    judged: list = [None] * n
-    arms = [LIVE_ARM] * n
-    states: dict[str, SessionState] = {}
-    for positions, part in parts:
-        for j, i in enumerate(positions):
-            recommendations[i], ranks[i], judged[i], arms[i] = (
-                part.recommendations[j], part.ranks[j], part.judged[j], part.arms[j])
-        states.update(part.states)
-    return BatchResult(recommendations, states, ranks, judged, arms,
-                       sum(part.inference_seconds for _, part in parts))
 
 
 def _as_stored(hidden: torch.Tensor) -> torch.Tensor:

@@ -28,6 +28,7 @@ from collections.abc import Sequence
 
 import faust
 
+from stream_recs.batch_result import merged
 from stream_recs.canary import LIVE_ARM, CanaryCounts, judge
 from stream_recs.catalogue_feed import catalogue_intake, follow_catalogue
 from stream_recs.counts_feed import CANARY, POPULARITY, follow_counts
@@ -40,7 +41,7 @@ from stream_recs.privacy import load_pseudonymiser
 from stream_recs.ranker_child import Ranker
 from stream_recs.rollout import Rollout
 from stream_recs.rollout_follower import DecisionPublisher, ModelFollower, follow_model_updates
-from stream_recs.scoring import Recommender, merged
+from stream_recs.scoring import Recommender
 
 from .app import Topology
 from .forgetting import start_forgetting

@@ -6,6 +6,7 @@ import urllib.request
 
 import pytest
 
+from stream_recs.batch_result import BatchResult
 from stream_recs.health import start_server
 from stream_recs.messages import Recommendation
 from stream_recs.metrics import (
@@ -15,7 +16,6 @@ from stream_recs.metrics import (
     parse_scrape,
     summarize,
 )
-from stream_recs.scoring import BatchResult
 
 
 def value(metrics: Metrics, name: str, **labels: str) -> float | None:
