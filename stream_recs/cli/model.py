@@ -389,11 +389,15 @@ def tune(data, protocol, metric, masking, loss, trials, budget, epochs, max_trai
     """Optuna search over the GRU4Rec ranges within a time budget, optimising a metric of the
     split's validation part (never its test part). Prints the settings file (less its trials)."""
     import json
+    import time
+
+    started = time.monotonic()  # before anything else: importing torch and loading the data count
+
+    import torch
 
     from stream_recs.models.tune_budget import Budget
 
-    clock = Budget(budget)  # before anything else: loading the data counts
-    import torch
+    clock = Budget(budget, started)
 
     torch.set_num_threads(threads)
 
