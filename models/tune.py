@@ -115,12 +115,12 @@ def run_study(
     best parameters (with the loss and the best epoch), how the budget went, and every trial.
 
     No trial starts unless an epoch of the median cost so far fits in what is left (with
-    ``tune_budget.MARGIN``); a trial
-    stops, keeping its best epoch, when its next epoch would overrun the budget or its share
-    (``MIN_TRIALS``); an epoch still running when the budget runs out is interrupted. A trial is
-    pruned when its validation curve is below the median of earlier trials, or when its
-    projected training time exceeds ``max_train_seconds``. Raises :class:`NoResult` when no
-    trial finished an epoch.
+    ``tune_budget.MARGIN``); a trial stops, keeping its best epoch, when its next epoch would
+    overrun the budget or its share (``MIN_TRIALS``); an epoch still running when the budget
+    runs out is interrupted. A trial is pruned when its validation curve is below the median of
+    earlier trials, or when its projected training time exceeds ``max_train_seconds``; one that
+    cannot train (diverging loss, an error) fails. Raises :class:`NoResult` when no trial
+    finished an epoch.
     """
     import optuna
 
@@ -178,8 +178,12 @@ def run_study(
             stopped = "failed: the loss diverged"
         except (RuntimeError, ValueError) as exc:  # settings this data cannot train with
             stopped = f"failed: {type(exc).__name__}: {exc}"
-        state = ("PRUNED" if stopped == "pruned" else "FAIL" if not curve or stopped.startswith("failed")
-                 else "COMPLETE") if stopped else "COMPLETE"
+        if stopped == "pruned":
+            state = "PRUNED"
+        elif not curve or (stopped or "").startswith("failed"):
+            state = "FAIL"
+        else:  # all its epochs, or stopped early with its best epoch so far
+            state = "COMPLETE"
         best = max(range(len(curve)), key=curve.__getitem__) if curve else None
         return {"number": trial.number, "state": state, "stopped": stopped,
                 "started_s": round(started - budget.started, 2),
