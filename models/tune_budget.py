@@ -14,6 +14,7 @@ from contextlib import contextmanager
 # Projected work fits only if what is left exceeds its projected cost by this factor: epochs of
 # different settings vary, and an epoch cut short by the budget is wasted.
 MARGIN = 1.25
+_SLACK = 0.05  # seconds: an alarm this close to its due time counts as due (clocks differ)
 
 
 class BudgetSpent(Exception):
@@ -51,27 +52,41 @@ class Budget:
     def enforced(self) -> Iterator[None]:
         """Run the block under an alarm that raises :class:`BudgetSpent` when the budget runs
         out. Only the main thread can take signals: elsewhere the block runs unguarded and the
-        callers' checks between epochs are the only bound."""
+        callers' checks between epochs are the only bound. An alarm already set outside (a test
+        timeout, say) still rings when due and is set again afterwards."""
         if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
             yield
             return
         if self.left() <= 0:
             raise BudgetSpent
+        outer_left, outer_interval = signal.getitimer(signal.ITIMER_REAL)
+        outer = time.monotonic() + outer_left if outer_left else None  # when the outer one is due
 
         def ring(signum, frame):
+            nonlocal outer
+            if outer is not None and time.monotonic() >= outer - _SLACK:
+                outer = None
+                if callable(previous):
+                    previous(signum, frame)
+            if self.left() > _SLACK:  # the outer alarm rang, not ours: wait for ours
+                signal.setitimer(signal.ITIMER_REAL, self.left())
+                return
             self._rang = True
             if self._armed:
                 raise BudgetSpent
 
         previous = signal.signal(signal.SIGALRM, ring)
         self._armed, self._rang = True, False
-        signal.setitimer(signal.ITIMER_REAL, self.left())
+        signal.setitimer(signal.ITIMER_REAL, min(self.left(), outer_left or self.left()))
         try:
             yield
         finally:
             self._armed = False
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, previous)
+            if outer is not None:
+                signal.setitimer(signal.ITIMER_REAL, max(outer - time.monotonic(), _SLACK),
+                                 outer_interval)
 
     @contextmanager
     def shielded(self) -> Iterator[None]:

@@ -2,6 +2,7 @@
 what the search records (when each trial started, why it stopped), never on measured times."""
 
 import json
+import signal
 import time
 
 import pytest
@@ -178,3 +179,23 @@ def test_a_trial_that_cannot_train_fails_and_the_search_goes_on(monkeypatch):
     failed, done = result["trials"]
     assert failed["state"] == "FAIL" and "cannot train here" in failed["stopped"]
     assert done["state"] == "COMPLETE" and result["best_value"] == done["value"]
+
+
+def test_an_alarm_set_outside_still_rings():
+    rang = []
+    saved_handler = signal.signal(signal.SIGALRM, lambda signum, frame: rang.append(time.monotonic()))
+    saved_timer = signal.setitimer(signal.ITIMER_REAL, 0)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.3)  # due after the budget: set again afterwards
+        with pytest.raises(BudgetSpent), Budget(0.1).enforced():
+            time.sleep(5)
+        assert not rang and signal.getitimer(signal.ITIMER_REAL)[0] > 0
+        time.sleep(0.5)
+        assert len(rang) == 1
+        signal.setitimer(signal.ITIMER_REAL, 0.1)  # due before the budget: rings within it
+        with pytest.raises(BudgetSpent), Budget(0.3).enforced():
+            time.sleep(5)
+        assert len(rang) == 2
+    finally:
+        signal.signal(signal.SIGALRM, saved_handler)
+        signal.setitimer(signal.ITIMER_REAL, *saved_timer)
