@@ -77,6 +77,7 @@ def train(data, out_dir, holdout, loss, settings_path, session_gap, max_len, epo
     from stream_recs.models import load_model, save_model
     from stream_recs.models.checkpoint import read_meta
     from stream_recs.models.evaluate import training_record
+    from stream_recs.models.fit import fit_model
     from stream_recs.models.train import TrainConfig
     from stream_recs.models.tune import defaults_for
     from stream_recs.models.warm_start import inherited
@@ -104,10 +105,11 @@ def train(data, out_dir, holdout, loss, settings_path, session_gap, max_len, epo
     version = f"gru4rec-{fingerprint[:8]}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
     started = time.perf_counter()
     try:
-        model, history, registry, n_sequences, choice = _fit(
+        model, history, registry, n_sequences, choice = fit_model(
             events, values, gap, max_len, version, parent, fixed,
             seen_fixed=parent is not None or "seen_size" in {**tuned, **overrides}, quiet=quiet,
-            retire=None if retire_after is None else (float(events.ts.max()), retire_after))
+            retire=None if retire_after is None else (float(events.ts.max()), retire_after),
+            say=lambda line: click.echo(line, err=True))
     except ValueError as exc:  # RegistryError: the parameters contradict the parent's
         raise click.UsageError(str(exc)) from exc
     seconds = time.perf_counter() - started
@@ -142,71 +144,6 @@ def _tuned(path: str, fingerprint: str, loss: str | None) -> tuple[dict, dict]:
     for warning in use_warnings(path, params, record, fingerprint, loss):
         click.echo(f"warning: {warning}", err=True)
     return params, record
-
-
-def _fit(events, values, gap, max_len, version, parent, fixed, seen_fixed, quiet, retire):
-    """Train as ``train`` documents: fixed epochs on all of ``events``, or early stopping on a
-    validation part (with the seen memory on and off unless ``seen_fixed``); ``retire``: (now,
-    seconds) for ``ItemRegistry.retire_unseen``. Returns (model,
-    history, registry, number of sequences, the choice made: how, epoch, scores, and the
-    config values it settled)."""
-    from stream_recs.models.evaluate import ModelPredictor, validation_split
-    from stream_recs.models.evaluate import evaluate as run_eval
-    from stream_recs.models.train import TrainConfig, train_model, training_sequences
-    from stream_recs.models.tune import VALIDATION, thin_cases
-
-    parent_registry = parent.registry if parent is not None else None
-    valid = None
-    if not fixed:
-        fit_events, valid, part = validation_split(events, gap, max_len)
-        if len(valid) < VALIDATION["min_cases"] or not len(fit_events):
-            click.echo(f"{len(valid)} validation cases ({part}), fewer than "
-                       f"{VALIDATION['min_cases']}: too few to validate on; training "
-                       f"{values['epochs']} epochs on all the data", err=True)
-            valid = None
-    if valid is None:
-        config = TrainConfig.from_dict(values)
-        registry, sequences = training_sequences(events, gap, parent_registry)
-        registry = registry.retire_unseen(*retire) if retire else registry
-        model, history = train_model(sequences, registry, config, version,
-                                     show_progress=not quiet, parent=parent)
-        how = "--epochs" if fixed else "fixed: too few validation cases"
-        return model, history, registry, len(sequences), {"how": how, "config": {}}
-    valid = thin_cases(valid, VALIDATION["max_cases"])
-    registry, sequences = training_sequences(fit_events, gap, parent_registry)
-    registry = registry.retire_unseen(*retire) if retire else registry
-    metric, masking = VALIDATION["metric"], VALIDATION["masking"]
-    click.echo(f"validation: {len(valid)} cases ({part}); early stopping on {masking} {metric}, "
-               f"at most {VALIDATION['max_epochs']} epochs", err=True)
-    candidates = [{}]
-    if not seen_fixed and values.get("seen_size"):
-        candidates.append({"seen_size": 0})
-    tried = []
-    for change in candidates:
-        config = TrainConfig.from_dict({**values, **change, "epochs": VALIDATION["max_epochs"]})
-
-        def score(model):
-            return run_eval(ModelPredictor(model, events.item_ids), valid)[masking][metric]
-
-        def show(epoch, model, stats):
-            click.echo(f"  epoch {epoch + 1}: loss {stats['loss']:.4f}, valid {stats['valid']:.4f}",
-                       err=True)
-
-        click.echo(f"seen memory {config.seen_size or 'off'}:", err=True)
-        model, history = train_model(sequences, registry, config, version, show_progress=not quiet,
-                                     parent=parent, validate=score, on_epoch=show if quiet else None)
-        best = next(h for h in history if h.get("best"))
-        tried.append((best["valid"], config.seen_size, model, history))
-        click.echo(f"  seen memory {config.seen_size or 'off'}: best epoch {best['epoch']}, valid "
-                   f"{masking} {metric} {best['valid']:.4f}", err=True)
-    value, seen_size, model, history = max(tried, key=lambda t: t[0])
-    epoch = next(h["epoch"] for h in history if h.get("best"))
-    choice = {"how": f"early stopping on {masking} {metric} of {part}", "epoch": epoch,
-              "valid": value, "valid_cases": len(valid), "max_epochs": VALIDATION["max_epochs"],
-              "curve": [round(h["valid"], 5) for h in history],
-              "seen_memory": {str(s): round(v, 5) for v, s, _, _ in tried},
-              "config": {"epochs": epoch, "seen_size": seen_size}}
-    return model, history, registry, len(sequences), choice
 
 
 @click.command("retire-items")
