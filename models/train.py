@@ -40,6 +40,7 @@ class TrainConfig:
     batch_size: int = 64
     learning_rate: float = 0.05
     momentum: float = 0.0
+    lr_decay: float = 1.0  # epoch e (from 0) trains at learning_rate * lr_decay**e
     seen_size: int = 0  # seen-memory width (0: none), see GRU4Rec
     seen_decay: float = 0.97
     dropout_embed: float = 0.0
@@ -62,6 +63,8 @@ class TrainConfig:
             raise ValueError(f"loss must be one of {LOSSES}")
         if self.bptt < 1 or self.batch_size < 1 or self.epochs < 0 or self.patience < 1:
             raise ValueError("bptt, batch_size, patience must be >= 1 and epochs >= 0")
+        if not 0.0 < self.lr_decay <= 1.0:
+            raise ValueError("lr_decay must be in (0, 1]")
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
@@ -212,7 +215,9 @@ class Trainer:
         """One pass over all sequences. ``progress(events, loss)`` is called after each update."""
         model, cfg = self.model, self.config
         model.train()
-        hidden = model.init_hidden(min(cfg.batch_size, max(len(self.sequences), 1)))
+        # session_parallel drops one-item sequences (no target): size the lanes without them
+        trainable = sum(1 for s in self.sequences if len(s) >= 2)
+        hidden = model.init_hidden(min(cfg.batch_size, max(trainable, 1)))
         total_loss, n_events = 0.0, 0
         started = time.perf_counter()
         steps = session_parallel(self.sequences, cfg.batch_size)
@@ -280,6 +285,8 @@ def train_model(
     history: list[dict] = []
     best: tuple[float, int, dict] | None = None  # (score, epoch index, weights)
     for epoch in range(config.epochs):
+        for group in trainer.optimizer.param_groups:
+            group["lr"] = config.learning_rate * config.lr_decay ** epoch
         with tqdm(total=n_targets, desc=f"epoch {epoch + 1}/{config.epochs}", unit="ev",
                   disable=not show_progress, leave=False) as bar:
             started = time.perf_counter()

@@ -41,3 +41,17 @@ def test_split_long_keeps_every_transition_and_orders_by_piece():
     pieces = split_long(seqs, chunk_len=3)
     assert [p.tolist() for p in pieces] == [[0, 1, 2, 3], [10, 11, 12], [20], [3, 4, 5, 6]]
     assert split_long(seqs, 0) == seqs
+
+
+def test_train_epoch_lanes_ignore_one_item_sequences():
+    # two trainable sequences and three one-item ones, batch 4: the state must have 2 lanes
+    import torch
+
+    from stream_recs.models import GRU4Rec
+    from stream_recs.models.train import TrainConfig, Trainer
+
+    torch.manual_seed(0)
+    seqs = [np.array([0, 1, 2]), np.array([3]), np.array([4]), np.array([2, 3, 4, 0]), np.array([1])]
+    model = GRU4Rec([str(i) for i in range(5)], hidden_size=8)
+    stats = Trainer(model, seqs, TrainConfig(hidden_size=8, batch_size=4, n_sample=0)).train_epoch()
+    assert stats["events"] == 5

@@ -118,6 +118,26 @@ def test_sampled_and_bpr_max_training_reduce_loss():
         assert history[-1]["loss"] < history[0]["loss"]
 
 
+def test_lr_decay_scales_each_epochs_learning_rate(monkeypatch):
+    from stream_recs.models import train as train_module
+
+    seen = []
+    original = train_module.Trainer.train_epoch
+
+    def spy(self, progress=None):
+        seen.append(self.optimizer.param_groups[0]["lr"])
+        return original(self, progress)
+
+    monkeypatch.setattr(train_module.Trainer, "train_epoch", spy)
+    seqs = [np.arange(k, k + 6) % 20 for k in range(10)]
+    config = TrainConfig(hidden_size=8, batch_size=4, n_sample=0, epochs=3, learning_rate=0.1,
+                         lr_decay=0.5)
+    train_model(seqs, ITEMS, config, "t", show_progress=False)
+    assert seen == pytest.approx([0.1, 0.05, 0.025])
+    with pytest.raises(ValueError):
+        TrainConfig(lr_decay=0.0)
+
+
 def test_dropout_keeps_expectation_and_is_identity_in_eval():
     from stream_recs.models.gru4rec import Dropout
 
