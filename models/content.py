@@ -310,6 +310,15 @@ def with_content_rows(model: GRU4Rec, tower: ContentTower, records: Sequence) ->
     return model
 
 
+def unclicked(model: GRU4Rec, records: Iterable) -> list:
+    """The available ``records`` whose items ``model`` never saw clicked: unregistered, or
+    registered without a click (last seen 0, such as an earlier content row): those to give
+    content rows, and only those (a clicked item's row is learned)."""
+    last_seen = dict(zip(model.registry.ids, model.registry.last_seen, strict=True))
+    return [r for r in records if _get(r, "available", True)
+            and not last_seen.get(str(_get(r, "item_id", "")), 0)]
+
+
 # --- persistence: beside a checkpoint, tied to its weights --------------------------------
 def save_tower(tower: ContentTower, directory: str | Path, weights_sha256: str | None = None) -> None:
     """Write ``content.safetensors`` and ``content.json`` (vocabulary, sizes, the tower's sha256 and

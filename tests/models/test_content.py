@@ -17,6 +17,7 @@ from stream_recs.models.content import (
     load_tower,
     raw_tokens,
     save_tower,
+    unclicked,
     with_content_rows,
 )
 from stream_recs.models.train import TrainConfig, train_model
@@ -110,6 +111,11 @@ def test_rows_are_added_without_touching_the_known_ones(tmp_path):
     torch.testing.assert_close(weight[[0, 3]], rows[:, :-1])
     torch.testing.assert_close(bias[[0, 3]], rows[:, -1])
     torch.testing.assert_close(weight[1:3], model.output_embeddings()[0][1:3])  # untouched
+    # only items never clicked are due a content row: c0-1 was seen, c2-0 only given a row
+    grown.use_registry(grown.registry.seen({"c0-1": 100}))
+    gone = CatalogueItem("c3-0", False, "Withdrawn")
+    assert [r.item_id for r in unclicked(grown, [*catalogue.values(), gone])] == [
+        i for i in catalogue if i != "c0-1"]
     save_model(grown, tmp_path / "m")  # a model with content rows is an ordinary checkpoint
     torch.testing.assert_close(load_model(tmp_path / "m").output_embeddings()[0], weight)
 
