@@ -220,7 +220,7 @@ def fit_tower(
     # every real row's part of a training context's softmax: the normaliser before any swap
     lse = torch.cat([torch.logsumexp(s, 1) for s in _scores(model, train_out)])
     target_score = (train_out * weight[train_tgt]).sum(1) + bias[train_tgt]
-    candidates = torch.from_numpy(have)[~is_valid[torch.from_numpy(have)] & (slot[have] >= 0)]
+    candidates = torch.from_numpy(have)[~is_valid[torch.from_numpy(have)]]
     n_swap = max(1, round(swap * len(candidates)))
     optimizer = torch.optim.Adam(tower.parameters(), lr=lr, weight_decay=weight_decay)
     best = (-1.0, -1, None)
