@@ -55,9 +55,10 @@ HYPER = {"hidden_size": 48, "batch_size": 32, "learning_rate": 0.05, "n_sample":
 @click.option("--cycle-seconds", default=15.0, show_default=True)
 @click.option("--cycle-fraction", default=0.2, show_default=True,
               help="--cycle-events as a share of a simulated hour's clicks.")
-@click.option("--window-hours", default=4.0, show_default=True,
-              help="--window-events as simulated hours of clicks.")
-@click.option("--min-item-count", default=20, show_default=True)
+@click.option("--window-hours", default=1.2, show_default=True,
+              help="--window-events as simulated hours of clicks (bench/drift_chain.py compares).")
+@click.option("--min-item-count", default=5, show_default=True,
+              help="The trainer's; the new-item target counts from an item's 20th click regardless.")
 @click.option("--serving-seconds", default=120.0, show_default=True,
               help="The serving phase after the measured hours: the trainer stopped and running in turns.")
 @click.option("--segment-seconds", default=10.0, show_default=True, help="One turn of the serving phase.")
@@ -116,7 +117,7 @@ def main(hours, events_per_hour, new_per_hour, users, rate, static_hours, epochs
                         segment_seconds)
         report.log("oracle: one model per window, trained from scratch on every click before it")
         oracle_scores = oracle(stream, hyper, static_hours, offset, log=report.log)
-        report.results(stream, live, oracle_scores, static_hours, min_item_count, serve_from)
+        report.results(stream, live, oracle_scores, static_hours, serve_from)
         report.save(Path(out))
         report.plot(Path(plot))
     finally:

@@ -16,6 +16,7 @@ from drift_run import LiveResult
 from drift_stream import Stream
 
 TARGET_B_OVER_A, TARGET_B_OVER_C, TARGET_CYCLES, TARGET_P99 = 1.5, 0.9, 2, 1.2
+NEW_ITEM_CLICKS = 20  # the target's new items: from their 20th click (whatever --min-item-count is)
 
 
 def _verdict(ok: bool) -> str:
@@ -68,7 +69,7 @@ class Report:
         self.say()
 
     def results(self, stream: Stream, live: LiveResult, oracle: Scores, static_hours: int,
-                min_clicks: int, serve_from: int) -> None:
+                serve_from: int) -> None:
         hours = stream.options.hours
         arms = {arm: score(stream, {r: a.items for r, a in live.answers[arm].items()})
                 for arm in ("static", "continuous")}
@@ -99,7 +100,7 @@ class Report:
                  f"HR b/c {bc:.2f} (target >= {TARGET_B_OVER_C}: {_verdict(bc >= TARGET_B_OVER_C)}); "
                  f"MRR b/a {mba:.2f}, b/c {mbc:.2f}")
         self._trainer(live, serve_from)
-        self._new_items(stream, live, min_clicks)
+        self._new_items(stream, live, NEW_ITEM_CLICKS)
         self._serving(live, serve_from)
 
     def _trainer(self, live: LiveResult, serve_from: int) -> None:

@@ -224,7 +224,7 @@ class Trainer(_Group):
                                    minimum=1, flag=True)
     cycle_events: int = setting(20_000, "new clicks that start a cycle before cycle_seconds", minimum=1,
                                 flag=True)
-    min_item_count: int = setting(20, "clicks in the window before a new item gets a row in the model",
+    min_item_count: int = setting(5, "clicks in the window before a new item gets a row in the model",
                                   minimum=1, flag=True)
     window_events: int = setting(200_000, "most recent clicks kept on disk for training", minimum=100,
                                  flag=True)
