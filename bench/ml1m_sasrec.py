@@ -1,0 +1,73 @@
+"""The SASRec-style reference (``models/sasrec.py``) on MovieLens-1M, leave-one-out as
+``bench/quality.py --sasrec`` runs it (training part only; test cases, input <= 200 items, full
+ranking over 3,706 items, both maskings), but bounded: at most ``--epochs`` epochs and, after any
+epoch, no new one once ``--budget`` seconds of training have passed (the model's own default is
+50 epochs, hours at one thread). Prints one JSON line.
+
+    .venv/bin/python bench/ml1m_sasrec.py [--seed 0] [--epochs 50] [--budget 900] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+
+import click
+
+
+@click.command()
+@click.option("--seed", default=0, show_default=True)
+@click.option("--epochs", default=50, show_default=True)
+@click.option("--budget", default=900.0, show_default=True, help="Training seconds.")
+@click.option("--threads", default=1, show_default=True)
+def main(seed, epochs, budget, threads):
+    import torch
+
+    torch.set_num_threads(threads)
+    from stream_recs.datasets import history_len, load_dataset, to_sequences
+    from stream_recs.models.evaluate import MASKINGS, evaluate, leave_one_out
+    from stream_recs.models.sasrec import SASRec, SASRecConfig
+
+    import torch.nn.functional as F
+
+    class Bounded(SASRec):
+        def _fit(self, windows):
+            """``SASRec._fit`` (Adam over shuffled batches of windows, full cross-entropy) that
+            starts no epoch once ``budget`` seconds have passed."""
+            cfg, net = self.config, self.network
+            optimizer = torch.optim.Adam(net.parameters(), lr=cfg.learning_rate)
+            net.train()
+            started, losses = time.perf_counter(), []
+            while len(losses) < cfg.epochs and time.perf_counter() - started < budget:
+                total, count = 0.0, 0
+                for batch in windows[torch.randperm(len(windows))].split(cfg.batch_size):
+                    inputs, targets = batch[:, :-1], batch[:, 1:]
+                    real = targets > 0
+                    loss = F.cross_entropy(net.logits(net(inputs)[real]), targets[real] - 1)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    total += loss.item() * int(real.sum())
+                    count += int(real.sum())
+                losses.append(total / count)
+                print(f"  epoch {len(losses)}: loss {losses[-1]:.4f}, "
+                      f"{time.perf_counter() - started:.0f}s", file=sys.stderr, flush=True)
+            net.eval()
+            return losses
+
+    split = leave_one_out(load_dataset("movielens-1m"), history_len("movielens-1m"))
+    config = dataclasses.replace(SASRecConfig(), seed=seed, epochs=epochs)
+    started = time.perf_counter()
+    model = Bounded(to_sequences(split.train, None).items, len(split.train.item_ids), config)
+    wall = time.perf_counter() - started
+    scored = evaluate(model, split.test)
+    print(json.dumps({"seed": seed, "epochs_run": len(model.losses), "config": dataclasses.asdict(config),
+                      "train_wall_s": round(wall, 1),
+                      **{m: {k: round(scored[m][k], 4) for k in ("ndcg@10", "recall@10", "ndcg@20",
+                                                                  "recall@20")} for m in MASKINGS}}))
+
+
+if __name__ == "__main__":
+    main()
