@@ -234,18 +234,9 @@ def _bootstrap() -> str:
 
 
 def movielens_catalogue(path: Path) -> Path:
-    """MovieLens-100K's items as catalogue records (title with its year, genres as categories,
-    the year as an attribute), written to ``path`` as JSONL for ``stream-recs items load``."""
-    from stream_recs.catalogue import CatalogueItem
-    from stream_recs.datasets import movielens_path
+    """MovieLens-100K's items as catalogue records (``datasets.movielens_items``), written to
+    ``path`` as JSONL for ``stream-recs items load``."""
+    from stream_recs.datasets import movielens_items
 
-    lines = []
-    with movielens_path().with_suffix(".item").open(encoding="utf-8", errors="replace") as handle:
-        handle.readline()
-        for line in handle:
-            item, title, year, genres, *_ = [*line.rstrip("\n").split("\t"), "", "", ""]
-            record = CatalogueItem(item, True, f"{title} ({year})" if year else title, tuple(genres.split()),
-                                   {"year": int(year)} if year.isdigit() else {})
-            lines.append(record.encode())
-    path.write_bytes(b"\n".join(lines) + b"\n")
+    path.write_bytes(b"\n".join(record.encode() for record in movielens_items()) + b"\n")
     return path
