@@ -14,6 +14,7 @@ Like the baselines, it trains in its constructor on sequences of dataset item co
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -37,6 +38,7 @@ class SASRecConfig:
     max_len: int = 50
     stride: int = 25
     seed: int = 0
+    max_seconds: float | None = None  # no epoch starts after this much training time (None: all)
 
 
 class SelfAttentive(nn.Module):
@@ -98,12 +100,15 @@ class SASRec:
         self.losses = self._fit(training_windows(sequences, config.max_len, config.stride))
 
     def _fit(self, windows: torch.Tensor) -> list[float]:
-        """Adam over shuffled batches of windows; returns the mean loss of each epoch."""
+        """Adam over shuffled batches of windows, ``epochs`` of them or as many as start within
+        ``max_seconds``; returns the mean loss of each epoch."""
         cfg, net = self.config, self.network
         optimizer = torch.optim.Adam(net.parameters(), lr=cfg.learning_rate)
         net.train()
-        losses = []
+        losses, started = [], time.perf_counter()
         for _ in range(cfg.epochs):
+            if cfg.max_seconds is not None and time.perf_counter() - started >= cfg.max_seconds:
+                break
             total, count = 0.0, 0
             for batch in windows[torch.randperm(len(windows))].split(cfg.batch_size):
                 inputs, targets = batch[:, :-1], batch[:, 1:]
