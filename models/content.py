@@ -33,6 +33,7 @@ import hashlib
 import json
 import math
 import re
+import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -192,11 +193,13 @@ def fit_tower(
     model: GRU4Rec, sequences: Sequence[np.ndarray], catalogue: Mapping[str, object], *,
     width: int = 64, min_items: int = 2, max_events: int = 200_000, epochs: int = 60,
     patience: int = 5, batch_size: int = 1024, swap: float = 0.1, lr: float = 3e-3,
-    weight_decay: float = 1e-4, seed: int = 0, log=None,
+    weight_decay: float = 1e-4, seed: int = 0, max_seconds: float | None = None, log=None,
 ) -> ContentTower:
     """A tower fitted on ``model``'s items that have a record in ``catalogue`` (item id ->
     record) and on its training ``sequences`` (model indices); see the module docstring.
-    ``swap``: the share of the items whose rows are content rows in each batch's softmax."""
+    ``swap``: the share of the items whose rows are content rows in each batch's softmax.
+    ``max_seconds``: no epoch starts after that long (the first always runs)."""
+    started = time.monotonic()
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     have = np.array([i for i, item in enumerate(model.item_ids) if item in catalogue], np.int64)
@@ -252,6 +255,8 @@ def fit_tower(
         if score > best[0]:
             best = (score, epoch, {k: v.clone() for k, v in tower.state_dict().items()})
         elif epoch - best[1] >= patience:
+            break
+        if max_seconds is not None and time.monotonic() - started >= max_seconds:
             break
     tower.load_state_dict(best[2])
     return tower.eval()

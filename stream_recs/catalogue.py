@@ -11,7 +11,9 @@ before.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 import orjson
 
@@ -134,6 +136,10 @@ class Catalogue:
 
     def get(self, item_id: str) -> CatalogueItem | None:
         return self._items.get(item_id)
+
+    def records(self) -> Mapping[str, CatalogueItem]:
+        """Every item's record by item id (a read-only view)."""
+        return MappingProxyType(self._items)
 
     def in_category(self, category: str) -> frozenset[str]:
         """The ids of the items whose record names ``category``."""

@@ -8,7 +8,8 @@ dead letters of its bad records, each sent once.
 - ``catalogue_intake`` reads it in a consumer group of its own (``<app id>-catalogue``), so one
   worker takes each record: a bad one goes to the dead-letter topic with its reason, and the
   group's committed offsets keep a restart from sending it again.
-- ``read_catalogue`` reads it once, for a command.
+- ``read_catalogue`` reads it once, for a command; ``CatalogueReader`` follows it without an
+  event loop (the trainer, for the content rows of items without clicks).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from stream_recs.catalogue import Catalogue, decode_item
 from stream_recs.config import Security, Settings
 from stream_recs.events import Rejection
-from stream_recs.kafka_clients import read_to_end, security_kwargs
+from stream_recs.kafka_clients import client_kwargs, read_to_end, security_kwargs
 from stream_recs.messages import encode_dead_letter
 
 log = logging.getLogger(__name__)
@@ -47,11 +48,7 @@ async def follow_catalogue(
         while not should_stop():
             applied = False
             for record in (await consumer.getmany(tp, timeout_ms=POLL_MS)).get(tp, []):
-                item = decode_item(record.value, record.key)
-                if not isinstance(item, Rejection):
-                    item_id = item.item_id if item is not None else record.key.decode(errors="replace")
-                    catalogue.apply(item_id, item)
-                    applied = True
+                applied = _apply(catalogue, record) or applied
             if applied:
                 on_change()
     finally:
@@ -96,7 +93,42 @@ def read_catalogue(settings: Settings, bootstrap: str) -> Catalogue:
     catalogue = Catalogue()
     records, _ = read_to_end(settings, bootstrap, settings.topics.items)
     for record in records:
-        item = decode_item(record.value, record.key)
-        if not isinstance(item, Rejection):
-            catalogue.apply(item.item_id if item else record.key.decode(errors="replace"), item)
+        _apply(catalogue, record)
     return catalogue
+
+
+class CatalogueReader:
+    """The items topic followed into ``catalogue`` by a process without an event loop (the
+    trainer): from the start, outside any consumer group; bad records are skipped (the workers
+    dead-letter them). Without the topic, the catalogue stays empty."""
+
+    def __init__(self, settings: Settings, bootstrap: str) -> None:
+        from kafka import KafkaConsumer, TopicPartition
+
+        self.catalogue = Catalogue()
+        self._consumer = KafkaConsumer(**client_kwargs(settings, bootstrap), enable_auto_commit=False)
+        if self._consumer.partitions_for_topic(settings.topics.items):
+            tp = TopicPartition(settings.topics.items, 0)  # one partition (``topics.py``)
+            self._consumer.assign([tp])
+            self._consumer.seek_to_beginning(tp)
+
+    def update(self) -> int:
+        """Apply what the broker has fetched (no waiting); returns the records applied."""
+        if not self._consumer.assignment():
+            return 0
+        applied = 0
+        while batches := self._consumer.poll(timeout_ms=0):
+            applied += sum(_apply(self.catalogue, r) for records in batches.values() for r in records)
+        return applied
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+def _apply(catalogue: Catalogue, record) -> bool:
+    """Apply one record of the items topic (a tombstone removes the entry); False when bad."""
+    item = decode_item(record.value, record.key)
+    if isinstance(item, Rejection):
+        return False
+    catalogue.apply(item.item_id if item is not None else record.key.decode(errors="replace"), item)
+    return True

@@ -241,9 +241,15 @@ class Trainer(_Group):
                                     "(1 - this) x the live model's", minimum=0)
     retire_after: float = setting(0.0, "seconds an item may go unclicked before it is retired (0: never)",
                                   minimum=0)
+    content_refit: float = setting(600.0, "seconds between fits of the content tower that gives the "
+                                   "catalogue's items without clicks their rows (0: no content rows)",
+                                   minimum=0)
+    content_fit_seconds: float = setting(60.0, "time budget of one content tower fit", minimum=1)
     keep_models: int = setting(5, "checkpoints kept under --models-dir: the newest, besides the live "
                                "model, a candidate and the newest announced one", minimum=1)
     port: int = setting(9466, "port of the trainer's /metrics (0: any free port)", minimum=0, flag=True)
+    nice: int = setting(10, "niceness the trainer adds to its own: on a machine shared with workers, "
+                        "serving gets the CPU first (0: unchanged)", minimum=0)
 
 
 @dataclass(frozen=True)

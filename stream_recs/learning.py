@@ -9,14 +9,17 @@ candidate model, and the gate's verdict on it.
    is crossed, though only its earlier clicks train it) are appended to its item registry, and
    their rows start from the known items clicked next to them (``init_from_neighbours``). Items
    unseen for ``retire_after`` are retired.
-3. It is fine-tuned for a few epochs with the live model's hyper-parameters, then judged
-   against the live model on the held-out slice.
+3. It is fine-tuned for a few epochs with the live model's hyper-parameters; given ``content``
+   (``content_rows.ContentRows.apply`` in the trainer), the catalogue's items without clicks
+   get their content rows. Then it is judged against the live model on the held-out slice, so
+   the gate sees any harm those rows do.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,16 +51,19 @@ class Cycle:
     candidate: GRU4Rec | None
     verdict: Verdict
     train_events: int
-    items_added: int
+    items_added: int  # items admitted by their clicks
     seconds: float
+    content_rows: int = 0  # catalogue items without clicks given content rows
 
 
 def run_cycle(live: GRU4Rec, hyper: dict, window: Events, replay: Events | None,
-              options: CycleOptions, version: str, base: ItemRegistry | None = None) -> Cycle:
+              options: CycleOptions, version: str, base: ItemRegistry | None = None,
+              content: Callable[[GRU4Rec, list[np.ndarray]], tuple[GRU4Rec, int]] | None = None) -> Cycle:
     """Train a candidate from ``live`` (its ``hyper``-parameters, from its checkpoint) on
     ``window`` plus ``replay``, and judge it. Its item registry extends ``base`` (default: the
     live model's; a newer one of the lineage, such as a rolled-back candidate's, keeps the
-    indices that candidate gave its items, which the states it served hold)."""
+    indices that candidate gave its items, which the states it served hold). ``content(candidate,
+    training sequences)`` returns the candidate with content rows, and how many."""
     started = time.perf_counter()
     config = TrainConfig.from_dict({**hyper, **inherited(live), "epochs": options.epochs})
     holdout = newest_slice(window, options.holdout, config.max_len)
@@ -73,9 +79,11 @@ def run_cycle(live: GRU4Rec, hyper: dict, window: Events, replay: Events | None,
         registry = registry.retire_unseen(float(train.ts.max()), options.retire_after)
     candidate, _ = train_model(sequences, registry, config, version, show_progress=False,
                                parent=live, from_neighbours=True)
+    added, rows = candidate.n_items - live.n_items, 0
+    if content is not None:
+        candidate, rows = content(candidate, sequences)
     verdict = judge(candidate, live, window.item_ids, holdout.cases, options.tolerance)
-    return Cycle(candidate, verdict, len(train), candidate.n_items - live.n_items,
-                 time.perf_counter() - started)
+    return Cycle(candidate, verdict, len(train), added, time.perf_counter() - started, rows)
 
 
 def admitted(window: Events, registry: ItemRegistry, min_count: int) -> ItemRegistry:

@@ -17,7 +17,8 @@ A process of its own, beside the workers:
   written under ``--models-dir`` atomically (``model_store.py``) and announced, signed when the
   signing key is set: as a canary (``canary.py``) unless the canary share is 0. No cycle starts
   while a canary is being decided: the next one starts from whichever model won. Every decision
-  is logged and exported (``trainer_metrics.py``).
+  is logged and exported (``trainer_metrics.py``). The catalogue's items without clicks get
+  their rows from their content (``content_rows.py``; the items topic is followed for that).
 - **Item indices** of a candidate extend the newest announced registry of the lineage, a
   rolled-back candidate's included: the states that candidate served hold its indices.
 """
@@ -30,7 +31,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from stream_recs.catalogue_feed import CatalogueReader
 from stream_recs.config import Settings
+from stream_recs.content_rows import ContentOptions, ContentRows
 from stream_recs.events import WRONG_TOPIC, Forget, Limits, Rejection, decode_event
 from stream_recs.kafka_clients import client_kwargs
 from stream_recs.learning import CycleOptions, run_cycle
@@ -86,6 +89,9 @@ class TrainerService:
         self.limits = Limits(max_record_bytes=w.max_record_bytes)
         self.window = RollingWindow(window_dir, t.window_events, t.window_age, t.window_bytes,
                                     t.replay_events)
+        self.content = ContentRows(ContentOptions(t.content_refit, t.content_fit_seconds)) \
+            if t.content_refit else None
+        self.catalogue = CatalogueReader(settings, bootstrap) if self.content else None
         kwargs = client_kwargs(settings, bootstrap)
         self.consumer = KafkaConsumer(**kwargs, group_id=w.app_id + GROUP_SUFFIX, enable_auto_commit=False,
                                       isolation_level="read_committed", auto_offset_reset="earliest")
@@ -119,9 +125,12 @@ class TrainerService:
 
     def poll(self) -> int:
         """Take what the brokers have (at most ``POLL_MS`` of waiting) into the window; commit
-        the offsets once it is on disk. Returns the clicks added."""
+        the offsets once it is on disk; apply the catalogue's new records. Returns the clicks
+        added."""
         from kafka import OffsetAndMetadata
 
+        if self.catalogue is not None:
+            self.catalogue.update()
         batches = self.consumer.poll(timeout_ms=POLL_MS)
         if not batches:
             return 0
@@ -181,7 +190,7 @@ class TrainerService:
             log.info("cycle: %d clicks in the window, %d replayed, from %s", len(window), len(replay),
                      self.live.model.version)
             outcome = run_cycle(self.live.model, self.live.hyper, window, replay, self.options, version,
-                                self.base)
+                                self.base, self._content_rows)
         except Exception:
             self.since_cycle, self.last_cycle = 0, time.monotonic()
             log.exception("the training cycle failed; the live model is untouched")
@@ -195,12 +204,17 @@ class TrainerService:
             except Exception:
                 log.exception("the candidate passed the gate but could not be published")
                 result = "failed"
-        log.warning("cycle %s: %s (%d held-out cases, %d clicks trained on, %d items added, %.1f s)",
-                    result, verdict.reason, verdict.cases, outcome.train_events, outcome.items_added,
-                    time.perf_counter() - started)
+        log.warning("cycle %s: %s (%d held-out cases, %d clicks trained on, %d items added, %d content "
+                    "rows, %.1f s)", result, verdict.reason, verdict.cases, outcome.train_events,
+                    outcome.items_added, outcome.content_rows, time.perf_counter() - started)
         self.metrics.record_cycle(result, time.perf_counter() - started, verdict.candidate, verdict.live,
-                                  outcome.items_added)
+                                  outcome.items_added, outcome.content_rows)
         return result
+
+    def _content_rows(self, candidate: GRU4Rec, sequences) -> tuple[GRU4Rec, int]:
+        if self.content is None or self.catalogue is None:
+            return candidate, 0
+        return self.content.apply(candidate, sequences, self.catalogue.catalogue.records())
 
     def publish(self, candidate: GRU4Rec, trained_on: int) -> None:
         """Write ``candidate`` under the models directory atomically and announce it: as a canary
@@ -272,3 +286,5 @@ class TrainerService:
     def close(self) -> None:
         self.consumer.close()
         self.producer.close()
+        if self.catalogue is not None:
+            self.catalogue.close()

@@ -31,6 +31,8 @@ class TrainerMetrics:
                                ("reason",))
         self.forgotten = declare(Counter, "forgotten", "Forget requests applied to the window.")
         self.items_added = declare(Counter, "items_added", "Items added to the model by published cycles.")
+        self.content_rows = declare(Counter, "content_rows", "Rows published cycles gave catalogue items "
+                                    "without clicks from their content.")
         self.validation = declare(Gauge, "validation", "The last gate's held-out figures (masked, full "
                                   "ranking), of the candidate and of the live model.", ("model", "metric"))
         self.live_info = declare(Gauge, "model_info", "1 for the model the trainer fine-tunes from.",
@@ -38,12 +40,14 @@ class TrainerMetrics:
         for result in RESULTS:
             self.cycles.labels(result)
 
-    def record_cycle(self, result: str, seconds: float, candidate: dict, live: dict, added: int) -> None:
+    def record_cycle(self, result: str, seconds: float, candidate: dict, live: dict, added: int,
+                     content_rows: int = 0) -> None:
         """One cycle's outcome and the gate's figures (empty when it did not get that far)."""
         self.cycles.labels(result).inc()
         self.cycle_seconds.observe(seconds)
         if result == "published":
             self.items_added.inc(added)
+            self.content_rows.inc(content_rows)
         for model, figures in (("candidate", candidate), ("live", live)):
             for metric in FIGURES:
                 if metric in figures:

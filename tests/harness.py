@@ -23,10 +23,13 @@ from stream_recs.models.warm_start import warm_start
 N_ITEMS = 300
 
 
-def make_model(path: Path, version: str, seed: int, hidden: int = 16) -> Path:
-    """A small, randomly initialised (hence deterministic) checkpoint over items i0..i299."""
+def make_model(path: Path, version: str, seed: int, hidden: int = 16, seen_at: int = 0) -> Path:
+    """A small, randomly initialised (hence deterministic) checkpoint over items i0..i299; with
+    ``seen_at``, each item registered as last clicked then (else: never clicked)."""
     torch.manual_seed(seed)
     model = GRU4Rec([f"i{n}" for n in range(N_ITEMS)], hidden_size=hidden, version=version)
+    if seen_at:
+        model.use_registry(model.registry.seen(dict.fromkeys(model.item_ids, seen_at)))
     return save_model(model, path)
 
 

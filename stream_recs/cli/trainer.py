@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 
 import click
@@ -35,6 +36,8 @@ def trainer(model_dir, models_dir, window_dir, **flags) -> None:
 
     settings = load_or_fail(**flags)
     w, t = settings.worker, settings.trainer
+    if t.nice:
+        os.nice(t.nice)  # training can wait; an answer cannot
     torch.set_num_threads(w.torch_threads)
     bootstrap = resolve_bootstrap(settings)
     try:

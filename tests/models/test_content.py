@@ -145,3 +145,15 @@ def test_saved_beside_a_checkpoint_it_is_tied_to_its_weights(tmp_path):
     save_tower(tower, tmp_path, read_meta(tmp_path)["weights_sha256"])
     assert load_tower(tmp_path, read_meta(tmp_path)["weights_sha256"]) is not None
     assert load_model(tmp_path).item_ids == model.item_ids  # the checkpoint still loads as before
+
+
+def test_a_fit_starts_no_epoch_after_its_time_budget():
+    rng = np.random.default_rng(1)
+    catalogue = _catalogue()
+    known = list(catalogue)
+    model, _ = train_model(sequences := _sequences(rng, known, n=100), known,
+                           TrainConfig(hidden_size=8, epochs=1, n_sample=0, seed=0), "t", show_progress=False)
+    epochs = []
+    fit_tower(model, sequences, catalogue, width=8, max_events=500, epochs=30, max_seconds=0.0,
+              log=epochs.append)
+    assert len(epochs) == 1, epochs

@@ -1,5 +1,6 @@
 """One continuous-learning cycle without Kafka: a candidate learns an item its parent never saw
-and passes the gate; a candidate trained on shuffled clicks is stopped by it."""
+and passes the gate; a candidate trained on shuffled clicks is stopped by it, and so is one whose
+content rows ruin it (they are written before the gate)."""
 
 from __future__ import annotations
 
@@ -114,3 +115,19 @@ def test_an_item_crossing_the_count_in_the_held_out_slice_is_admitted_in_that_cy
     cycle = run_cycle(parent, HYPER, grown, None,
                       CycleOptions(min_item_count=5, epochs=1, holdout=0.2, tolerance=0.05), "v4")
     assert cycle.items_added == 1 and cycle.candidate.item_ids[-1] == "late-item"
+
+
+def test_content_rows_are_written_before_the_gate_judges(stream, parent):
+    seen = []
+
+    def content(candidate, sequences):  # rows that ruin the model: the gate must see them
+        seen.append((candidate.n_items, len(sequences)))
+        with torch.no_grad():
+            candidate.item_embedding.weight.normal_(generator=torch.Generator().manual_seed(0))
+        return candidate, 3
+
+    options = CycleOptions(min_item_count=5, epochs=1, holdout=0.2, tolerance=0.05)
+    cycle = run_cycle(parent, HYPER, stream[1], None, options, "v2", content=content)
+    assert seen == [(cycle.candidate.n_items, seen[0][1])] and seen[0][1] > 0
+    assert cycle.content_rows == 3 and cycle.items_added == cycle.candidate.n_items - parent.n_items
+    assert not cycle.verdict.publish, cycle.verdict

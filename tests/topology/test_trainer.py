@@ -1,7 +1,8 @@
 """``stream-recs trainer`` on the real broker, beside a real worker: it learns an item the live
 model never saw from the clicks and publishes a model that recommends it, which the worker then
-serves; malformed records never stop it; a forget request erases the user's clicks from its
-window; killed mid-cycle it leaves the live model untouched and no checkpoint half-written, and
+serves, and gives an item the catalogue lists but no one clicked a row from its content;
+malformed records never stop it; a forget request erases the user's clicks from its window;
+killed mid-cycle it leaves the live model untouched and no checkpoint half-written, and
 restarted (without --model: from the announced live model) it resumes from its window and
 committed offsets."""
 
@@ -36,17 +37,24 @@ def digest(path) -> str:
 
 def test_the_trainer_learns_a_new_item_and_the_worker_serves_it(stream, workers, tmp_path):
     stream.env["STREAM_RECS_CANARY_SHARE"] = "0"  # live for every user at once (test_canary.py: the canary)
-    v1 = make_model(tmp_path / "v1", "v1", seed=1)
+    stream.env["STREAM_RECS_TRAINER_CONTENT_FIT_SECONDS"] = "5"
+    v1 = make_model(tmp_path / "v1", "v1", seed=1, seen_at=int(time.time()) - 7200)  # all clicked once
     worker = workers("w", v1).start()
     trainer = TrainerProcess(stream, tmp_path / "trainer", v1, tmp_path / "models", *FLAGS,
                              "--cycle-events", "1500", "--epochs", "4").start()
     try:
+        catalogue = [{"item_id": f"i{n}", "available": True, "title": f"Film {n % 7} part",
+                      "categories": [f"g{n % 5}"]} for n in range(50)]
+        catalogue.append({"item_id": "c1", "available": True, "title": "Film 1 part", "categories": ["g1"]})
+        stream.produce([(r["item_id"].encode(), orjson.dumps(r)) for r in catalogue], stream.topics.items)
         stream.produce([(b"u0", b"{not json") for _ in range(50)])  # never stops it
         stream.produce_events(tours(range(40), 5, time.time() - 3600))  # 1,600 clicks
         (record,) = stream.consume(stream.topics.model_updates, 1, timeout_s=240)
         update = decode_model_record(record.value)
         published = load_model(update.path)
         assert "n1" in published.item_ids and published.item_ids[:300] == load_model(v1).item_ids
+        assert "c1" in published.item_ids  # never clicked: its row is its content's
+        assert trainer.value("stream_recs_trainer_content_rows_total") == 1.0
         assert not list((tmp_path / "models").glob(".partial-*"))
         assert trainer.value("stream_recs_trainer_cycles_total", result="published") == 1.0
         assert trainer.value("stream_recs_trainer_records_skipped_total", reason="bad_json") == 50.0
