@@ -14,8 +14,11 @@ output records' timestamps (start-up and the tail do not count). Services, per c
 3. ours: ``stream-recs worker`` as shipped (RocksDB store, default settings: exact scoring, through
    the bfloat16 screen where the CPU has bfloat16 dot products); with ``--ann-lists``, also with
    the ``ann`` option at the largest catalogue, with ``--float32``, also with the screen off
-   (``STREAM_RECS_BF16_SCREEN=off``) there, and with ``--inline``, also with the top-K ranked in
-   the worker's own process (``STREAM_RECS_RANKER=inline``; shipped: in a child, ranker_child.py) there.
+   (``STREAM_RECS_BF16_SCREEN=off``) there, with ``--inline``, also with the top-K ranked in
+   the worker's own process (``STREAM_RECS_RANKER=inline``; shipped: in a child, ranker_child.py)
+   there, and with ``--similarity``, also with each ``because`` the most similar history item
+   (``STREAM_RECS_EXPLAIN=similarity``; shipped: the leave-one-out replay of a share of the
+   answers, explain.py) there: what the explanations cost.
 
 Returning users (``--returning-history N``): the throughput runs start with every user of the
 backlog already holding N earlier clicks (random items, the last a minute before the backlog, in
@@ -76,6 +79,8 @@ BACKLOG_100K = {"ours": 10_000, "naive": 1_500}
               help="Also run stream-recs ranking in its own process (no child) at the largest catalogue.")
 @click.option("--float32", "float32", is_flag=True,
               help="Also run stream-recs with the bfloat16 screen off at the largest catalogue.")
+@click.option("--similarity", "similarity", is_flag=True,
+              help="Also run stream-recs with similarity explanations at the largest catalogue.")
 @click.option("--repeats", default=3, show_default=True)
 @click.option("--scale", default=1.0, show_default=True, help="Multiplies every backlog size.")
 @click.option("--returning-history", "history", default=0, show_default=True,
@@ -85,7 +90,7 @@ BACKLOG_100K = {"ours": 10_000, "naive": 1_500}
               help="Only print the tables of a saved --json output (its last line), with these options.")
 def main(
     items, dims, rates, latency_seconds, latency_services, measure, ann_lists, ann_probes, inline, float32,
-    repeats, scale, history, as_json, saved,
+    similarity, repeats, scale, history, as_json, saved,
 ):
     settings = load_settings()
     if saved:
@@ -116,8 +121,10 @@ def main(
             "ours_ann": {"STREAM_RECS_ANN_LISTS": str(ann_lists), "STREAM_RECS_ANN_PROBES": str(ann_probes)},
             "ours_f32": {"STREAM_RECS_BF16_SCREEN": "off"},
             "ours_inline": {"STREAM_RECS_RANKER": "inline"},
+            "ours_similarity": {"STREAM_RECS_EXPLAIN": "similarity"},
         }
-        options = (("ours_inline", inline), ("ours_f32", float32), ("ours_ann", ann_lists))
+        options = (("ours_inline", inline), ("ours_f32", float32), ("ours_ann", ann_lists),
+                   ("ours_similarity", similarity))
         chosen = [kind for kind, on in options if on]
 
         def add(key: str, value: float) -> None:
@@ -186,7 +193,8 @@ def report(results, sizes, ds, loads, latency_kinds, repeats, partitions) -> dic
                              "of_ceiling": ratio(f"naive_eps_{n}_{d}", "ceiling_eps")})
                 for kind, name in (("ours", "stream-recs"), ("ours_inline", "stream-recs inline"),
                                    ("ours_f32", "stream-recs float32"),
-                                   ("ours_ann", "stream-recs ann")):
+                                   ("ours_ann", "stream-recs ann"),
+                                   ("ours_similarity", "stream-recs similarity")):
                     key = f"{kind}_eps_{n}_{d}"
                     if key in med:
                         rows.append({"service": name, "items": n, "d": d, "events_per_s": med[key],
@@ -202,17 +210,22 @@ def report(results, sizes, ds, loads, latency_kinds, repeats, partitions) -> dic
         }
         summary["ours_over_ceiling"] = ratio(f"ours_eps_{base}_{d0}", "ceiling_eps")
         summary["ours_over_naive_100k"] = ratio(f"ours_eps_{big}_{d0}", f"naive_eps_{big}_{d0}")
-        for kind in ("ours_inline", "ours_f32", "ours_ann"):
+        for kind in ("ours_inline", "ours_f32", "ours_ann", "ours_similarity"):
             if f"{kind}_eps_{big}_{d0}" in med:
                 summary[f"{kind}_eps_100k"] = med[f"{kind}_eps_{big}_{d0}"]
                 summary[f"{kind}_over_naive_100k"] = ratio(f"{kind}_eps_{big}_{d0}", f"naive_eps_{big}_{d0}")
         variants = "".join(
             f"   {label}: {summary[f'{kind}_over_naive_100k']:.1f}x"
-            for kind, label in (("ours_inline", "inline"), ("ours_f32", "float32"), ("ours_ann", "with ann"))
+            for kind, label in (("ours_inline", "inline"), ("ours_f32", "float32"), ("ours_ann", "with ann"),
+                                ("ours_similarity", "similarity"))
             if f"{kind}_eps_100k" in summary
         )
         print(f"\nours/ceiling ({base} items, d={d0}): {summary['ours_over_ceiling']:.2f}   "
               f"ours/naive ({big} items, d={d0}): {summary['ours_over_naive_100k']:.1f}x{variants}")
+        if f"ours_similarity_eps_{big}_{d0}" in med:
+            summary["ours_over_similarity"] = ratio(f"ours_eps_{big}_{d0}", f"ours_similarity_eps_{big}_{d0}")
+            print(f"explanations, replay (shipped) / similarity throughput ({big} items, d={d0}): "
+                  f"{summary['ours_over_similarity']:.2f}")
     if "ours_cpu_us" in med:
         print(f"\nCPU per event ({base} items, d={d0}; service process, all threads), median of {repeats}: "
               f"ceiling {med['ceiling_cpu_us']:.0f} us, stream-recs {med['ours_cpu_us']:.0f} us")

@@ -50,7 +50,7 @@ def ceiling() -> None:
     topology = _topology()
     w, out = topology.settings.worker, topology.recommendations
 
-    @topology.app.agent(topology.clicks, concurrency=1, name="forward")
+    @topology.app.agent(topology.inputs, concurrency=1, name="forward")
     async def forward(stream) -> None:
         async for batch in stream.take_events(w.batch_size, within=w.batch_window):
             for event in batch:
@@ -82,7 +82,7 @@ def naive(model_dir, histories_path) -> None:
         for user, items in orjson.loads(Path(histories_path).read_bytes()).items():
             histories[user] = [model.item_index(i) for i in items][-w.history_len :]
 
-    @topology.app.agent(topology.clicks, concurrency=1, name="naive")
+    @topology.app.agent(topology.inputs, concurrency=1, name="naive")
     async def serve(stream) -> None:
         async for event in stream.events():
             msg = event.message
