@@ -28,6 +28,7 @@ from drift import HYPER
 from drift_eval import replay, score, train_scratch, windows_of
 from drift_stream import HOUR, StreamOptions, generate, serving_hours
 
+from stream_recs.config import Trainer
 from stream_recs.learning import CycleOptions, run_cycle
 from stream_recs.models.train import TrainConfig
 
@@ -42,6 +43,8 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=3_000, help="bench/drift.py's --window-hours 1.2")
     parser.add_argument("--min-item-count", type=int, default=5)
     parser.add_argument("--tolerance", type=float, default=0.05, help="The gate's tolerance.")
+    parser.add_argument("--lr-scale", type=float, default=Trainer().learning_rate_scale,
+                        help="The trainer's learning-rate scale (default: its setting's).")
     args = parser.parse_args()
     torch.set_num_threads(1)
     options = StreamOptions(seed=args.seed)
@@ -51,7 +54,8 @@ def main() -> None:
     hyper = {**HYPER, "epochs": args.epochs, "seed": args.seed}
     static = train_scratch(ev.take(np.flatnonzero(ev.ts < args.static_hours * HOUR)), hyper, "static")
     saved = {**dataclasses.asdict(TrainConfig.from_dict(hyper)), "session_gap": None}
-    cycle = CycleOptions(args.min_item_count, args.trainer_epochs, 0.1, args.tolerance)
+    cycle = CycleOptions(args.min_item_count, args.trainer_epochs, 0.1, args.tolerance,
+                         learning_rate_scale=args.lr_scale)
     rng = np.random.default_rng(args.seed)
     live, at_hour, published, cycles = static, {0: static}, 0, 0
     for end in range(args.cycle_events, end_of_hours + 1, args.cycle_events):
@@ -77,7 +81,8 @@ def main() -> None:
                 pooled[name][0] += got.hits[hour]
                 pooled[name][1] += got.cases[hour]
         rows.append(row)
-    print(f"offline chain: {cycles} cycles, {published} published; gate tolerance {args.tolerance}")
+    print(f"offline chain: {cycles} cycles, {published} published; gate tolerance {args.tolerance}, "
+          f"learning-rate scale {args.lr_scale}")
     print(table(rows, ["hour", "items_chain", "HR_chain", "items_oracle", "HR_oracle"]))
     chain_hr, oracle_hr = (hits / max(cases, 1) for hits, cases in pooled.values())
     print(f"second half (hours {hours // 2}-{hours - 1}, pooled): HR@20 chain {chain_hr:.3f}, oracle "

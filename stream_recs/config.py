@@ -235,6 +235,8 @@ class Trainer(_Group):
     replay_events: int = setting(50_000, "clicks evicted from the window kept as a replay sample, "
                                  "mixed into each cycle against forgetting (0: none)", minimum=0)
     epochs: int = setting(2, "fine-tuning epochs per cycle", minimum=1, flag=True)
+    learning_rate_scale: float = setting(0.2, "fine-tuning's learning rate as a share of the live "
+                                         "model's (which was chosen to train from scratch)", minimum=0.001)
     holdout: float = setting(0.1, "newest share of the window's time span held out for the gate",
                              minimum=0.01)
     gate_tolerance: float = setting(0.05, "a candidate is published when its held-out HR@20 is at least "

@@ -9,7 +9,9 @@ candidate model, and the gate's verdict on it.
    is crossed, though only its earlier clicks train it) are appended to its item registry, and
    their rows start from the known items clicked next to them (``init_from_neighbours``). Items
    unseen for ``retire_after`` are retired.
-3. It is fine-tuned for a few epochs with the live model's hyper-parameters; given ``content``
+3. It is fine-tuned for a few epochs with the live model's hyper-parameters but a smaller
+   learning rate (``learning_rate_scale``: the live model's rate was chosen to train from
+   scratch, and at full rate a few epochs on a small window undo what it learned); given ``content``
    (``content_rows.ContentRows.apply`` in the trainer), the catalogue's items without clicks
    get their content rows. Then it is judged against the live model on the held-out slice, so
    the gate sees any harm those rows do.
@@ -41,6 +43,7 @@ class CycleOptions:
     holdout: float
     tolerance: float
     retire_after: float | None = None  # seconds unseen before an item is retired (None: never)
+    learning_rate_scale: float = 1.0  # fine-tuning's learning rate: the live model's times this
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,7 @@ def run_cycle(live: GRU4Rec, hyper: dict, window: Events, replay: Events | None,
     training sequences)`` returns the candidate with content rows, and how many."""
     started = time.perf_counter()
     config = TrainConfig.from_dict({**hyper, **inherited(live), "epochs": options.epochs})
+    config = dataclasses.replace(config, learning_rate=config.learning_rate * options.learning_rate_scale)
     holdout = newest_slice(window, options.holdout, config.max_len)
     train = concat_events(holdout.train, replay) if replay is not None and len(replay) else holdout.train
     if not len(train):

@@ -80,7 +80,7 @@ class TrainerService:
         self.settings, self.bootstrap, self.live, self.metrics = settings, bootstrap, live, metrics
         t, w = settings.trainer, settings.worker
         self.options = CycleOptions(t.min_item_count, t.epochs, t.holdout, t.gate_tolerance,
-                                    t.retire_after or None)
+                                    t.retire_after or None, t.learning_rate_scale)
         self.store = ModelStore(models_dir)
         for name in self.store.clean():
             log.warning("removed %s, a checkpoint a killed trainer left half-written", name)
