@@ -28,7 +28,7 @@ from .losses import LOSSES, bpr_max, cross_entropy_logq, sampled_columns
 from .optim import AdagradMomentum
 from .registry import ItemRegistry
 from .sampling import PopularitySampler
-from .warm_start import init_from_neighbours, warm_start
+from .warm_start import init_from_neighbours, new_rows_scale, warm_start
 
 
 @dataclass
@@ -162,13 +162,14 @@ def item_support(sequences: Sequence[np.ndarray], n_items: int) -> np.ndarray:
 class Trainer:
     """Owns the optimiser, sampler and loss of one model; ``fit`` runs epochs."""
 
-    def __init__(self, model: GRU4Rec, sequences: Sequence[np.ndarray], config: TrainConfig):
+    def __init__(self, model: GRU4Rec, sequences: Sequence[np.ndarray], config: TrainConfig,
+                 row_scale: dict[torch.Tensor, torch.Tensor] | None = None):
         self.model = model
         self.sequences = split_long(sequences, config.chunk_len)
         self.config = config
         torch.manual_seed(config.seed)
         self.optimizer = AdagradMomentum(
-            model.parameters(), lr=config.learning_rate, momentum=config.momentum
+            model.parameters(), lr=config.learning_rate, momentum=config.momentum, row_scale=row_scale
         )
         support = item_support(self.sequences, model.n_items)
         self.full_softmax = config.n_sample >= model.n_items
@@ -251,11 +252,13 @@ def train_model(
     parent: GRU4Rec | None = None,
     from_neighbours: bool = False,
     validate: Callable[[GRU4Rec], float] | None = None,
+    new_rows_rate: float | None = None,
 ) -> tuple[GRU4Rec, list[dict]]:
     """Build and train a model on item-index ``sequences`` over ``items`` (their registry, or
     the ids of a new lineage); returns it with per-epoch stats. With ``parent``, training starts
     from its weights (``warm_start``), and with ``from_neighbours`` the items the parent lacks
-    start from the known items clicked next to them (``init_from_neighbours``).
+    start from the known items clicked next to them (``init_from_neighbours``); with
+    ``new_rows_rate`` their rows learn at that rate instead of ``config.learning_rate``.
 
     Without ``validate`` it runs ``config.epochs`` epochs. With it (a score of the model on held
     out data, higher is better), it runs at most ``config.epochs``, stops after
@@ -280,7 +283,10 @@ def train_model(
         warm_start(model, parent)
         if from_neighbours:
             init_from_neighbours(model, parent.n_items, sequences)
-    trainer = Trainer(model, sequences, config)
+    scale = None
+    if parent is not None and new_rows_rate is not None:
+        scale = new_rows_scale(model, parent.n_items, new_rows_rate / config.learning_rate)
+    trainer = Trainer(model, sequences, config, scale)
     n_targets = sum(max(len(s) - 1, 0) for s in trainer.sequences)
     history: list[dict] = []
     best: tuple[float, int, dict] | None = None  # (score, epoch index, weights)

@@ -11,7 +11,8 @@ candidate model, and the gate's verdict on it.
    unseen for ``retire_after`` are retired.
 3. It is fine-tuned for a few epochs with the live model's hyper-parameters but a smaller
    learning rate (``learning_rate_scale``: the live model's rate was chosen to train from
-   scratch, and at full rate a few epochs on a small window undo what it learned); given ``content``
+   scratch, and at full rate a few epochs on a small window undo what it learned). The new items'
+   rows have nothing to undo: they learn at the live model's full rate. Given ``content``
    (``content_rows.ContentRows.apply`` in the trainer), the catalogue's items without clicks
    get their content rows. Then it is judged against the live model on the held-out slice, so
    the gate sees any harm those rows do.
@@ -68,8 +69,8 @@ def run_cycle(live: GRU4Rec, hyper: dict, window: Events, replay: Events | None,
     indices that candidate gave its items, which the states it served hold). ``content(candidate,
     training sequences)`` returns the candidate with content rows, and how many."""
     started = time.perf_counter()
-    config = TrainConfig.from_dict({**hyper, **inherited(live), "epochs": options.epochs})
-    config = dataclasses.replace(config, learning_rate=config.learning_rate * options.learning_rate_scale)
+    full = TrainConfig.from_dict({**hyper, **inherited(live), "epochs": options.epochs})
+    config = dataclasses.replace(full, learning_rate=full.learning_rate * options.learning_rate_scale)
     holdout = newest_slice(window, options.holdout, config.max_len)
     train = concat_events(holdout.train, replay) if replay is not None and len(replay) else holdout.train
     if not len(train):
@@ -82,7 +83,7 @@ def run_cycle(live: GRU4Rec, hyper: dict, window: Events, replay: Events | None,
     if options.retire_after is not None:
         registry = registry.retire_unseen(float(train.ts.max()), options.retire_after)
     candidate, _ = train_model(sequences, registry, config, version, show_progress=False,
-                               parent=live, from_neighbours=True)
+                               parent=live, from_neighbours=True, new_rows_rate=full.learning_rate)
     added, rows = candidate.n_items - live.n_items, 0
     if content is not None:
         candidate, rows = content(candidate, sequences)

@@ -108,6 +108,18 @@ def test_sparse_optimizer_updates_only_touched_rows_by_hand():
     assert emb.weight[:, 0].tolist() == pytest.approx([0.0, expected, 0.0, 0.0], rel=1e-5)
 
 
+def test_row_scale_multiplies_each_rows_step_sparse_or_dense():
+    for sparse in (True, False):
+        emb = torch.nn.Embedding(3, 2, sparse=sparse)
+        with torch.no_grad():
+            emb.weight.zero_()
+        opt = AdagradMomentum(emb.parameters(), lr=0.1, row_scale={emb.weight: torch.tensor([1.0, 5.0, 0.0])})
+        emb(torch.tensor([0, 1, 2])).sum().backward()  # gradient 1 on every element
+        opt.step()
+        # G=1, so each element moves by lr * its row's multiple
+        assert emb.weight[:, 0].tolist() == pytest.approx([-0.1, -0.5, 0.0], rel=1e-5)
+
+
 def test_sampled_and_bpr_max_training_reduce_loss():
     rng = np.random.default_rng(0)
     seqs = [np.arange(k, k + 6) % 20 for k in rng.integers(0, 20, size=60)]

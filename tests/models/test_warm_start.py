@@ -1,15 +1,18 @@
 """New items of a warm-started child: their rows start from the known items clicked next to them,
-and only the items seen often enough are added."""
+learn at their own rate, and only the items seen often enough are added."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
+import pytest
 import torch
 
 from stream_recs.datasets import events_from_dicts
 from stream_recs.models import GRU4Rec
 from stream_recs.models.registry import ItemRegistry
-from stream_recs.models.train import training_sequences
+from stream_recs.models.train import TrainConfig, train_model, training_sequences
 from stream_recs.models.warm_start import init_from_neighbours
 
 
@@ -37,3 +40,25 @@ def test_only_new_items_clicked_often_enough_are_registered():
     assert sorted(np.concatenate(sequences).tolist()) == sorted(
         index[r["item_id"]] for r in rows if r["item_id"] != "rare"
     )
+
+
+def test_new_rows_learn_at_their_own_rate_while_inherited_rows_move_gently():
+    parent_ids = [f"i{n}" for n in range(8)]
+    sequences = [np.array([n % 8, 8, (n + 1) % 8, 9]) for n in range(40)]  # 8 and 9 are new
+    config = TrainConfig(hidden_size=8, batch_size=4, n_sample=0, epochs=1, learning_rate=0.01)
+    known = [np.array([n % 8, (n + 1) % 8, (n + 3) % 8]) for n in range(10)]
+    parent, _ = train_model(known, parent_ids, config, "p", show_progress=False)
+    registry = parent.registry.extend(["n8", "n9"])
+
+    def moved(new_rows_rate):
+        child, _ = train_model(sequences, registry, config, "c", show_progress=False, parent=parent,
+                               new_rows_rate=new_rows_rate)
+        start, _ = train_model([], registry, dataclasses.replace(config, epochs=0), "c",
+                               show_progress=False, parent=parent)
+        step = (child.item_embedding.weight - start.item_embedding.weight).norm(dim=1).detach()
+        return step[:8].mean().item(), step[8:].mean().item()
+
+    old_same, new_same = moved(None)
+    old_fast, new_fast = moved(0.5)
+    assert old_fast == pytest.approx(old_same, rel=0.5)  # inherited rows: the same gentle rate
+    assert new_fast > 10 * new_same
