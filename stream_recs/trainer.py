@@ -50,6 +50,9 @@ from stream_recs.window import RollingWindow
 log = logging.getLogger(__name__)
 
 POLL_MS = 500
+# the broker holds a fetch until it has this much or this long: a window append (two fsyncs) per
+# second or per MiB of clicks, not per handful of them
+FETCH_MIN_BYTES, FETCH_WAIT_MS = 1 << 20, 1000
 GROUP_SUFFIX = "-trainer"
 CANARY_RECHECK_S = 10.0  # while a canary is being decided, how often the trainer looks again
 
@@ -94,7 +97,8 @@ class TrainerService:
         self.catalogue = CatalogueReader(settings, bootstrap) if self.content else None
         kwargs = client_kwargs(settings, bootstrap)
         self.consumer = KafkaConsumer(**kwargs, group_id=w.app_id + GROUP_SUFFIX, enable_auto_commit=False,
-                                      isolation_level="read_committed", auto_offset_reset="earliest")
+                                      isolation_level="read_committed", auto_offset_reset="earliest",
+                                      fetch_min_bytes=FETCH_MIN_BYTES, fetch_max_wait_ms=FETCH_WAIT_MS)
         self.producer = KafkaProducer(**kwargs, acks="all")
         self.since_cycle = 0  # clicks added since the last cycle
         self.last_cycle = time.monotonic()
