@@ -250,8 +250,9 @@ class Trainer(_Group):
     keep_models: int = setting(5, "checkpoints kept under --models-dir: the newest, besides the live "
                                "model, a candidate and the newest announced one", minimum=1)
     port: int = setting(9466, "port of the trainer's /metrics (0: any free port)", minimum=0, flag=True)
-    nice: int = setting(10, "niceness the trainer adds to its own: on a machine shared with workers, "
-                        "serving gets the CPU first (0: unchanged)", minimum=0)
+    priority: str = setting("idle", "the trainer's CPU priority on a machine shared with workers: idle "
+                            "(CPU time no other process wants: SCHED_IDLE, else niceness 19), low "
+                            "(niceness +10) or normal", choices=("idle", "low", "normal"))
 
 
 @dataclass(frozen=True)

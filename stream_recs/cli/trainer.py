@@ -36,8 +36,7 @@ def trainer(model_dir, models_dir, window_dir, **flags) -> None:
 
     settings = load_or_fail(**flags)
     w, t = settings.worker, settings.trainer
-    if t.nice:
-        os.nice(t.nice)  # training can wait; an answer cannot
+    lower_priority(t.priority)  # training can wait; an answer cannot
     torch.set_num_threads(w.torch_threads)
     bootstrap = resolve_bootstrap(settings)
     try:
@@ -70,6 +69,16 @@ def trainer(model_dir, models_dir, window_dir, **flags) -> None:
     finally:
         service.close()
         server.shutdown()
+
+
+def lower_priority(priority: str) -> None:
+    """Lower this process's CPU priority (before it starts threads, which inherit it): ``idle``,
+    SCHED_IDLE where the OS has it, so the scheduler runs the trainer only on a core no one
+    else wants and preempts it the moment a worker wakes; ``low``, niceness +10."""
+    if priority == "idle" and hasattr(os, "SCHED_IDLE"):
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    elif priority != "normal":
+        os.nice(19 if priority == "idle" else 10)
 
 
 COMMANDS = [trainer]

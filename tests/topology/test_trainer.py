@@ -9,6 +9,7 @@ committed offsets."""
 from __future__ import annotations
 
 import hashlib
+import os
 import signal
 import time
 
@@ -56,6 +57,7 @@ def test_the_trainer_learns_a_new_item_and_the_worker_serves_it(stream, workers,
         assert "c1" in published.item_ids  # never clicked: its row is its content's
         assert trainer.value("stream_recs_trainer_content_rows_total") == 1.0
         assert not list((tmp_path / "models").glob(".partial-*"))
+        assert os.sched_getscheduler(trainer.proc.pid) == os.SCHED_IDLE  # workers get the CPU first
         assert trainer.value("stream_recs_trainer_cycles_total", result="published") == 1.0
         assert trainer.value("stream_recs_trainer_records_skipped_total", reason="bad_json") == 50.0
         assert trainer.value("stream_recs_trainer_items_added_total") == 1.0
