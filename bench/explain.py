@@ -16,7 +16,7 @@ of all slots (hub share), and lists whose top 5 all have one explanation.
 
 Cost: ``Recommender.step_batch`` per event at 10k items, d=64, K=20, batches of 256 returning
 users whose sessions hold 4 clicks, 13 (the replay's window full), or as many as the events of
-bench/e2e.py's stream, and batches of 8 (what a 15 ms batch window holds at 500 events/s); the
+bench/e2e.py's stream, and batches of 8 (about what the worker takes at once at 500 events/s); the
 modes timed in turn in one run; and the part the worker's main thread keeps when its ranker
 child finds the top-K (``begin_batch`` + ``finish_batch``). Times are the
 process's CPU time (one torch thread), medians of ``--repeat`` rounds, the variants in a new

@@ -146,7 +146,7 @@ class Worker(_Group):
 
     app_id: str = setting("stream-recs", "consumer group and table namespace", flag=True)
     batch_size: int = setting(256, "most events taken into one micro-batch", minimum=1, flag=True)
-    batch_window: float = setting(0.015, "seconds a micro-batch may wait to fill", minimum=0, flag=True)
+    batch_window: float = setting(0.010, "seconds a micro-batch may wait to fill", minimum=0, flag=True)
     fetch_max_wait: float = setting(0.02, "seconds the broker may hold a fetch with no new clicks",
                                     minimum=0.001)
     producer_linger: float = setting(0.005, "seconds the producer waits to fill a request", minimum=0)
