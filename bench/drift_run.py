@@ -19,6 +19,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -174,6 +175,18 @@ class Toggle:
         os.kill(self.pid, signal.SIGCONT)
 
 
+async def paced(count: int, rate: float, sent: np.ndarray, send: Callable[[int], Awaitable[None]]) -> None:
+    """``send(row)`` for rows 0 to ``count - 1``, ``rate`` a second on a fixed schedule (a late row
+    goes at once), each row's wall time going into ``sent``."""
+    started = time.monotonic()
+    for row in range(count):
+        delay = started + row / rate - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        sent[row] = time.time()
+        await send(row)
+
+
 async def _feed(bootstrap: str, runs: list[Run], records: list[tuple[bytes, dict]], rate: float,
                 sent: np.ndarray, toggle: Toggle) -> None:
     from aiokafka import AIOKafkaProducer
@@ -181,17 +194,15 @@ async def _feed(bootstrap: str, runs: list[Run], records: list[tuple[bytes, dict
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
     await producer.start()
     try:
-        started = time.monotonic()
-        for row, (key, value) in enumerate(records):
-            delay = started + row / rate - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
+        async def send(row: int) -> None:
             toggle.at(row)
-            sent[row] = time.time()
+            key, value = records[row]
             for run in runs:
                 await producer.send(run.topics.clicks, key=key, value=value)
             if row % 2000 == 0:
                 print(f"  sent {row}/{len(records)}", file=sys.stderr, flush=True)
+
+        await paced(len(records), rate, sent, send)
         await producer.flush()
     finally:
         toggle.end()

@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from drift import HYPER
 from drift_eval import train_scratch
-from drift_run import _collect, probe
+from drift_run import _collect, paced, probe
 from drift_stream import HOUR, StreamOptions, generate
 from e2e_run import Run
 
@@ -85,13 +85,11 @@ async def _run(run: Run, records, rate: float, announce_one, turn: float, every:
     await producer.start()
     thread.start()
     try:
-        clock = time.monotonic()
-        for row, (key, value) in enumerate(records):
-            delay = clock + row / rate - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            sent[row] = time.time()
+        async def send(row: int) -> None:
+            key, value = records[row]
             await producer.send(run.topics.clicks, key=key, value=value)
+
+        await paced(len(records), rate, sent, send)
         await producer.flush()
     finally:
         stop.set()
