@@ -153,7 +153,8 @@ def first_recommendations(stream: Stream, answers: dict[int, Answer], sent: np.n
             continue
         first, enough = rows[0], rows[min_clicks - 1]
         entry = {"item": item, "first_sim": float(ev.ts[first]), "enough_sim": float(ev.ts[enough]),
-                 "first_wall": float(sent[first]), "enough_wall": float(sent[enough])}
+                 "first_wall": float(sent[first]), "enough_wall": float(sent[enough]), "clicks": len(rows),
+                 "age_at_enough_sim": float(ev.ts[enough] - stream.birth[code])}
         added = next((seen for seen, _, ids in published if item in ids), None)
         if added is not None:
             entry.update(added_wall=added,

@@ -150,7 +150,16 @@ class Report:
             enough = Counter(i["cycles_from_enough"] for i in got)
             self.say(f"  trainer cycles completed from the first click: {dict(sorted(first.items()))}; "
                      f"from the {min_clicks}th: {dict(sorted(enough.items()))}")
-        within = sum(i.get("cycles_from_enough", TARGET_CYCLES + 1) <= TARGET_CYCLES for i in items)
+        late = [i for i in items if i.get("cycles_from_enough", TARGET_CYCLES + 1) > TARGET_CYCLES]
+        if late:
+            clicks, age = (np.median([i[key] for i in items]) for key in ("clicks", "age_at_enough_sim"))
+            self.say(f"  all of them: clicks in the run median {clicks:.0f}, {min_clicks}th click at "
+                     f"simulated age median {age / 60:.0f} min")
+        for i in late:
+            self.say(f"  later: {i['item']}, {i['clicks']} clicks in the run, its {min_clicks}th at "
+                     f"{i['age_at_enough_sim'] / 60:.0f} simulated min of age, first answer after "
+                     f"{i.get('cycles_from_enough', 'no')} cycles")
+        within = len(items) - len(late)
         share = within / max(len(items), 1)
         self.say(f"  recommended within {TARGET_CYCLES} cycles of the {min_clicks}th click: {within} of "
                  f"{len(items)} ({share:.0%}; never recommended counts as not within; target: every such "
