@@ -194,7 +194,7 @@ class TrainerService:
             log.info("cycle: %d clicks in the window, %d replayed, from %s", len(window), len(replay),
                      self.live.model.version)
             outcome = run_cycle(self.live.model, self.live.hyper, window, replay, self.options, version,
-                                self.base, self._content_rows)
+                                self.base, self._content_rows if self.content is not None else None)
         except Exception:
             self.since_cycle, self.last_cycle = 0, time.monotonic()
             log.exception("the training cycle failed; the live model is untouched")
@@ -216,8 +216,7 @@ class TrainerService:
         return result
 
     def _content_rows(self, candidate: GRU4Rec, sequences) -> tuple[GRU4Rec, int]:
-        if self.content is None or self.catalogue is None:
-            return candidate, 0
+        """``candidate`` with content rows for the catalogue's unclicked items (content rows on)."""
         return self.content.apply(candidate, sequences, self.catalogue.catalogue.records())
 
     def publish(self, candidate: GRU4Rec, trained_on: int) -> None:
