@@ -28,7 +28,7 @@ from .losses import LOSSES, bpr_max, cross_entropy_logq, sampled_columns
 from .optim import AdagradMomentum
 from .registry import ItemRegistry
 from .sampling import PopularitySampler
-from .warm_start import init_from_neighbours, new_rows_scale, warm_start
+from .warm_start import init_from_neighbours, item_rows_scale, warm_start
 
 
 @dataclass
@@ -252,13 +252,13 @@ def train_model(
     parent: GRU4Rec | None = None,
     from_neighbours: bool = False,
     validate: Callable[[GRU4Rec], float] | None = None,
-    new_rows_rate: float | None = None,
+    row_scale: np.ndarray | None = None,
 ) -> tuple[GRU4Rec, list[dict]]:
     """Build and train a model on item-index ``sequences`` over ``items`` (their registry, or
     the ids of a new lineage); returns it with per-epoch stats. With ``parent``, training starts
     from its weights (``warm_start``), and with ``from_neighbours`` the items the parent lacks
-    start from the known items clicked next to them (``init_from_neighbours``); with
-    ``new_rows_rate`` their rows learn at that rate instead of ``config.learning_rate``.
+    start from the known items clicked next to them (``init_from_neighbours``). ``row_scale``: a
+    multiple of ``config.learning_rate`` for each item's rows.
 
     Without ``validate`` it runs ``config.epochs`` epochs. With it (a score of the model on held
     out data, higher is better), it runs at most ``config.epochs``, stops after
@@ -283,9 +283,7 @@ def train_model(
         warm_start(model, parent)
         if from_neighbours:
             init_from_neighbours(model, parent.n_items, sequences)
-    scale = None
-    if parent is not None and new_rows_rate is not None:
-        scale = new_rows_scale(model, parent.n_items, new_rows_rate / config.learning_rate)
+    scale = None if row_scale is None else item_rows_scale(model, row_scale)
     trainer = Trainer(model, sequences, config, scale)
     n_targets = sum(max(len(s) - 1, 0) for s in trainer.sequences)
     history: list[dict] = []

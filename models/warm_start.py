@@ -7,8 +7,8 @@ parameter. The rows of items the parent lacks keep the child's own initialisatio
 ``init_from_neighbours``, start where the items clicked next to them are: a new item's embedding
 (tied input and output) and bias become the mean of those of the known items right before and
 after it in the training sequences, so the model can rank it from its first fine-tuning steps
-instead of from a random point. ``new_rows_scale`` lets those rows learn faster than the inherited
-ones when fine-tuning runs at a gentle rate.
+instead of from a random point. ``item_rows_scale`` lets some rows (new ones, say) learn faster
+than the others when fine-tuning runs at a gentle rate.
 """
 
 from __future__ import annotations
@@ -74,10 +74,8 @@ def init_from_neighbours(model: GRU4Rec, known: int, sequences: Sequence[np.ndar
     return int((counts > 0).sum())
 
 
-def new_rows_scale(model: GRU4Rec, known: int, factor: float) -> dict[torch.Tensor, torch.Tensor]:
-    """Per-row learning-rate multiples for ``model``'s item tables (an optimiser's ``row_scale``):
-    ``factor`` for the rows at index ``known`` and above, 1 for the others."""
-    tables = dict(model.named_parameters())
-    scale = torch.ones(model.n_items)
-    scale[known:] = factor
-    return {tables[name]: scale for name in _ITEM_TABLES if name in tables}
+def item_rows_scale(model: GRU4Rec, scale: np.ndarray) -> dict[torch.Tensor, torch.Tensor]:
+    """``scale`` (a learning-rate multiple per item) for each of ``model``'s item tables: an
+    optimiser's ``row_scale``."""
+    tables, rows = dict(model.named_parameters()), torch.as_tensor(scale, dtype=torch.float32)
+    return {tables[name]: rows for name in _ITEM_TABLES if name in tables}

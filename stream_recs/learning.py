@@ -11,8 +11,9 @@ candidate model, and the gate's verdict on it.
    unseen for ``retire_after`` are retired.
 3. It is fine-tuned for a few epochs with the live model's hyper-parameters but a smaller
    learning rate (``learning_rate_scale``: the live model's rate was chosen to train from
-   scratch, and at full rate a few epochs on a small window undo what it learned). The new items'
-   rows have nothing to undo: they learn at the live model's full rate. Given ``content``
+   scratch, and at full rate a few epochs on a small window undo what it learned). An item's
+   rows learn faster the more of their clicks are new to the live model (``row_rates``): a new
+   item's at the live model's full rate, a growing item's in between. Given ``content``
    (``content_rows.ContentRows.apply`` in the trainer), the catalogue's items without clicks
    get their content rows. Then it is judged against the live model on the held-out slice, so
    the gate sees any harm those rows do.
@@ -31,7 +32,7 @@ from stream_recs.datasets import Events, concat_events
 from stream_recs.models import GRU4Rec
 from stream_recs.models.gate import Verdict, judge, newest_slice
 from stream_recs.models.registry import ItemRegistry
-from stream_recs.models.train import TrainConfig, train_model, training_sequences
+from stream_recs.models.train import TrainConfig, item_support, train_model, training_sequences
 from stream_recs.models.warm_start import inherited
 
 
@@ -69,8 +70,8 @@ def run_cycle(live: GRU4Rec, hyper: dict, window: Events, replay: Events | None,
     indices that candidate gave its items, which the states it served hold). ``content(candidate,
     training sequences)`` returns the candidate with content rows, and how many."""
     started = time.perf_counter()
-    full = TrainConfig.from_dict({**hyper, **inherited(live), "epochs": options.epochs})
-    config = dataclasses.replace(full, learning_rate=full.learning_rate * options.learning_rate_scale)
+    config = TrainConfig.from_dict({**hyper, **inherited(live), "epochs": options.epochs})
+    config = dataclasses.replace(config, learning_rate=config.learning_rate * options.learning_rate_scale)
     holdout = newest_slice(window, options.holdout, config.max_len)
     train = concat_events(holdout.train, replay) if replay is not None and len(replay) else holdout.train
     if not len(train):
@@ -82,13 +83,33 @@ def run_cycle(live: GRU4Rec, hyper: dict, window: Events, replay: Events | None,
         options.min_item_count)
     if options.retire_after is not None:
         registry = registry.retire_unseen(float(train.ts.max()), options.retire_after)
+    rates = row_rates(live, item_support(sequences, len(registry.ids)), 1.0 / options.learning_rate_scale)
     candidate, _ = train_model(sequences, registry, config, version, show_progress=False,
-                               parent=live, from_neighbours=True, new_rows_rate=full.learning_rate)
+                               parent=live, from_neighbours=True, row_scale=rates)
     added, rows = candidate.n_items - live.n_items, 0
     if content is not None:
         candidate, rows = content(candidate, sequences)
     verdict = judge(candidate, live, window.item_ids, holdout.cases, options.tolerance)
     return Cycle(candidate, verdict, len(train), added, time.perf_counter() - started, rows)
+
+
+def row_rates(live: GRU4Rec, support: np.ndarray, full: float) -> np.ndarray:
+    """Each item's learning-rate multiple in a gentle cycle, from 1 to ``full`` (which restores
+    the live model's rate), given ``support``, its clicks in the cycle's training data: ``full``
+    for the items the live model lacks; for the others, 1 plus ``full - 1`` times the part of
+    their share of the clicks that is new since the live model was trained (its
+    ``item_counts``), so an item whose share grew learns faster and a steady or fading one moves
+    gently."""
+    rates = np.full(len(support), float(full))
+    known = support[:live.n_items]
+    before = np.asarray(live.item_counts, np.float64)
+    if not len(before) or not before.sum() or not known.sum():
+        rates[:live.n_items] = 1.0
+        return rates
+    was, now = before / before.sum(), known / support.sum()
+    fresh = np.where(now > 0, np.clip(1.0 - was / np.maximum(now, 1e-300), 0.0, 1.0), 0.0)
+    rates[:live.n_items] = 1.0 + (full - 1.0) * fresh
+    return rates
 
 
 def admitted(window: Events, registry: ItemRegistry, min_count: int) -> ItemRegistry:

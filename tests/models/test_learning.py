@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from stream_recs.datasets import Events, concat_events, from_rows, synthetic_sessions
-from stream_recs.learning import CycleOptions, admitted, run_cycle
+from stream_recs.learning import CycleOptions, admitted, row_rates, run_cycle
+from stream_recs.models import GRU4Rec
 from stream_recs.models.gate import judge, newest_slice
 from stream_recs.models.train import TrainConfig, train_model, training_sequences
 
@@ -131,3 +132,15 @@ def test_content_rows_are_written_before_the_gate_judges(stream, parent):
     assert seen == [(cycle.candidate.n_items, seen[0][1])] and seen[0][1] > 0
     assert cycle.content_rows == 3 and cycle.items_added == cycle.candidate.n_items - parent.n_items
     assert not cycle.verdict.publish, cycle.verdict
+
+
+def test_rows_learn_faster_the_more_of_their_clicks_are_new_to_the_live_model():
+    live = GRU4Rec(["steady", "growing", "fading", "unclicked"], hidden_size=4)
+    live.item_counts = (50, 10, 40, 0)  # the clicks the live model was trained on
+    support = np.array([60.0, 40.0, 10.0, 0.0, 10.0])  # this cycle's, and a new item's
+    rates = row_rates(live, support, full=5.0)
+    assert rates[1] == pytest.approx(1.0 + 4.0 * (1 - 0.1 / (40 / 120)))  # most of its share is new
+    assert rates[0] == rates[2] == rates[3] == 1.0  # steady, fading, not clicked now: the gentle rate
+    assert rates[4] == 5.0  # new: the live model's own rate
+    live.item_counts = ()  # a checkpoint without counts: only new rows learn faster
+    assert row_rates(live, support, full=5.0).tolist() == [1.0, 1.0, 1.0, 1.0, 5.0]
