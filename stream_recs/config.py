@@ -5,8 +5,8 @@ help, ...)``: its default, type, allowed values and help text live there and now
 variable is ``STREAM_RECS_`` + the group's prefix + the field's name in capitals
 (``Topics.clicks``: ``STREAM_RECS_TOPIC_CLICKS``; ``ServingOptions.k``: ``STREAM_RECS_K``).
 ``load_settings`` reads them from the environment, CLI flags on top; a value a setting cannot
-take raises ``SettingsError``, naming the variable and what it accepts. ``describe`` lists every
-setting (``stream-recs settings``, and the README's table, which a test compares with it).
+take raises ``SettingsError``, naming the variable and what it accepts. ``settings_listing.py``
+shows them (``stream-recs settings``, and the README's table, which a test compares with it).
 
 ``ServingOptions`` is what the recommender, its ranker child and the worker's flags take: built
 once from the settings and handed on, never declared again.
@@ -368,39 +368,8 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
     return Settings(**values)
 
 
-def shown_default(spec: Spec) -> str:
-    """A setting's default as the listing and the README show it."""
-    if spec.shown is not None:
-        return spec.shown
-    if spec.default is None or spec.default == "":
-        return ""
-    if isinstance(spec.default, tuple):
-        return ",".join(spec.default)
-    return str(spec.default)
-
-
-def describe(settings: Settings | None = None) -> list[tuple[str, str, str, str | None]]:
-    """(variable, default, meaning, current value) of every setting; secrets show ``***`` when
-    set, and no current value is given without ``settings``."""
-    rows = []
-    for spec in specs():
-        current = None
-        if settings is not None:
-            group = settings if spec.group is Settings else getattr(settings, _group_field(spec.group))
-            value = getattr(group, spec.name)
-            current = ("***" if value else "") if spec.secret else shown_default(
-                dataclasses.replace(spec, default=value, shown=None))
-        rows.append((spec.variable, shown_default(spec), spec.help, current))
-    return rows
-
-
-def _group_field(group: type) -> str:
-    return next(name for name, kind in _NESTED.items() if kind is group)
-
-
-def markdown_table() -> str:
-    """The README's configuration table: one row per setting."""
-    lines = ["| variable | default | meaning |", "|---|---|---|"]
-    for variable, default, meaning, _ in describe():
-        lines.append(f"| `{variable}` | {f'`{default}`' if default else ''} | {meaning} |")
-    return "\n".join(lines)
+def value_of(settings: Settings, spec: Spec) -> object:
+    """The value ``settings`` holds for the setting ``spec``."""
+    group = settings if spec.group is Settings else getattr(
+        settings, next(name for name, kind in _NESTED.items() if kind is spec.group))
+    return getattr(group, spec.name)

@@ -5,16 +5,8 @@ from __future__ import annotations
 
 import click
 
-from stream_recs.config import (
-    GROUPS,
-    SettingsError,
-    Trainer,
-    describe,
-    load_settings,
-    markdown_table,
-    shown_default,
-    specs,
-)
+from stream_recs.config import GROUPS, SettingsError, Trainer, load_settings, specs
+from stream_recs.settings_listing import describe, markdown_table, shown_default
 
 
 def _click_type(spec):

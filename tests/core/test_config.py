@@ -16,11 +16,10 @@ from stream_recs.config import (
     SettingsError,
     Trainer,
     Worker,
-    describe,
     load_settings,
-    markdown_table,
     specs,
 )
+from stream_recs.settings_listing import describe, markdown_table
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 TABLE_MARKER = "<!-- settings table: stream-recs settings --markdown -->"
