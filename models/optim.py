@@ -43,7 +43,7 @@ class AdagradMomentum(torch.optim.Optimizer):
                     acc = state["sum"].index_add_(0, rows, values.square())[rows]
                     update = lr * values / (acc + eps).sqrt()
                     if p in self.row_scale:
-                        update.mul_(self.row_scale[p][rows].view(-1, *[1] * (update.dim() - 1)))
+                        _scale_rows(update, self.row_scale[p][rows])
                     if momentum:
                         velocity = state["velocity"]
                         update = velocity[rows].mul_(momentum).add_(update)
@@ -53,7 +53,12 @@ class AdagradMomentum(torch.optim.Optimizer):
                     acc = state["sum"].addcmul_(grad, grad)
                     update = lr * grad / (acc + eps).sqrt()
                     if p in self.row_scale:
-                        update.mul_(self.row_scale[p].view(-1, *[1] * (update.dim() - 1)))
+                        _scale_rows(update, self.row_scale[p])
                     if momentum:
                         update = state["velocity"].mul_(momentum).add_(update)
                     p.sub_(update)
+
+
+def _scale_rows(update: torch.Tensor, scale: torch.Tensor) -> None:
+    """Multiply each row of ``update`` by its entry of ``scale``, in place."""
+    update.mul_(scale.view(-1, *[1] * (update.dim() - 1)))
