@@ -126,10 +126,40 @@ def workers(stream, tmp_path, request):
         worker.stop()
     if request.node.stash.get(_failed_phases, set()):
         for worker in started:
-            tail = worker.log.read_text(errors="replace")[-4000:] if worker.log.exists() else ""
-            print(f"--- log of worker {worker.data_dir.name} ({worker.log}) ---\n{tail}")
+            text = worker.log.read_text(errors="replace") if worker.log.exists() else ""
+            print(f"--- log of worker {worker.data_dir.name} ({worker.log}) ---\n{log_digest(text)}")
 
 
-def pytest_terminal_summary(terminalreporter):
-    for line in _served:
-        terminalreporter.write_line(f"kafka broker that served the tests: {line}")
+_RECORD = re.compile(r"^\S*\[\d{4}-\d\d-\d\d [\d:,]+\] \[\d+\] \[([A-Z]+)\] ")  # time, pid, level
+
+
+def log_digest(text: str, limit: int = 16_000) -> str:
+    """A worker log without its repeats, so that a failure's report shows every distinct message
+    (each recovery's tables included) rather than the tail of one warning repeated for minutes.
+
+    An entry is a log record with the lines that follow it (a table). One that came before is left
+    out (counted at the end): a warning or error differing only in its numbers, a table differing
+    only in its time. Other records (a recovery's steps) are all kept. Its last ``limit``
+    characters."""
+    entries: list[list[str]] = []
+    for line in text.splitlines():
+        if _RECORD.match(line) or not entries:
+            entries.append([line])
+        else:
+            entries[-1].append(line)
+    seen: dict[str, int] = {}
+    kept = []
+    for entry in entries:
+        record = _RECORD.match(entry[0])
+        warning = record is not None and record.group(1) in ("WARNING", "ERROR")
+        if not (warning or len(entry) > 1):
+            kept.extend(entry)
+            continue
+        body = "\n".join([entry[0][record.end():] if record else entry[0], *entry[1:]])
+        key = re.sub(r"\d+(\.\d+)?", "#", body) if warning else body
+        seen[key] = seen.get(key, 0) + 1
+        if seen[key] == 1:
+            kept.extend(entry)
+    repeated = sorted(((n, key) for key, n in seen.items() if n > 1), reverse=True)[:10]
+    kept += [f"({n} times in all: {key.splitlines()[0][:160]})" for n, key in repeated]
+    return "\n".join(kept)[-limit:]

@@ -20,6 +20,8 @@ from stream_recs.kafka_clients import faust_credentials
 from .offsets import guard_offset_commits
 from .tables import counts_table, sessions_table
 
+RECOVERY_LOGGER = "faust.tables.recovery"  # logged at INFO by FaustWorker
+
 
 @dataclass
 class Topology:
@@ -145,3 +147,22 @@ def create_app(settings: Settings, bootstrap: str) -> Topology:
         sessions=sessions_table(app, partitions=settings.partitions),
         counts=counts_table(app, partitions=settings.partitions),
     )
+
+
+class FaustWorker(faust.Worker):
+    """Faust's worker, quiet (warnings and errors) except for table recovery, logged at INFO: after
+    a rebalance, which changelog partitions it restores, from and to which offsets, and what remains
+    (every few seconds), is what tells a slow or stuck restore apart from an idle worker."""
+
+    def __init__(self, app: faust.App) -> None:
+        super().__init__(app, loglevel="WARNING", quiet=True)
+
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        super().on_setup_root_logger(logger, level)
+        recovery = logging.getLogger(RECOVERY_LOGGER)
+        handler = logging.StreamHandler()
+        if logger.handlers:
+            handler.setFormatter(logger.handlers[0].formatter)
+        recovery.addHandler(handler)
+        recovery.setLevel(logging.INFO)
+        recovery.propagate = False  # its warnings would reach the root's handler a second time

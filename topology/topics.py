@@ -35,6 +35,9 @@ APP_ID = "stream-recs"
 SESSIONS_TABLE = "sessions"
 COUNTS_TABLE = "popularity"  # the shared counts; named for the popularity counts, which came first
 COUNTS_COMPACTION_MS = str(10 * 60 * 1000)
+# how long new topics may take to get a leader for every partition: a broker on busy cores that has
+# just started can take more than the admin client's default 10 s
+TOPICS_READY_MS = 60_000
 
 
 @dataclass(frozen=True)
@@ -110,7 +113,6 @@ def apply_topics(settings: Settings, bootstrap: str, specs: list[TopicSpec]) -> 
                     for s in missing
                 },
                 raise_errors=False,  # another worker may create the same topic at the same moment
-                wait_for_metadata=True,
             )
             for topic in created["topics"]:
                 error = for_code(topic["error_code"])
@@ -119,6 +121,7 @@ def apply_topics(settings: Settings, bootstrap: str, specs: list[TopicSpec]) -> 
                 if error is not NoError:
                     raise TopicsError(f"creating {topic['name']} failed: {error.__name__}")
                 changes.append(f"created {topic['name']}")
+            admin.wait_for_topics([s.name for s in missing], timeout_ms=TOPICS_READY_MS)
         grow = {}
         for spec in specs:
             if spec.name not in existing:

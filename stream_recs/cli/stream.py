@@ -26,7 +26,6 @@ def _producer(settings: Settings, bootstrap: str, **options: object):
 @setting_flags
 def worker(model_dir, **flags) -> None:
     """Consume clicks, keep session state, produce recommendations (join the group)."""
-    import faust
     import torch
 
     from stream_recs.health import start_server
@@ -39,7 +38,7 @@ def worker(model_dir, **flags) -> None:
     from stream_recs.rollout_follower import serving
     from stream_recs.scoring import Recommender
     from stream_recs.topology.agents import wire
-    from stream_recs.topology.app import create_app
+    from stream_recs.topology.app import FaustWorker, create_app
     from stream_recs.topology.topics import TopicsError, apply_topics, topic_specs
 
     settings = load_or_fail(**flags)
@@ -80,7 +79,7 @@ def worker(model_dir, **flags) -> None:
         server.stop()
         raise click.ClickException(str(exc)) from exc
     try:
-        faust.Worker(topology.app, loglevel="WARNING", quiet=True).execute_from_commandline()
+        FaustWorker(topology.app).execute_from_commandline()
     finally:
         server.stop()
 

@@ -63,3 +63,5 @@ def test_workers_join_and_leave_under_load_losing_nothing(stream, workers, tmp_p
     assert tally.duplicated <= bound
     assert not shrunk, f"{len(shrunk)} users lost history, e.g. {shrunk[:5]}"
     assert all(w.running for w in joined)
+    # each restore is in the log (FaustWorker), for a stalled one to be diagnosed from it
+    assert all("Highwater for active changelog partitions" in w.log.read_text() for w in joined)
