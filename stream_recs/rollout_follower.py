@@ -37,6 +37,8 @@ from stream_recs.messages import (
 from stream_recs.model_updates import UNCHECKED, Refused, Trust, load_update
 from stream_recs.rollout import PROMOTED, ROLLED_BACK, Rollout
 
+Decoded = ModelUpdate | CanaryDecision | ModelUpdateError  # a record, or why it cannot be read
+
 if TYPE_CHECKING:
     from stream_recs.live_model import LiveModel
     from stream_recs.metrics import Metrics
@@ -68,15 +70,7 @@ class ModelFollower:
 
     async def apply(self, raw: bytes | None) -> bool:
         """Act on one model-updates record; False when (part of) it was refused."""
-        try:
-            record = decode_model_record(raw)
-        except ModelUpdateError as exc:
-            self._refused(Refused("malformed", str(exc)))
-            return False
-        target, change = self.accepted.after(record)
-        if change is None:
-            return True
-        return await self.reach(target, change)
+        return await self._act(_decoded(raw))
 
     async def apply_all(self, raws: list[bytes | None]) -> None:
         """Act on records read together, ending where acting on each in turn would. Of a run of
@@ -84,26 +78,33 @@ class ModelFollower:
         the newest is tried first and the older ones only while it and those after it are
         refused: a worker that fell behind a busy trainer catches up with one load, and a refused
         newest announcement never hides a good one before it."""
+        records = [_decoded(raw) for raw in raws]
         start = 0
-        while start < len(raws):
+        while start < len(records):
             end = start
-            while end < len(raws) and self._replaces(raws[end]):
+            while end < len(records) and self._replaces(records[end]):
                 end += 1
             if end - start < 2:
-                await self.apply(raws[start])
+                await self._act(records[start])
                 start += 1
                 continue
-            for raw in reversed(raws[start:end]):
-                if await self.apply(raw):
+            for record in reversed(records[start:end]):
+                if await self._act(record):
                     break
             start = end
 
-    def _replaces(self, raw: bytes | None) -> bool:
-        """Whether ``raw`` is an announcement whose model serves everyone, whatever served before."""
-        try:
-            record = decode_model_record(raw)
-        except ModelUpdateError:
+    async def _act(self, record: Decoded) -> bool:
+        if isinstance(record, ModelUpdateError):
+            self._refused(Refused("malformed", str(record)))
             return False
+        target, change = self.accepted.after(record)
+        if change is None:
+            return True
+        return await self.reach(target, change)
+
+    def _replaces(self, record: Decoded) -> bool:
+        """Whether ``record`` is an announcement whose model serves everyone, whatever served
+        before."""
         return isinstance(record, ModelUpdate) and (record.rollout == FULL or self.share <= 0)
 
     async def reach(self, target: Rollout, change: str | None = None) -> bool:
@@ -234,3 +235,11 @@ class DecisionPublisher:
     async def close(self) -> None:
         if self._producer is not None:
             await self._producer.stop()
+
+
+def _decoded(raw: bytes | None) -> Decoded:
+    """A model-updates record decoded, or the ``ModelUpdateError`` that says why it cannot be."""
+    try:
+        return decode_model_record(raw)
+    except ModelUpdateError as exc:
+        return exc
