@@ -41,7 +41,7 @@ from stream_recs.datasets import history_len, load_movielens, movielens_items, t
 from stream_recs.models import load_model, save_model
 from stream_recs.models.baselines import MostPopular
 from stream_recs.models.content import fit_tower, with_content_rows
-from stream_recs.models.evaluate import Cases, ModelPredictor, evaluate, leave_one_out
+from stream_recs.models.evaluate import ModelPredictor, evaluate, leave_one_out
 from stream_recs.models.train import TrainConfig, train_model, training_sequences
 from stream_recs.models.tune import defaults_for
 
@@ -101,8 +101,7 @@ def one_seed(dataset: str, seed: int, epochs: int, cache: Path, fit_options: dic
     fitted = time.perf_counter() - started
     content = with_content_rows(model, tower, [catalogue[events.item_ids[c]] for c in held])
     new = is_held[split.test.targets]
-    on_new = Cases([p for p, keep in zip(split.test.prefixes, new, strict=True) if keep],
-                   split.test.targets[new], split.test.users[new])
+    on_new = split.test.take(new)
     # continuous learning: a warm-started epoch on the whole training part (held-out clicks
     # included), from the content rows or from fresh rows
     tuned = {}

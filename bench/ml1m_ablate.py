@@ -29,7 +29,7 @@ def main(fraction, epochs, seed, params, threads):
 
     torch.set_num_threads(threads)
     from stream_recs.datasets import history_len, load_dataset
-    from stream_recs.models.evaluate import Cases, ModelPredictor, evaluate, leave_one_out
+    from stream_recs.models.evaluate import ModelPredictor, evaluate, leave_one_out
     from stream_recs.models.train import TrainConfig, train_model, training_sequences
     from stream_recs.models.tune import defaults_for
 
@@ -41,11 +41,7 @@ def main(fraction, epochs, seed, params, threads):
     chosen[np.random.default_rng(12345).choice(users, int(len(users) * fraction), replace=False)] = True
     train = split.train.take(np.flatnonzero(chosen[split.train.user]))
 
-    def cut(cases: Cases) -> Cases:
-        keep = np.flatnonzero(chosen[cases.users])
-        return Cases([cases.prefixes[k] for k in keep], cases.targets[keep], cases.users[keep])
-
-    valid, test = cut(split.valid), cut(split.test)
+    valid, test = (cases.take(chosen[cases.users]) for cases in (split.valid, split.test))
     overrides = {}
     for p in params:
         name, value = p.split("=", 1)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from stream_recs.datasets import synthetic_sessions
-from stream_recs.models.evaluate import Cases, ModelPredictor, evaluate
+from stream_recs.models.evaluate import ModelPredictor, evaluate
 from stream_recs.models.gate import newest_slice
 from stream_recs.models.train import TrainConfig, train_model, training_sequences
 
@@ -45,8 +45,7 @@ def one_seed(seed: int, min_count: int, parent_epochs: int) -> dict[tuple[str, i
     holdout = newest_slice(window, 0.2, HYPER["max_len"])
     new_ids = {events.item_ids[c] for c in new_codes.tolist()}
     targets_new = np.array([window.item_ids[t] in new_ids for t in holdout.cases.targets])
-    on_new = Cases([p for p, keep in zip(holdout.cases.prefixes, targets_new, strict=True) if keep],
-                   holdout.cases.targets[targets_new], holdout.cases.users[targets_new])
+    on_new = holdout.cases.take(targets_new)
     grown, child_sequences = training_sequences(holdout.train, None, parent.registry, min_count)
     def scores(model) -> dict:
         predictor = ModelPredictor(model, window.item_ids)

@@ -4,8 +4,10 @@ and without masking, and the leakage check of a checkpoint against a split.
 A *case* is (prefix of item codes, target item code, user code). A *predictor* is anything with
 ``score_prefixes(prefixes, users) -> np.ndarray [n, n_items]`` over the dataset's item codes; the
 GRU model, the baselines and any future model are all evaluated by the same code, which ranks
-every item twice from one scoring: ``masked`` (the case's input items cannot be recommended, as
-the worker never recommends a user's recent items) and ``unmasked``.
+every item three times from one scoring: ``masked`` (the case's input items cannot be recommended,
+as the worker never recommends a user's recent items), ``unmasked``, and ``masked-all`` (every
+earlier item of the user masked, also those older than the input: the published leave-one-out
+figures mask that way; a worker masks no more than its history window).
 
 Protocols:
 - ``loo``: per user, by time: last item test, second-last validation, the rest training; the
@@ -28,7 +30,7 @@ from stream_recs.datasets import HISTORY_LEN, Events, to_sequences
 
 KS = (10, 20)
 METRICS = ("recall", "precision", "f1", "mrr", "ndcg")
-MASKINGS = ("masked", "unmasked")  # masked first: it is what the worker serves
+MASKINGS = ("masked", "unmasked", "masked-all")  # masked first: it is what the worker serves
 
 
 @dataclass
@@ -38,9 +40,16 @@ class Cases:
     prefixes: list[np.ndarray]
     targets: np.ndarray
     users: np.ndarray
+    histories: list[np.ndarray] | None = None  # every earlier item, where more than the prefix
 
     def __len__(self) -> int:
         return len(self.targets)
+
+    def take(self, keep: np.ndarray) -> Cases:
+        """The cases at indices ``keep`` (or where the boolean ``keep`` is true), in that order."""
+        rows = np.flatnonzero(keep) if keep.dtype == bool else keep
+        histories = None if self.histories is None else [self.histories[k] for k in rows]
+        return Cases([self.prefixes[k] for k in rows], self.targets[rows], self.users[rows], histories)
 
 
 @dataclass
@@ -91,8 +100,8 @@ def metrics_from_ranks(ranks: np.ndarray, ks: Sequence[int] = KS) -> dict[str, f
 
 
 def evaluate(predictor, cases: Cases, ks: Sequence[int] = KS, batch_size: int = 512) -> dict:
-    """Metrics of ``predictor`` over ``cases`` by full ranking, ``masked`` and ``unmasked``
-    (:data:`MASKINGS`), and the number of cases. Masked, a target that occurs in its own input
+    """Metrics of ``predictor`` over ``cases`` by full ranking, ``masked``, ``unmasked`` and
+    ``masked-all`` (:data:`MASKINGS`), and the number of cases. Masked, a target that occurs in its own input
     is unreachable (it ranks last); ``targets_in_input`` counts such cases."""
     ranks: dict[str, list] = {masking: [] for masking in MASKINGS}
     for start in range(0, len(cases), batch_size):
@@ -101,6 +110,9 @@ def evaluate(predictor, cases: Cases, ks: Sequence[int] = KS, batch_size: int = 
         scores = predictor.score_prefixes(prefixes, cases.users[start:end])
         ranks["unmasked"].append(conservative_ranks(scores, targets))
         ranks["masked"].append(conservative_ranks(mask_inputs(scores, prefixes), targets))
+        ranks["masked-all"].append(ranks["masked"][-1] if cases.histories is None else
+                                   conservative_ranks(mask_inputs(scores, cases.histories[start:end]),
+                                                      targets))
     seen = sum(bool(np.any(p == t)) for p, t in zip(cases.prefixes, cases.targets, strict=True))
     return {**{masking: metrics_from_ranks(np.concatenate(r) if r else np.zeros(0), ks)
                for masking, r in ranks.items()},
@@ -123,18 +135,20 @@ def leave_one_out(events: Events, max_len: int = HISTORY_LEN) -> Split:
 
 def cases_at(events: Events, order: np.ndarray, is_target: np.ndarray, max_len: int) -> Cases:
     """A case for each row of ``order`` (rows sorted by user, then time) marked ``is_target``:
-    its item, after the user's previous ``max_len`` items (a row with none makes no case)."""
+    its item, after the user's previous ``max_len`` items (a row with none makes no case), and all
+    the user's earlier items (``histories``)."""
     items, user = events.item[order], events.user[order]
     starts = np.flatnonzero(np.r_[True, user[1:] != user[:-1]])
     first_of = np.repeat(starts, np.diff(np.r_[starts, len(order)]))
-    prefixes, targets, users = [], [], []
+    prefixes, histories, targets, users = [], [], [], []
     for pos in np.flatnonzero(is_target):
         lo = max(first_of[pos], pos - max_len)
         if pos > lo:
             prefixes.append(items[lo:pos])
+            histories.append(items[first_of[pos]:pos])
             targets.append(items[pos])
             users.append(user[pos])
-    return Cases(prefixes, np.asarray(targets, np.int64), np.asarray(users, np.int64))
+    return Cases(prefixes, np.asarray(targets, np.int64), np.asarray(users, np.int64), histories)
 
 
 def session_split(

@@ -207,7 +207,7 @@ def _parse_params(params) -> dict:
 def evaluate(model_dir, data, protocol, part, max_len, session_gap, test_days, baselines, report_dir,
              as_json):
     """Full-ranking evaluation of a checkpoint (and the baselines) on one protocol, with the
-    input items masked (as served) and unmasked. Refuses a checkpoint whose training data (its
+    input items masked (as served), unmasked, and with every earlier item masked. Refuses a checkpoint whose training data (its
     ancestors' included) held the evaluated cases."""
     import json
     from pathlib import Path
@@ -260,6 +260,8 @@ _MASKING_CAPTIONS = (
     "each case's input items never recommended, as the worker serves ({targets_in_input} targets "
     "occur in their input: unreachable, ranked last)",
     "input items ranked like any other",
+    "every earlier item of the user never recommended, also those older than the input (as the "
+    "published leave-one-out figures rank; the same as masked where no history outgrows the input)",
 )
 
 

@@ -29,7 +29,7 @@ def test_train_and_evaluate(tmp_path):
     payload = json.loads(result.stdout)
     assert set(payload["results"]) == {"GRU4Rec (ours)", "most popular", "Markov", "V-SKNN"}
     for scored in payload["results"].values():
-        assert set(scored) == {"masked", "unmasked"}
+        assert set(scored) == {"masked", "unmasked", "masked-all"}
         assert 0.0 <= scored["masked"]["ndcg@10"] <= 1.0 and 0.0 <= scored["unmasked"]["ndcg@10"] <= 1.0
     assert payload["max_len"] == 50 and payload["targets_in_input"] > 0  # synthetic users click again
     assert (tmp_path / "report" / "results.png").stat().st_size > 0

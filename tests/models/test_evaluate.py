@@ -68,6 +68,8 @@ def test_leave_one_out_split():
     assert [name(i) for i in split.valid.targets] == ["z", "x"]
     assert [[name(i) for i in p] for p in split.test.prefixes] == [["y", "z"], ["z", "x"]]
     assert [[name(i) for i in p] for p in split.valid.prefixes] == [["x", "y"], ["y", "z"]]
+    # every earlier item, beyond the 2-item input too (masked-all masks these)
+    assert [[name(i) for i in h] for h in split.test.histories] == [["x", "y", "z"], ["y", "z", "x"]]
     assert len(split.train) == 4
 
 
@@ -128,6 +130,27 @@ def test_masking_removes_the_input_items_only():
     assert scored["unmasked"]["recall@1"] == 0.5 and scored["unmasked"]["recall@3"] == 1.0
     assert scored["masked"]["recall@1"] == 0.5 and scored["masked"]["mrr@3"] == 0.5
     assert scored["cases"] == 2 and scored["targets_in_input"] == 1
+
+
+def test_masked_all_also_masks_the_history_older_than_the_input():
+    # input [1] (the last item); history [0, 1]: item 0 scores highest, the target 2 next
+    scores = [[0.9, 0.8, 0.7, 0.1], [0.9, 0.8, 0.7, 0.1]]
+    cases = Cases([np.array([1]), np.array([1])], np.array([2, 2]), np.zeros(2, np.int64),
+                  [np.array([0, 1]), np.array([1])])
+    scored = evaluate(Fixed(scores), cases, ks=(1,))
+    assert scored["masked"]["recall@1"] == 0.0  # item 0 is not in the input
+    assert scored["masked-all"]["recall@1"] == 0.5  # it is in the first case's history
+    no_history = Cases(cases.prefixes, cases.targets, cases.users)
+    assert evaluate(Fixed(scores), no_history, ks=(1,))["masked-all"] == scored["masked"]
+
+
+def test_take_keeps_every_field_of_the_chosen_cases():
+    cases = leave_one_out(tiny_log(), max_len=2).test
+    for keep in (np.array([False, True]), np.array([1])):
+        one = cases.take(keep)
+        assert len(one) == 1 and one.targets[0] == cases.targets[1] and one.users[0] == cases.users[1]
+        assert np.array_equal(one.prefixes[0], cases.prefixes[1])
+        assert np.array_equal(one.histories[0], cases.histories[1])
 
 
 def test_every_predictor_is_masked_by_the_same_rule():
