@@ -139,17 +139,23 @@ def training_sequences(
     least ``min_count`` times (rarer ones are left out of the sequences: too few clicks to learn
     from), or a new lineage; either way the new items come sorted, and every registered item's
     last-seen time is folded in."""
-    counts = np.bincount(events.item, minlength=len(events.item_ids))
+    counts, newest = item_clicks(events)
     known = set(parent.ids) if parent else set()
     codes = [c for c in np.flatnonzero(counts).tolist()
              if counts[c] >= min_count or events.item_ids[c] in known]
     item_ids = sorted(events.item_ids[c] for c in codes)
     registry = parent.extend(item_ids) if parent else ItemRegistry.new(item_ids)
-    newest = np.full(len(events.item_ids), -np.inf)
-    np.maximum.at(newest, events.item, events.ts)
     registry = registry.seen({events.item_ids[c]: int(newest[c]) for c in codes})
     index = registry.index()
     return registry, to_sequences(events, session_gap, index).items
+
+
+def item_clicks(events: Events) -> tuple[np.ndarray, np.ndarray]:
+    """How often each of ``events``' item codes is clicked, and its newest click time."""
+    counts = np.bincount(events.item, minlength=len(events.item_ids))
+    newest = np.full(len(events.item_ids), -np.inf)
+    np.maximum.at(newest, events.item, events.ts)
+    return counts, newest
 
 
 def item_support(sequences: Sequence[np.ndarray], n_items: int) -> np.ndarray:

@@ -32,7 +32,7 @@ from stream_recs.datasets import Events, concat_events
 from stream_recs.models import GRU4Rec
 from stream_recs.models.gate import Verdict, judge, newest_slice
 from stream_recs.models.registry import ItemRegistry
-from stream_recs.models.train import TrainConfig, item_support, train_model, training_sequences
+from stream_recs.models.train import TrainConfig, item_clicks, item_support, train_model, training_sequences
 from stream_recs.models.warm_start import inherited
 
 
@@ -115,9 +115,7 @@ def row_rates(live: GRU4Rec, support: np.ndarray, full: float) -> np.ndarray:
 def admitted(window: Events, registry: ItemRegistry, min_count: int) -> ItemRegistry:
     """``registry`` extended by the items of ``window`` it lacks that occur at least ``min_count``
     times there, with their newest click times (sorted, as ``training_sequences`` appends)."""
-    counts = np.bincount(window.item, minlength=len(window.item_ids))
-    newest = np.full(len(window.item_ids), -np.inf)
-    np.maximum.at(newest, window.item, window.ts)
+    counts, newest = item_clicks(window)
     known = set(registry.ids)
     new = sorted((window.item_ids[c], int(newest[c])) for c in np.flatnonzero(counts >= max(min_count, 1))
                  if window.item_ids[c] not in known)

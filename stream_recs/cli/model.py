@@ -207,8 +207,8 @@ def _parse_params(params) -> dict:
 def evaluate(model_dir, data, protocol, part, max_len, session_gap, test_days, baselines, report_dir,
              as_json):
     """Full-ranking evaluation of a checkpoint (and the baselines) on one protocol, with the
-    input items masked (as served), unmasked, and with every earlier item masked. Refuses a checkpoint whose training data (its
-    ancestors' included) held the evaluated cases."""
+    input items masked (as served), unmasked, and with every earlier item masked. Refuses a
+    checkpoint whose training data (its ancestors' included) held the evaluated cases."""
     import json
     from pathlib import Path
 
