@@ -40,7 +40,7 @@ class Cases:
     prefixes: list[np.ndarray]
     targets: np.ndarray
     users: np.ndarray
-    histories: list[np.ndarray] | None = None  # every earlier item, where more than the prefix
+    histories: list[np.ndarray] | None = None  # every earlier item; None: the prefixes are all
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -136,7 +136,7 @@ def leave_one_out(events: Events, max_len: int = HISTORY_LEN) -> Split:
 def cases_at(events: Events, order: np.ndarray, is_target: np.ndarray, max_len: int) -> Cases:
     """A case for each row of ``order`` (rows sorted by user, then time) marked ``is_target``:
     its item, after the user's previous ``max_len`` items (a row with none makes no case), and all
-    the user's earlier items (``histories``)."""
+    the user's earlier items (``histories``; None when none is longer than its prefix)."""
     items, user = events.item[order], events.user[order]
     starts = np.flatnonzero(np.r_[True, user[1:] != user[:-1]])
     first_of = np.repeat(starts, np.diff(np.r_[starts, len(order)]))
@@ -148,7 +148,9 @@ def cases_at(events: Events, order: np.ndarray, is_target: np.ndarray, max_len: 
             histories.append(items[first_of[pos]:pos])
             targets.append(items[pos])
             users.append(user[pos])
-    return Cases(prefixes, np.asarray(targets, np.int64), np.asarray(users, np.int64), histories)
+    longer = any(len(h) > len(p) for h, p in zip(histories, prefixes, strict=True))
+    return Cases(prefixes, np.asarray(targets, np.int64), np.asarray(users, np.int64),
+                 histories if longer else None)
 
 
 def session_split(
