@@ -26,6 +26,7 @@ from .batching import Step, session_parallel
 from .gru4rec import GRU4Rec
 from .losses import LOSSES, bpr_max, cross_entropy_logq, sampled_columns
 from .optim import AdagradMomentum
+from .precision import autocast, resolve_precision
 from .registry import ItemRegistry
 from .sampling import PopularitySampler
 from .warm_start import init_from_neighbours, item_rows_scale, warm_start
@@ -43,6 +44,7 @@ class TrainConfig:
     lr_decay: float = 1.0  # epoch e (from 0) trains at learning_rate * lr_decay**e
     seen_size: int = 0  # seen-memory width (0: none), see GRU4Rec
     seen_decay: float = 0.97
+    mask_seen: bool = False  # the items a sequence already holds are no negatives of its later steps
     dropout_embed: float = 0.0
     dropout_hidden: float = 0.0
     loss: str = "xe"
@@ -55,6 +57,7 @@ class TrainConfig:
     chunk_len: int = 0  # split training sequences into pieces of this many steps (0: never)
     epochs: int = 10  # fixed epochs; with validation, the most that early stopping may run
     patience: int = 3  # with validation: stop after this many epochs without a new best
+    precision: str = "float32"  # of the matrix products: float32, bfloat16 or auto (models/precision.py)
     seed: int = 0
     max_len: int = 50  # inference: the state is rebuilt from at most this many recent items
 
@@ -65,6 +68,7 @@ class TrainConfig:
             raise ValueError("bptt, batch_size, patience must be >= 1 and epochs >= 0")
         if not 0.0 < self.lr_decay <= 1.0:
             raise ValueError("lr_decay must be in (0, 1]")
+        resolve_precision(self.precision)
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
@@ -99,30 +103,31 @@ def window_forward(
     items = torch.cat([s.inputs for s in window])
     inputs = model.dropout_embed(model.item_embedding(items))
     first = model.cells[0]
-    projected = torch.nn.functional.linear(inputs, first.weight_ih, first.bias_ih)
-    seen_vectors = model.seen_embedding(items) if model.seen_size else None
+    sizes = [len(s.inputs) for s in window]
+    # one split per window, not a slice per step: autograd then joins the steps' gradients once
+    projected = torch.nn.functional.linear(inputs, first.weight_ih, first.bias_ih).split(sizes)
+    seen_vectors = model.seen_embedding(items).split(sizes) if model.seen_size else None
     size = model.hidden_size
-    outputs, seen, offset = [], [], 0
-    for step in window:
+    outputs, seen = [], []
+    for k, step in enumerate(window):
         if step.keep is not None:
             hidden = hidden[step.keep]
         if step.reset.any():
             hidden = hidden.masked_fill(step.reset[:, None], 0.0)
-        n = len(step.inputs)
-        gate_x = projected[offset:offset + n]
-        gate_h = torch.nn.functional.linear(hidden[:, :size], first.weight_hh, first.bias_hh)
-        rz = torch.sigmoid(gate_x[:, : 2 * size] + gate_h[:, : 2 * size])
-        reset_gate, update_gate = rz[:, :size], rz[:, size:]
-        candidate = torch.tanh(gate_x[:, 2 * size :] + reset_gate * gate_h[:, 2 * size :])
-        x = candidate + update_gate * (hidden[:, :size] - candidate)
+        first_hidden = hidden if hidden.shape[1] == size else hidden[:, :size]
+        x_rz, x_n = projected[k].split((2 * size, size), 1)
+        h_rz, h_n = torch.nn.functional.linear(first_hidden, first.weight_hh, first.bias_hh).split(
+            (2 * size, size), 1)
+        reset_gate, update_gate = torch.sigmoid(x_rz + h_rz).chunk(2, 1)
+        candidate = torch.tanh(x_n + reset_gate * h_n)
+        x = candidate + update_gate * (first_hidden - candidate)
         layers = [x]
         for depth in range(1, model.n_layers):
             x = model.cells[depth](x, hidden[:, depth * size : (depth + 1) * size])
             layers.append(x)
         if seen_vectors is not None:
-            layers.append(model.seen_step(hidden, seen_vectors[offset:offset + n]))
+            layers.append(model.seen_step(hidden, seen_vectors[k]))
             seen.append(layers[-1])
-        offset += n
         hidden = torch.cat(layers, dim=1) if len(layers) > 1 else x
         outputs.append(x)
     outputs = model.dropout_hidden(torch.cat(outputs))
@@ -173,6 +178,7 @@ class Trainer:
         self.model = model
         self.sequences = split_long(sequences, config.chunk_len)
         self.config = config
+        self.precision = resolve_precision(config.precision)
         torch.manual_seed(config.seed)
         self.optimizer = AdagradMomentum(
             model.parameters(), lr=config.learning_rate, momentum=config.momentum, row_scale=row_scale
@@ -187,16 +193,23 @@ class Trainer:
             self.log_support = torch.from_numpy(np.log(support / max(support.sum(), 1.0))).float()
         self.log_sample = None if self.sampler is None else self.sampler.log_probs()
 
-    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Loss of output vectors ``[n, d]`` against their next items ``[n]``."""
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor, extra: torch.Tensor | None = None,
+             seen: torch.Tensor | None = None) -> torch.Tensor:
+        """Loss of output vectors ``[n, d]`` against their next items ``[n]``, with the shared
+        ``extra`` negatives; ``seen`` (bool ``[n, columns]``, see ``seen_columns``) flags columns
+        that are no negatives of a row."""
         cfg, model = self.config, self.model
         if self.full_softmax:
             scores = model.logits(outputs)
+            if seen is not None:
+                seen[torch.arange(len(targets)), targets] = False
             if cfg.loss == "xe":
-                return cross_entropy_logq(scores, targets)
-            return bpr_max(scores, targets, cfg.bpreg, final_act=cfg.final_act)
-        extra = None if self.sampler is None else self.sampler.sample()
+                return cross_entropy_logq(scores, targets, exclude=seen)
+            return bpr_max(scores, targets, cfg.bpreg, seen, cfg.final_act)
         columns, pos, exclude = sampled_columns(targets, extra)
+        if seen is not None:
+            seen[pos, pos] = False
+            exclude |= seen
         scores = model.logits(outputs, columns)
         if cfg.loss == "xe":
             logq = None
@@ -207,9 +220,35 @@ class Trainer:
             return cross_entropy_logq(scores, pos, logq, exclude)
         return bpr_max(scores, pos, cfg.bpreg, exclude, cfg.final_act)
 
-    def _update(self, outputs: torch.Tensor, targets: torch.Tensor) -> tuple[float, int]:
+    def columns(self, targets: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The shared extra negatives of one update and the items its score columns hold (None:
+        every item, a full softmax)."""
+        if self.full_softmax:
+            return None, None
+        extra = None if self.sampler is None else self.sampler.sample()
+        return extra, targets if extra is None else torch.cat((targets, extra))
+
+    def seen_columns(self, seen: torch.Tensor, window: Sequence[Step],
+                     columns: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Walk the lanes' item sets ``seen`` (bool ``[n_items, lanes]``: an item's lanes are
+        adjacent, so a step gathers its columns as whole rows) through ``window``'s steps;
+        returns them and, per output row, which ``columns`` (None: all items) its sequence holds
+        up to and including the row's input (bool ``[rows, columns]``)."""
+        parts = []
+        for step in window:
+            if step.keep is not None:
+                seen = seen[:, step.keep]
+            if step.reset.any():
+                seen[:, step.reset] = False
+            seen[step.inputs, torch.arange(len(step.inputs))] = True
+            parts.append(seen.clone() if columns is None else seen.index_select(0, columns))
+        return seen, torch.cat(parts, dim=1).T
+
+    def _update(self, outputs: torch.Tensor, targets: torch.Tensor, extra: torch.Tensor | None,
+                seen: torch.Tensor | None) -> tuple[float, int]:
         """One optimiser step on a window's outputs; returns (mean loss, number of events)."""
-        loss = self.loss(outputs, targets)
+        with autocast(self.precision):
+            loss = self.loss(outputs, targets, extra, seen)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -225,6 +264,7 @@ class Trainer:
         # session_parallel drops one-item sequences (no target): size the lanes without them
         trainable = sum(1 for s in self.sequences if len(s) >= 2)
         hidden = model.init_hidden(min(cfg.batch_size, max(trainable, 1)))
+        lanes_seen = torch.zeros(model.n_items, len(hidden), dtype=torch.bool) if cfg.mask_seen else None
         total_loss, n_events = 0.0, 0
         started = time.perf_counter()
         steps = session_parallel(self.sequences, cfg.batch_size)
@@ -232,8 +272,14 @@ class Trainer:
             window = list(itertools.islice(steps, cfg.bptt))
             if not window:
                 break
-            hidden, outputs = window_forward(model, hidden, window)
-            value, n = self._update(outputs, torch.cat([step.targets for step in window]))
+            targets = torch.cat([step.targets for step in window])
+            extra, columns = self.columns(targets)
+            seen = None
+            if lanes_seen is not None:
+                lanes_seen, seen = self.seen_columns(lanes_seen, window, columns)
+            with autocast(self.precision):
+                hidden, outputs = window_forward(model, hidden, window)
+            value, n = self._update(outputs, targets, extra, seen)
             hidden = hidden.detach()
             total_loss += value * n
             n_events += n

@@ -73,7 +73,7 @@ def defaults_for(loss: str) -> dict:
 
 def suggest(trial, loss: str) -> dict:
     """One point of the search space (units 64-512, batch 32-256, lr 0.01-0.25, ..., seen
-    memory 0-256)."""
+    memory 0-256, seen items masked from the negatives or not)."""
     params = {
         "loss": loss,
         "hidden_size": trial.suggest_int("hidden_size", 64, 512, step=32),
@@ -87,6 +87,7 @@ def suggest(trial, loss: str) -> dict:
         "chunk_len": trial.suggest_categorical("chunk_len", [0, 64]),
         "seen_size": trial.suggest_categorical("seen_size", [0, 64, 128, 256]),
         "seen_decay": trial.suggest_categorical("seen_decay", [0.9, 0.97, 0.99, 1.0]),
+        "mask_seen": trial.suggest_categorical("mask_seen", [False, True]),
     }
     if loss == "bpr-max":
         params["bpreg"] = trial.suggest_float("bpreg", 0.0, 2.0)
