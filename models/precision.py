@@ -1,7 +1,7 @@
 """The number format of training's matrix products: float32, or bfloat16 under autocast (the
 weights, the optimiser state and the recurrent state stay float32; only the products' inputs are
 rounded). ``auto`` takes bfloat16 only on CPUs that multiply it natively (AMX tiles or AVX-512
-BF16), where it is several times faster; elsewhere it would be emulated and slower."""
+BF16), where its products are faster; elsewhere it would be emulated and slower."""
 
 from __future__ import annotations
 
