@@ -33,9 +33,8 @@ VARIANTS = (("float32", False), ("bfloat16", False), ("float32", True), ("bfloat
 @click.option("--json", "as_json", is_flag=True, help="Last line: one JSON object.")
 def main(dataset, users, rounds, threads, as_json):
     from stream_recs.datasets import load_dataset
-    from stream_recs.models.gru4rec import GRU4Rec
     from stream_recs.models.precision import native_bf16
-    from stream_recs.models.train import TrainConfig, Trainer, training_sequences
+    from stream_recs.models.train import TrainConfig, train_model, training_sequences
     from stream_recs.models.tune import defaults_for
 
     torch.set_num_threads(threads)
@@ -45,11 +44,8 @@ def main(dataset, users, rounds, threads, as_json):
     for round_ in range(rounds):
         for precision, mask_seen in VARIANTS:
             config = TrainConfig.from_dict({**defaults_for("xe"), "precision": precision,
-                                            "mask_seen": mask_seen, "seed": round_})
-            model = GRU4Rec(registry.ids, hidden_size=config.hidden_size, seen_size=config.seen_size,
-                            seen_decay=config.seen_decay, dropout_embed=config.dropout_embed,
-                            dropout_hidden=config.dropout_hidden)
-            stats = Trainer(model, sequences, config).train_epoch()
+                                            "mask_seen": mask_seen, "seed": round_, "epochs": 1})
+            _, (stats,) = train_model(sequences, registry, config, "speed", show_progress=False)
             rates[precision, mask_seen].append(stats["events_per_s"])
             print(f"round {round_ + 1}: {precision}, mask_seen {mask_seen}: "
                   f"{stats['events_per_s']:,.0f} events/s", file=sys.stderr, flush=True)
