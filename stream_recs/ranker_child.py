@@ -213,6 +213,8 @@ class Ranker:
         replaced later), and the batches of that version are ranked in-process."""
         if not self.enabled:
             return
+        if self._respawn is not None and self._respawn is not asyncio.current_task():
+            self._respawn.cancel()  # this load is the retry: a second start would race it
         self._newest = (model_dir, version, meta_sha256)
         self._loads += 1  # a start still under way for an older load is discarded when it ends
         ticket = self._loads
