@@ -160,7 +160,8 @@ async def test_a_child_of_another_version_is_not_used(checkpoints):
 
 
 async def test_a_child_that_cannot_reload_is_retired_and_replaced(checkpoints, caplog, monkeypatch):
-    monkeypatch.setattr(ranker_child, "RESPAWN_DELAYS_S", (0.2,))
+    # the respawn is due at once: the announcement below supersedes it instead of racing it
+    monkeypatch.setattr(ranker_child, "RESPAWN_DELAYS_S", (0.0,))
     rec = Recommender(make_model("v1"), ServingOptions(k=10))
     ranking = Ranker(rec.options, True, checkpoints["v1"], "v1", min_rows=1)
     await ranking.start()
@@ -170,7 +171,10 @@ async def test_a_child_that_cannot_reload_is_retired_and_replaced(checkpoints, c
             await ranking.load(checkpoints["v1"], "v2")  # the checkpoint is not of that version
         assert "could not load" in caplog.text and "not the expected v2" in caplog.text
         assert ranking.process is None and first.proc.returncode is not None
-        await ranking.load(checkpoints["v2"], "v2")  # a good announcement after it: a new child
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="stream_recs.ranker_child"):
+            await ranking.load(checkpoints["v2"], "v2")  # a good announcement after it: a new child
+        assert "starting a new ranker child" not in caplog.text  # the one start is this load's
         assert ranking.process is not None and ranking.process.version == "v2"
         assert ranking.process.proc.pid != first.proc.pid
     finally:
