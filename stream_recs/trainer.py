@@ -158,6 +158,7 @@ class TrainerService:
             offsets[f"{tp.topic}:{tp.partition}"] = self.consumer.position(tp)
         if forgotten:  # first: once the offsets past a request are on disk, it is never read again
             self.window.forget(forgotten)
+            self._report_window()  # before the count: a request seen applied is seen in the window
             self.metrics.forgotten.inc(len(forgotten))
             rows = [row for row in rows if row[0] not in forgotten]
         self.window.append(rows, offsets)
