@@ -1,4 +1,4 @@
-"""Settings as people read them: ``stream-recs settings`` and the README's configuration table,
+"""Settings as people read them: ``stream-recs settings`` and the configuration table (docs/configuration.md),
 made from the declarations in ``config.py`` so no default or help text is written twice."""
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def describe(settings: Settings | None = None) -> list[tuple[str, str, str, str 
 
 
 def markdown_table() -> str:
-    """The README's configuration table: one row per setting."""
+    """The configuration table (docs/configuration.md): one row per setting."""
     lines = ["| variable | default | meaning |", "|---|---|---|"]
     for variable, default, meaning, _ in describe():
         lines.append(f"| `{variable}` | {f'`{default}`' if default else ''} | {meaning} |")

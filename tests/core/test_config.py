@@ -1,4 +1,4 @@
-"""Settings: declared once, validated where loaded, the README's table and the worker's flags made
+"""Settings: declared once, validated where loaded, the configuration table and the worker's flags made
 from the same declarations."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from stream_recs.config import (
 )
 from stream_recs.settings_listing import describe, markdown_table
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+TABLE_DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 TABLE_MARKER = "<!-- settings table: stream-recs settings --markdown -->"
 
 
@@ -91,8 +91,8 @@ def test_secrets_are_never_listed():
 
 
 def test_the_readme_table_is_the_settings():
-    """The README's configuration table is ``stream-recs settings --markdown``, row for row."""
-    lines = README.read_text().splitlines()
+    """The configuration table (docs/configuration.md) is ``stream-recs settings --markdown``, row for row."""
+    lines = TABLE_DOC.read_text().splitlines()
     start = lines.index(TABLE_MARKER) + 1
     end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
     assert "\n".join(lines[start:end]) == markdown_table(), "run `stream-recs settings --markdown`"
